@@ -1,0 +1,112 @@
+// The shared machinery behind both public lock types: one lock object on one lock file.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "fasteners/detail/export.hpp"
+
+namespace fasteners {
+
+// The timeout parameter of the seed-style acquire calls: no value means no limit.
+using timeout_type = std::optional<std::chrono::duration<double>>;
+
+namespace detail {
+
+enum class lock_mode { shared, exclusive };
+
+class lock_object;  // Defined in src/lock_table.hpp; the state lives on the heap so moves are cheap.
+
+// Converts a relative wait to a steady-clock deadline once, saturating instead of overflowing.
+template <class Rep, class Period>
+std::chrono::steady_clock::time_point deadline_after(const std::chrono::duration<Rep, Period>& d) {
+  using std::chrono::steady_clock;
+  const auto now = steady_clock::now();
+  const std::chrono::duration<double> limit = steady_clock::time_point::max() - now;
+  if (!(std::chrono::duration<double>(d) < limit)) return steady_clock::time_point::max();
+  if (d <= d.zero()) return now;
+  return now + std::chrono::ceil<steady_clock::duration>(d);
+}
+
+// One lock object on one path. Thread-safe: any thread may call any member at any time, except
+// that moving or destroying the object must not race with other calls on it.
+class FASTENERS_API file_lock {
+ public:
+  explicit file_lock(std::filesystem::path path);
+  ~file_lock();
+  file_lock(file_lock&& other) noexcept;
+  file_lock& operator=(file_lock&& other) noexcept;
+  file_lock(const file_lock&) = delete;
+  file_lock& operator=(const file_lock&) = delete;
+
+  // The seed's acquire: waits forever, tries once (blocking == false), or waits at most
+  // `timeout`. Throws std::invalid_argument for a negative or NaN timeout.
+  bool acquire(lock_mode mode, bool blocking, const timeout_type& timeout);
+  // Waits until `deadline`; a deadline in the past means one try.
+  bool acquire_until(lock_mode mode, std::chrono::steady_clock::time_point deadline);
+  template <class Clock, class Duration>
+  bool acquire_until(lock_mode mode, const std::chrono::time_point<Clock, Duration>& t) {
+    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+      return acquire_until(mode, std::chrono::ceil<std::chrono::steady_clock::duration>(t));
+    } else {
+      // Another clock may jump: wait in slices measured on the steady clock, re-checking it.
+      for (;;) {
+        const auto left = t - Clock::now();
+        if (acquire_until(mode, deadline_after(left))) return true;
+        if (Clock::now() >= t) return false;
+      }
+    }
+  }
+  // Releases one hold of `mode`. Throws std::system_error(operation_not_permitted) if this
+  // object holds none.
+  void release(lock_mode mode);
+  // Whether this object holds at least one lock of `mode`.
+  bool holds(lock_mode mode) const noexcept;
+  const std::filesystem::path& path() const noexcept;
+
+ private:
+  std::unique_ptr<lock_object> impl_;
+};
+
+// Holds one lock of mode M on a file_lock until destroyed. Move-only.
+template <lock_mode M>
+class [[nodiscard]] basic_guard {
+ public:
+  basic_guard(basic_guard&& other) noexcept : lock_(std::exchange(other.lock_, nullptr)) {}
+  basic_guard& operator=(basic_guard&& other) noexcept {
+    if (this != &other) {
+      reset();
+      lock_ = std::exchange(other.lock_, nullptr);
+    }
+    return *this;
+  }
+  basic_guard(const basic_guard&) = delete;
+  basic_guard& operator=(const basic_guard&) = delete;
+  ~basic_guard() { reset(); }
+
+  // Releases the lock now; throws as the lock's release does.
+  void unlock() { std::exchange(lock_, nullptr)->release(M); }
+  bool owns_lock() const noexcept { return lock_ != nullptr; }
+  explicit operator bool() const noexcept { return owns_lock(); }
+
+  // Adopts a lock already taken on `lock`; used by the lock types.
+  explicit basic_guard(file_lock& lock) noexcept : lock_(&lock) {}
+
+ private:
+  void reset() noexcept {
+    if (lock_ == nullptr) return;
+    try {
+      std::exchange(lock_, nullptr)->release(M);
+    } catch (...) {
+      // A destructor never throws; the OS drops the lock with the descriptor anyway.
+    }
+  }
+  file_lock* lock_;
+};
+
+}  // namespace detail
+}  // namespace fasteners
