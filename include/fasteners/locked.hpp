@@ -40,16 +40,16 @@ auto interprocess_locked(std::filesystem::path path, F&& f) {
 template <class F>
 auto interprocess_read_locked(std::filesystem::path path, F&& f) {
   return detail::make_locked<interprocess_reader_writer_lock,
-                             std::shared_lock<interprocess_reader_writer_lock>>(
-      std::move(path), std::forward<F>(f));
+                             std::shared_lock<interprocess_reader_writer_lock>>(std::move(path),
+                                                                                std::forward<F>(f));
 }
 
 // As interprocess_locked, with the write (exclusive) lock of an interprocess_reader_writer_lock.
 template <class F>
 auto interprocess_write_locked(std::filesystem::path path, F&& f) {
   return detail::make_locked<interprocess_reader_writer_lock,
-                             std::lock_guard<interprocess_reader_writer_lock>>(
-      std::move(path), std::forward<F>(f));
+                             std::lock_guard<interprocess_reader_writer_lock>>(std::move(path),
+                                                                               std::forward<F>(f));
 }
 
 }  // namespace fasteners

@@ -19,7 +19,8 @@ namespace detail {
 
 enum class lock_mode { shared, exclusive };
 
-class lock_object;  // Defined in src/lock_table.hpp; the state lives on the heap so moves are cheap.
+class lock_object;  // Defined in src/lock_table.hpp; the state lives on the heap so moves are
+                    // cheap.
 
 // Converts a relative wait to a steady-clock deadline once, saturating instead of overflowing.
 template <class Rep, class Period>

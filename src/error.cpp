@@ -1,0 +1,22 @@
+// Builds the library's std::system_error messages.
+#include "error.hpp"
+
+#include <string>
+
+namespace fasteners::detail {
+
+void throw_error(std::error_code ec, std::string_view action, const std::filesystem::path& path,
+                 std::string_view detail) {
+  std::string message = "fasteners: cannot ";
+  message += action;
+  message += " '";
+  message += path.string();
+  message += "'";
+  if (!detail.empty()) {
+    message += ": ";
+    message += detail;
+  }
+  throw std::system_error(ec, message);
+}
+
+}  // namespace fasteners::detail

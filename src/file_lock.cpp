@@ -1,0 +1,53 @@
+// The public lock types' shared core: argument checks and the hand-over to the lock table.
+#include "fasteners/detail/file_lock.hpp"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "error.hpp"
+#include "lock_table.hpp"
+
+namespace fasteners::detail {
+namespace {
+
+lock_object& object_of(const std::unique_ptr<lock_object>& impl) {
+  if (!impl) {
+    throw std::system_error(std::make_error_code(std::errc::operation_not_permitted),
+                            "fasteners: the lock object was moved from");
+  }
+  return *impl;
+}
+
+}  // namespace
+
+file_lock::file_lock(std::filesystem::path path)
+    : impl_(std::make_unique<lock_object>(std::move(path))) {}
+file_lock::~file_lock() = default;
+file_lock::file_lock(file_lock&& other) noexcept = default;
+file_lock& file_lock::operator=(file_lock&& other) noexcept = default;
+
+bool file_lock::acquire(lock_mode mode, bool blocking, const timeout_type& timeout) {
+  if (timeout && !(timeout->count() >= 0)) {
+    throw std::invalid_argument("fasteners: the timeout must not be negative, but it is " +
+                                std::to_string(timeout->count()) + " s");
+  }
+  if (!blocking) return object_of(impl_).acquire(mode, platform::try_once);
+  if (!timeout) return object_of(impl_).acquire(mode, platform::no_deadline);
+  return object_of(impl_).acquire(mode, deadline_after(*timeout));
+}
+
+bool file_lock::acquire_until(lock_mode mode, std::chrono::steady_clock::time_point deadline) {
+  return object_of(impl_).acquire(mode, deadline);
+}
+
+void file_lock::release(lock_mode mode) { object_of(impl_).release(mode); }
+
+bool file_lock::holds(lock_mode mode) const noexcept { return impl_ && impl_->holds(mode); }
+
+const std::filesystem::path& file_lock::path() const noexcept {
+  static const std::filesystem::path none;
+  return impl_ ? impl_->path() : none;
+}
+
+}  // namespace fasteners::detail

@@ -1,0 +1,262 @@
+// The process-wide table of open lock files: in-process exclusion, deadlock checks, fork safety.
+#include "lock_table.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "error.hpp"
+
+namespace fasteners::detail {
+
+struct holding {
+  std::thread::id thread;  // The thread that took it; the lock itself belongs to `owner`.
+  const lock_object* owner;
+  lock_mode mode;
+};
+
+struct inode_entry {
+  platform::open_file file;
+  // Later opens of the same file. Closing one while a classic fcntl lock is held would drop it,
+  // so they stay open as long as the entry.
+  std::vector<platform::native_handle> spare_handles;
+  int users = 0;         // Lock objects bound to this entry.
+  int readers = 0;       // Read locks held in this process; the OS lock is shared while > 0.
+  bool writer = false;   // A write lock is held in this process; the OS lock is exclusive.
+  bool os_busy = false;  // A thread is taking the OS lock; others wait until it is done.
+  int writers_waiting = 0;
+  bool detached = false;  // Left over in a child after fork(): its handles are closed.
+  std::condition_variable changed;
+  std::vector<holding> holdings;
+};
+
+struct lock_table {
+  std::mutex mutex;
+  std::map<platform::file_identity, std::shared_ptr<inode_entry>> entries;
+
+  // The one table of the process, never destroyed: objects may outlive static destruction.
+  static lock_table& get() {
+    static lock_table* const table = [] {
+      auto* t = new lock_table;
+      platform::at_fork(&prepare_fork, &parent_after_fork, &child_after_fork);
+      return t;
+    }();
+    return *table;
+  }
+
+  // Binds `object` to the entry of the file at its path, opening the file if no object of this
+  // process has it open.
+  void bind(lock_object& object) {
+    const auto& path = object.path_;
+    if (path.empty()) throw_error(std::errc::invalid_argument, "lock", path, "the path is empty");
+    if (path.native().find(std::filesystem::path::value_type()) != path.native().npos) {
+      throw_error(std::errc::invalid_argument, "lock", path, "the path contains a NUL character");
+    }
+    std::shared_ptr<inode_entry> entry;
+    if (const auto id = platform::identify(path)) {
+      const auto it = entries.find(*id);
+      if (it != entries.end()) entry = it->second;
+    }
+    if (!entry) {
+      const auto file = platform::open(path);
+      auto& slot = entries[file.id];
+      if (slot) {
+        slot->spare_handles.push_back(file.handle);
+      } else {
+        slot = std::make_shared<inode_entry>();
+        slot->file = file;
+      }
+      entry = slot;
+    }
+    ++entry->users;
+    object.entry_ = std::move(entry);
+  }
+
+  // Undoes one use of `object`; the last one unbinds it, and the last object closes the file.
+  void leave(lock_object& object) noexcept {
+    if (--object.users_ > 0) return;
+    const auto entry = std::move(object.entry_);
+    if (--entry->users > 0 || entry->detached) return;
+    entries.erase(entry->file.id);
+    platform::close(entry->file.handle);
+    for (const auto handle : entry->spare_handles) platform::close(handle);
+  }
+
+  // Forgets what `object` held before this process was forked from its parent.
+  static void forget_if_stale(lock_object& object) noexcept {
+    if (object.entry_ && object.entry_->detached) {
+      object.entry_.reset();
+      object.users_ = 0;
+    }
+  }
+
+  static bool can_take(const inode_entry& e, lock_mode mode) {
+    if (e.writer || e.os_busy) return false;
+    // Readers of this process queue behind its waiting writers, so they cannot starve them.
+    return mode == lock_mode::shared ? e.writers_waiting == 0 : e.readers == 0;
+  }
+
+  // Waits until `object` may take a lock of `mode`, then takes it. Called with `guard` locked.
+  bool wait_and_take(lock_object& object, lock_mode mode, platform::deadline until,
+                     std::unique_lock<std::mutex>& guard) {
+    inode_entry& e = *object.entry_;
+    const auto self = std::this_thread::get_id();
+    for (;;) {
+      const bool held_by_self = std::any_of(e.holdings.begin(), e.holdings.end(),
+                                            [&](const holding& h) { return h.thread == self; });
+      if (held_by_self) {
+        if (until == platform::try_once) return false;
+        throw_error(std::errc::resource_deadlock_would_occur, "wait for a lock on", object.path_,
+                    "the calling thread already holds a lock on this file in this process");
+      }
+      if (can_take(e, mode)) break;
+      if (until == platform::try_once ||
+          (until != platform::no_deadline && std::chrono::steady_clock::now() >= until)) {
+        return false;
+      }
+      if (mode == lock_mode::exclusive) ++e.writers_waiting;
+      if (until == platform::no_deadline) {
+        e.changed.wait(guard);
+      } else {
+        e.changed.wait_until(guard, until);
+      }
+      if (mode == lock_mode::exclusive && --e.writers_waiting == 0) e.changed.notify_all();
+    }
+    if (mode == lock_mode::exclusive || e.readers == 0) {
+      // Nobody in this process holds the file: take the OS lock, outside the table's mutex.
+      if (mode == lock_mode::exclusive && !e.file.writable) {
+        throw_error(std::errc::permission_denied, "take a write lock on", object.path_,
+                    "the file can only be opened for reading");
+      }
+      e.os_busy = true;
+      guard.unlock();
+      bool taken = false;
+      try {
+        taken = platform::lock(e.file.handle, mode, until, object.path_);
+      } catch (...) {
+        guard.lock();
+        e.os_busy = false;
+        e.changed.notify_all();
+        throw;
+      }
+      guard.lock();
+      e.os_busy = false;
+      e.changed.notify_all();
+      if (!taken) return false;
+    }
+    e.holdings.push_back({self, &object, mode});
+    if (mode == lock_mode::shared) {
+      ++e.readers;
+    } else {
+      e.writer = true;
+    }
+    return true;
+  }
+
+  // Drops one lock of `mode` held by `object`, preferring one the calling thread took. Returns
+  // the OS error of unlocking, if any; the lock is dropped from this process in any case.
+  std::error_code drop(lock_object& object, lock_mode mode) {
+    const auto& entry = object.entry_;
+    if (!entry) return not_held(object, mode);
+    auto& holdings = entry->holdings;
+    const auto self = std::this_thread::get_id();
+    auto it = std::find_if(holdings.begin(), holdings.end(), [&](const holding& h) {
+      return h.owner == &object && h.mode == mode && h.thread == self;
+    });
+    if (it == holdings.end()) {
+      it = std::find_if(holdings.begin(), holdings.end(),
+                        [&](const holding& h) { return h.owner == &object && h.mode == mode; });
+    }
+    if (it == holdings.end()) return not_held(object, mode);
+    holdings.erase(it);
+    if (mode == lock_mode::shared) {
+      --entry->readers;
+    } else {
+      entry->writer = false;
+    }
+    std::error_code ec;
+    if (entry->readers == 0 && !entry->writer) ec = platform::unlock(entry->file.handle);
+    entry->changed.notify_all();
+    leave(object);
+    return ec;
+  }
+
+  [[noreturn]] static std::error_code not_held(const lock_object& object, lock_mode mode) {
+    throw_error(std::errc::operation_not_permitted, "release", object.path_,
+                mode == lock_mode::shared ? "this object holds no read lock on it"
+                                          : "this object does not hold the lock");
+  }
+
+  // fork() copies the table into the child with the handles of the parent's open files. The
+  // child must neither use nor keep them: an open-file-description lock lives as long as any
+  // copy of its descriptor, so a child that kept one would keep its parent's lock alive.
+  static void prepare_fork() { get().mutex.lock(); }
+  static void parent_after_fork() { get().mutex.unlock(); }
+  static void child_after_fork() {
+    auto& table = get();
+    for (auto& [id, entry] : table.entries) {
+      platform::close(entry->file.handle);  // Closing, not unlocking: the lock is the parent's.
+      for (const auto handle : entry->spare_handles) platform::close(handle);
+      entry->spare_handles.clear();
+      entry->detached = true;
+      entry->holdings.clear();
+      entry->readers = 0;
+      entry->writer = false;
+      // Threads that waited on it in the parent do not exist here; start from a fresh one.
+      new (&entry->changed) std::condition_variable();
+    }
+    table.entries.clear();
+    table.mutex.unlock();
+  }
+};
+
+lock_object::~lock_object() {
+  auto& table = lock_table::get();
+  std::lock_guard<std::mutex> guard(table.mutex);
+  lock_table::forget_if_stale(*this);
+  while (entry_) {
+    const auto& holdings = entry_->holdings;
+    const auto it = std::find_if(holdings.begin(), holdings.end(),
+                                 [&](const holding& h) { return h.owner == this; });
+    if (it == holdings.end()) break;
+    table.drop(*this, it->mode);  // An unlock error needs no report: closing drops the lock.
+  }
+}
+
+bool lock_object::acquire(lock_mode mode, platform::deadline until) {
+  auto& table = lock_table::get();
+  std::unique_lock<std::mutex> guard(table.mutex);
+  lock_table::forget_if_stale(*this);
+  if (users_ == 0) table.bind(*this);
+  ++users_;
+  bool taken = false;
+  try {
+    taken = table.wait_and_take(*this, mode, until, guard);
+  } catch (...) {
+    table.leave(*this);
+    throw;
+  }
+  if (!taken) table.leave(*this);
+  return taken;
+}
+
+void lock_object::release(lock_mode mode) {
+  auto& table = lock_table::get();
+  std::lock_guard<std::mutex> guard(table.mutex);
+  lock_table::forget_if_stale(*this);
+  if (const auto ec = table.drop(*this, mode)) throw_error(ec, "unlock", path_);
+}
+
+bool lock_object::holds(lock_mode mode) const noexcept {
+  auto& table = lock_table::get();
+  std::lock_guard<std::mutex> guard(table.mutex);
+  if (!entry_ || entry_->detached) return false;
+  return std::any_of(entry_->holdings.begin(), entry_->holdings.end(),
+                     [&](const holding& h) { return h.owner == this && h.mode == mode; });
+}
+
+}  // namespace fasteners::detail

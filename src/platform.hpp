@@ -1,0 +1,68 @@
+// The small interface each platform implements: open a lock file, lock and unlock it, fork hooks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <system_error>
+#include <tuple>
+
+#include "fasteners/detail/file_lock.hpp"
+
+namespace fasteners::detail::platform {
+
+// A file descriptor on POSIX, a HANDLE on Windows.
+using native_handle = std::intptr_t;
+inline constexpr native_handle invalid_handle = -1;
+
+// What makes two paths the same file: (device, inode) on POSIX, (volume, file index) on Windows.
+struct file_identity {
+  std::uint64_t device = 0;
+  std::uint64_t file = 0;
+  friend bool operator<(const file_identity& a, const file_identity& b) {
+    return std::tie(a.device, a.file) < std::tie(b.device, b.file);
+  }
+  friend bool operator==(const file_identity& a, const file_identity& b) {
+    return a.device == b.device && a.file == b.file;
+  }
+};
+
+struct open_file {
+  native_handle handle = invalid_handle;
+  file_identity id;
+  bool writable = false;  // Opened for writing, so exclusive locks are possible.
+};
+
+// When a wait ends: time_point::min() means one try, time_point::max() means no limit.
+using deadline = std::chrono::steady_clock::time_point;
+inline constexpr deadline try_once = deadline::min();
+inline constexpr deadline no_deadline = deadline::max();
+
+// The identity of the regular file at `path`, or nothing if no file is there. Throws
+// std::system_error naming the path if something other than a regular file is there, or the OS
+// fails.
+std::optional<file_identity> identify(const std::filesystem::path& path);
+
+// Opens the lock file at `path` for locking, creating it and its missing parent directories. The
+// handle is not inherited by executed programs; the file is never truncated. Falls back to a
+// read-only handle when the file cannot be opened for writing. Throws std::system_error naming
+// the path.
+open_file open(const std::filesystem::path& path);
+
+// Closes a handle from open(). Never fails.
+void close(native_handle handle) noexcept;
+
+// Takes the OS lock of `mode` on the whole file through `handle`, which holds no lock yet.
+// Waits until `until` (see deadline). Returns false if the lock was not taken by then. Signals do
+// not end the wait early. Throws std::system_error naming `path` for OS failures.
+bool lock(native_handle handle, lock_mode mode, deadline until, const std::filesystem::path& path);
+
+// Releases the OS lock held through `handle`.
+std::error_code unlock(native_handle handle) noexcept;
+
+// Runs `prepare` before a fork, `parent` after it in the parent and `child` in the child; nothing
+// where fork() does not exist.
+void at_fork(void (*prepare)(), void (*parent)(), void (*child)());
+
+}  // namespace fasteners::detail::platform

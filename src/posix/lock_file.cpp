@@ -1,0 +1,173 @@
+// The POSIX platform: open-file-description locks (or classic fcntl locks) on the whole file.
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <thread>
+
+#include "error.hpp"
+#include "platform.hpp"
+
+namespace fasteners::detail::platform {
+namespace {
+
+std::error_code last_error() { return {errno, std::system_category()}; }
+
+int fd_of(native_handle handle) { return static_cast<int>(handle); }
+
+file_identity identity_of(const struct stat& st) {
+  return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+}
+
+// Names what a non-regular file is, for the error message.
+const char* kind_of(mode_t mode) {
+  if (S_ISDIR(mode)) return "it is a directory, not a regular file";
+  if (S_ISFIFO(mode)) return "it is a FIFO, not a regular file";
+  if (S_ISCHR(mode)) return "it is a character device, not a regular file";
+  if (S_ISBLK(mode)) return "it is a block device, not a regular file";
+  if (S_ISSOCK(mode)) return "it is a socket, not a regular file";
+  return "it is not a regular file";
+}
+
+[[noreturn]] void throw_not_regular(mode_t mode, const std::filesystem::path& path) {
+  const auto e = S_ISDIR(mode) ? std::errc::is_a_directory : std::errc::invalid_argument;
+  throw_error(e, "lock", path, kind_of(mode));
+}
+
+// Open-file-description locks belong to the open file, so threads and objects of one process
+// conflict like separate processes and fork() does not share them. Without them (old kernels,
+// other systems, or the FASTENERS_CLASSIC_FCNTL build) the classic process-owned locks are used;
+// the portable layer makes those safe within the process.
+#if defined(F_OFD_SETLK) && !defined(FASTENERS_CLASSIC_FCNTL)
+std::atomic<bool> ofd_supported{true};
+int set_lock_cmd() { return ofd_supported.load(std::memory_order_relaxed) ? F_OFD_SETLK : F_SETLK; }
+int set_lock_wait_cmd() {
+  return ofd_supported.load(std::memory_order_relaxed) ? F_OFD_SETLKW : F_SETLKW;
+}
+bool fall_back_from_ofd(int error) {
+  if (error != EINVAL || !ofd_supported.load(std::memory_order_relaxed)) return false;
+  ofd_supported.store(false, std::memory_order_relaxed);
+  return true;
+}
+#else
+int set_lock_cmd() { return F_SETLK; }
+int set_lock_wait_cmd() { return F_SETLKW; }
+bool fall_back_from_ofd(int) { return false; }
+#endif
+
+struct flock whole_file(short type) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 0;  // To the end of the file, however long it grows.
+  fl.l_pid = 0;  // Required for open-file-description locks.
+  return fl;
+}
+
+// One fcntl lock call, retried on EINTR when `retry_interrupted`; returns 0 or an errno value.
+int fcntl_lock(int fd, bool wait, short type, bool retry_interrupted) {
+  for (;;) {
+    struct flock fl = whole_file(type);
+    if (::fcntl(fd, wait ? set_lock_wait_cmd() : set_lock_cmd(), &fl) == 0) return 0;
+    const int error = errno;
+    if (fall_back_from_ofd(error)) continue;
+    if (error == EINTR && retry_interrupted) continue;
+    return error;
+  }
+}
+
+bool is_contention(int error) { return error == EAGAIN || error == EACCES; }
+
+// The one place a timed wait happens. Retries with a growing pause, never past the deadline.
+bool lock_until(int fd, short type, deadline until, const std::filesystem::path& path) {
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    const int error = fcntl_lock(fd, false, type, true);
+    if (error == 0) return true;
+    if (!is_contention(error))
+      throw_error(std::error_code(error, std::system_category()), "lock", path);
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= until) return false;
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, until - now));
+    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+  }
+}
+
+}  // namespace
+
+std::optional<file_identity> identify(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return std::nullopt;
+    throw_error(last_error(), "lock", path);
+  }
+  if (!S_ISREG(st.st_mode)) throw_not_regular(st.st_mode, path);
+  return identity_of(st);
+}
+
+open_file open(const std::filesystem::path& path) {
+  const auto parent = path.parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (ec) throw_error(ec, "create the parent directories of lock file", path);
+  }
+  // O_NONBLOCK: opening a FIFO that appeared at the path must not hang.
+  constexpr int common = O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  open_file result;
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | common, 0666);
+  result.writable = fd >= 0;
+  if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM || errno == EISDIR)) {
+    const int write_error = errno;
+    fd = ::open(path.c_str(), O_RDONLY | common);
+    if (fd < 0) errno = write_error;
+  }
+  if (fd < 0) throw_error(last_error(), "open lock file", path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const auto ec = last_error();
+    ::close(fd);
+    throw_error(ec, "inspect lock file", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw_not_regular(st.st_mode, path);
+  }
+  result.handle = fd;
+  result.id = identity_of(st);
+  return result;
+}
+
+void close(native_handle handle) noexcept { ::close(fd_of(handle)); }
+
+bool lock(native_handle handle, lock_mode mode, deadline until, const std::filesystem::path& path) {
+  const int fd = fd_of(handle);
+  const short type = mode == lock_mode::shared ? F_RDLCK : F_WRLCK;
+  if (until == no_deadline) {
+    const int error = fcntl_lock(fd, true, type, true);
+    if (error != 0) throw_error(std::error_code(error, std::system_category()), "lock", path);
+    return true;
+  }
+  if (until == try_once) {
+    const int error = fcntl_lock(fd, false, type, true);
+    if (error == 0) return true;
+    if (is_contention(error)) return false;
+    throw_error(std::error_code(error, std::system_category()), "lock", path);
+  }
+  return lock_until(fd, type, until, path);
+}
+
+std::error_code unlock(native_handle handle) noexcept {
+  const int error = fcntl_lock(fd_of(handle), false, F_UNLCK, true);
+  return {error, std::system_category()};
+}
+
+void at_fork(void (*prepare)(), void (*parent)(), void (*child)()) {
+  ::pthread_atfork(prepare, parent, child);
+}
+
+}  // namespace fasteners::detail::platform
