@@ -45,6 +45,10 @@ void file_lock::release(lock_mode mode) { object_of(impl_).release(mode); }
 
 bool file_lock::holds(lock_mode mode) const noexcept { return impl_ && impl_->holds(mode); }
 
+std::intptr_t file_lock::native_handle() const noexcept {
+  return impl_ ? impl_->native_handle() : platform::invalid_handle;
+}
+
 const std::filesystem::path& file_lock::path() const noexcept {
   static const std::filesystem::path none;
   return impl_ ? impl_->path() : none;

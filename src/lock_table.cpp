@@ -259,4 +259,13 @@ bool lock_object::holds(lock_mode mode) const noexcept {
                      [&](const holding& h) { return h.owner == this && h.mode == mode; });
 }
 
+platform::native_handle lock_object::native_handle() const noexcept {
+  auto& table = lock_table::get();
+  std::lock_guard<std::mutex> guard(table.mutex);
+  if (!entry_ || entry_->detached) return platform::invalid_handle;
+  const bool held = std::any_of(entry_->holdings.begin(), entry_->holdings.end(),
+                                [&](const holding& h) { return h.owner == this; });
+  return held ? entry_->file.handle : platform::invalid_handle;
+}
+
 }  // namespace fasteners::detail

@@ -31,6 +31,7 @@ class lock_object {
   // Releases one lock of `mode` held by this object, preferring one the calling thread took.
   void release(lock_mode mode);
   bool holds(lock_mode mode) const noexcept;
+  platform::native_handle native_handle() const noexcept;
   const std::filesystem::path& path() const noexcept { return path_; }
 
  private:

@@ -41,6 +41,10 @@ class interprocess_lock {
   // Whether this object holds the lock.
   bool acquired() const noexcept { return lock_.holds(detail::lock_mode::exclusive); }
   const std::filesystem::path& path() const noexcept { return lock_.path(); }
+  // The descriptor (HANDLE on Windows) through which this process holds the file's lock while
+  // this object holds the lock, for handing the lock to a child process; -1 otherwise. The library
+  // owns it: never close it.
+  std::intptr_t native_handle() const noexcept { return lock_.native_handle(); }
 
   // Waits as long as needed; throws as acquire() does.
   void lock() { acquire(true); }

@@ -60,6 +60,10 @@ class interprocess_reader_writer_lock {
   bool read_acquired() const noexcept { return lock_.holds(detail::lock_mode::shared); }
   bool write_acquired() const noexcept { return lock_.holds(detail::lock_mode::exclusive); }
   const std::filesystem::path& path() const noexcept { return lock_.path(); }
+  // The descriptor (HANDLE on Windows) through which this process holds the file's lock while
+  // this object holds a lock, for handing the lock to a child process; -1 otherwise. The library
+  // owns it: never close it.
+  std::intptr_t native_handle() const noexcept { return lock_.native_handle(); }
 
   // SharedTimedLockable, exclusive side (as interprocess_lock's).
   void lock() { acquire_write_lock(); }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -67,6 +68,9 @@ class FASTENERS_API file_lock {
   void release(lock_mode mode);
   // Whether this object holds at least one lock of `mode`.
   bool holds(lock_mode mode) const noexcept;
+  // The OS handle (a descriptor on POSIX, a HANDLE on Windows) through which this process holds
+  // its locks on the file while this object holds one; -1 otherwise.
+  std::intptr_t native_handle() const noexcept;
   const std::filesystem::path& path() const noexcept;
 
  private:
