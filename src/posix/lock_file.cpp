@@ -4,9 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <thread>
+#include <climits>
+#include <condition_variable>
+#include <csignal>
+#include <mutex>
 
 #include "error.hpp"
 #include "platform.hpp"
@@ -82,19 +86,80 @@ int fcntl_lock(int fd, bool wait, short type, bool retry_interrupted) {
 
 bool is_contention(int error) { return error == EAGAIN || error == EACCES; }
 
-// The one place a timed wait happens. Retries with a growing pause, never past the deadline.
-bool lock_until(int fd, short type, deadline until, const std::filesystem::path& path) {
-  auto pause = std::chrono::microseconds(50);
-  for (;;) {
-    const int error = fcntl_lock(fd, false, type, true);
-    if (error == 0) return true;
-    if (!is_contention(error))
-      throw_error(std::error_code(error, std::system_category()), "lock", path);
-    const auto now = std::chrono::steady_clock::now();
-    if (now >= until) return false;
-    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, until - now));
-    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+// A timed wait blocks in the kernel, not in a sleep-and-retry loop: a helper thread waits in
+// F_OFD_SETLKW (F_SETLKW) on the caller's open file while the caller waits on a condition
+// variable until the deadline. If the deadline comes first, the helper is cancelled (fcntl with a
+// waiting command is a cancellation point). Locks of either kind belong to the open file or to
+// the process, never to a thread, so the caller holds whatever the helper took. No signal
+// handler or signal number of the application is used: cancellation uses the C library's own.
+struct timed_wait {
+  timed_wait(int f, short t) : fd(f), type(t) {}
+  const int fd;
+  const short type;
+  std::mutex mutex;
+  std::condition_variable done_changed;
+  bool done = false;
+  int error = 0;
+};
+
+void* wait_in_kernel(void* arg) {
+  auto* wait = static_cast<timed_wait*>(arg);
+  const int error = fcntl_lock(wait->fd, true, wait->type, true);
+  // From here on the result must reach the caller.
+  ::pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
+  {
+    std::lock_guard<std::mutex> guard(wait->mutex);
+    wait->done = true;
+    wait->error = error;
   }
+  wait->done_changed.notify_one();
+  return nullptr;
+}
+
+// Starts `wait_in_kernel` with every signal blocked, so the application's signals never land on
+// the helper, and with a small stack, so that many timed waits at once stay cheap.
+pthread_t start_helper(timed_wait& wait, const std::filesystem::path& path) {
+  sigset_t all;
+  sigset_t old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  ::pthread_attr_init(&attr);
+  ::pthread_attr_setstacksize(
+      &attr, std::max<std::size_t>(static_cast<std::size_t>(PTHREAD_STACK_MIN), 64 * 1024));
+  pthread_t helper;
+  const int error = ::pthread_create(&helper, &attr, &wait_in_kernel, &wait);
+  ::pthread_attr_destroy(&attr);
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (error != 0) throw_error(std::error_code(error, std::system_category()), "wait for", path);
+  return helper;
+}
+
+bool lock_until(int fd, short type, deadline until, const std::filesystem::path& path) {
+  int error = fcntl_lock(fd, false, type, true);
+  if (error == 0) return true;
+  if (!is_contention(error))
+    throw_error(std::error_code(error, std::system_category()), "lock", path);
+  if (std::chrono::steady_clock::now() >= until) return false;
+  timed_wait wait(fd, type);
+  const pthread_t helper = start_helper(wait, path);
+  bool done;
+  {
+    std::unique_lock<std::mutex> guard(wait.mutex);
+    done = wait.done_changed.wait_until(guard, until, [&] { return wait.done; });
+  }
+  if (!done) ::pthread_cancel(helper);
+  void* status = nullptr;
+  ::pthread_join(helper, &status);
+  if (status == PTHREAD_CANCELED) {
+    // The helper stopped before it could say whether the kernel granted the lock. The handle
+    // held no lock before this wait, so unlocking is harmless and guarantees none is left.
+    fcntl_lock(fd, false, F_UNLCK, true);
+    return false;
+  }
+  error = wait.error;  // The helper finished, possibly after the deadline: a granted lock counts.
+  if (error != 0) throw_error(std::error_code(error, std::system_category()), "lock", path);
+  return true;
 }
 
 }  // namespace
