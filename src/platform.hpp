@@ -53,9 +53,10 @@ open_file open(const std::filesystem::path& path);
 // Closes a handle from open(). Never fails.
 void close(native_handle handle) noexcept;
 
-// Takes the OS lock of `mode` on the whole file through `handle`, which holds no lock yet.
-// Waits until `until` (see deadline). Returns false if the lock was not taken by then. Signals do
-// not end the wait early. Throws std::system_error naming `path` for OS failures.
+// Takes the OS lock of `mode` through `handle`, which holds no lock yet. It conflicts with
+// whole-file locks of other programs, and once a writer waits for it, new readers wait behind
+// that writer. Waits until `until` (see deadline). Returns false if the lock was not taken by
+// then. Signals do not end the wait early. Throws std::system_error naming `path` for OS failures.
 bool lock(native_handle handle, lock_mode mode, deadline until, const std::filesystem::path& path);
 
 // Releases the OS lock held through `handle`.

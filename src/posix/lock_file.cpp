@@ -62,29 +62,43 @@ int set_lock_wait_cmd() { return F_SETLKW; }
 bool fall_back_from_ofd(int) { return false; }
 #endif
 
-struct flock whole_file(short type) {
-  struct flock fl {};
-  fl.l_type = type;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = 0;
-  fl.l_len = 0;  // To the end of the file, however long it grows.
-  fl.l_pid = 0;  // Required for open-file-description locks.
-  return fl;
-}
+// The byte ranges of the protocol. Readers and writers hold the main range; a writer that has to
+// wait first takes the gate byte, far beyond any real content, and keeps it until it releases,
+// and every reader passes the gate while it takes the main range. So once a writer waits, new
+// readers queue behind it instead of starving it. python-fasteners and other whole-file lockers
+// cover both ranges, so they conflict with this library in both directions.
+struct byte_range {
+  off_t start;
+  off_t length;  // 0: to the end of the file, however long it grows.
+};
+constexpr off_t gate_offset = off_t{1} << 62;
+constexpr byte_range main_range{0, gate_offset};
+constexpr byte_range gate_range{gate_offset, 1};
+constexpr byte_range main_and_gate{0, gate_offset + 1};
+constexpr byte_range whole_file{0, 0};
 
-// One fcntl lock call, retried on EINTR when `retry_interrupted`; returns 0 or an errno value.
-int fcntl_lock(int fd, bool wait, short type, bool retry_interrupted) {
+// One fcntl lock call on `range`, retried on EINTR; returns 0 or an errno value.
+int fcntl_lock(int fd, bool wait, short type, byte_range range) {
   for (;;) {
-    struct flock fl = whole_file(type);
+    struct flock fl {};
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = range.start;
+    fl.l_len = range.length;
+    fl.l_pid = 0;  // Required for open-file-description locks.
     if (::fcntl(fd, wait ? set_lock_wait_cmd() : set_lock_cmd(), &fl) == 0) return 0;
     const int error = errno;
     if (fall_back_from_ofd(error)) continue;
-    if (error == EINTR && retry_interrupted) continue;
+    if (error == EINTR) continue;
     return error;
   }
 }
 
 bool is_contention(int error) { return error == EAGAIN || error == EACCES; }
+
+[[noreturn]] void throw_lock_error(int error, const std::filesystem::path& path) {
+  throw_error(std::error_code(error, std::system_category()), "lock", path);
+}
 
 // A timed wait blocks in the kernel, not in a sleep-and-retry loop: a helper thread waits in
 // F_OFD_SETLKW (F_SETLKW) on the caller's open file while the caller waits on a condition
@@ -93,9 +107,10 @@ bool is_contention(int error) { return error == EAGAIN || error == EACCES; }
 // the process, never to a thread, so the caller holds whatever the helper took. No signal
 // handler or signal number of the application is used: cancellation uses the C library's own.
 struct timed_wait {
-  timed_wait(int f, short t) : fd(f), type(t) {}
+  timed_wait(int f, short t, byte_range r) : fd(f), type(t), range(r) {}
   const int fd;
   const short type;
+  const byte_range range;
   std::mutex mutex;
   std::condition_variable done_changed;
   bool done = false;
@@ -104,7 +119,7 @@ struct timed_wait {
 
 void* wait_in_kernel(void* arg) {
   auto* wait = static_cast<timed_wait*>(arg);
-  const int error = fcntl_lock(wait->fd, true, wait->type, true);
+  const int error = fcntl_lock(wait->fd, true, wait->type, wait->range);
   // From here on the result must reach the caller.
   ::pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
   {
@@ -135,13 +150,14 @@ pthread_t start_helper(timed_wait& wait, const std::filesystem::path& path) {
   return helper;
 }
 
-bool lock_until(int fd, short type, deadline until, const std::filesystem::path& path) {
-  int error = fcntl_lock(fd, false, type, true);
+// Takes `range` (which `fd` does not hold yet) in mode `type`, waiting until `until`. Returns
+// false if it was not taken by then.
+bool take(int fd, short type, byte_range range, deadline until, const std::filesystem::path& path) {
+  int error = fcntl_lock(fd, until == no_deadline, type, range);
   if (error == 0) return true;
-  if (!is_contention(error))
-    throw_error(std::error_code(error, std::system_category()), "lock", path);
-  if (std::chrono::steady_clock::now() >= until) return false;
-  timed_wait wait(fd, type);
+  if (!is_contention(error)) throw_lock_error(error, path);
+  if (until == try_once || std::chrono::steady_clock::now() >= until) return false;
+  timed_wait wait(fd, type, range);
   const pthread_t helper = start_helper(wait, path);
   bool done;
   {
@@ -152,13 +168,13 @@ bool lock_until(int fd, short type, deadline until, const std::filesystem::path&
   void* status = nullptr;
   ::pthread_join(helper, &status);
   if (status == PTHREAD_CANCELED) {
-    // The helper stopped before it could say whether the kernel granted the lock. The handle
-    // held no lock before this wait, so unlocking is harmless and guarantees none is left.
-    fcntl_lock(fd, false, F_UNLCK, true);
+    // The helper stopped before it could say whether the kernel granted the range. The handle
+    // held nothing there before this wait, so unlocking is harmless and guarantees none is left.
+    fcntl_lock(fd, false, F_UNLCK, range);
     return false;
   }
-  error = wait.error;  // The helper finished, possibly after the deadline: a granted lock counts.
-  if (error != 0) throw_error(std::error_code(error, std::system_category()), "lock", path);
+  error = wait.error;  // The helper finished, possibly after the deadline: a grant counts.
+  if (error != 0) throw_lock_error(error, path);
   return true;
 }
 
@@ -211,23 +227,34 @@ void close(native_handle handle) noexcept { ::close(fd_of(handle)); }
 
 bool lock(native_handle handle, lock_mode mode, deadline until, const std::filesystem::path& path) {
   const int fd = fd_of(handle);
-  const short type = mode == lock_mode::shared ? F_RDLCK : F_WRLCK;
-  if (until == no_deadline) {
-    const int error = fcntl_lock(fd, true, type, true);
-    if (error != 0) throw_error(std::error_code(error, std::system_category()), "lock", path);
+  if (mode == lock_mode::shared) {
+    if (!take(fd, F_RDLCK, main_and_gate, until, path)) return false;
+    const int error = fcntl_lock(fd, false, F_UNLCK, gate_range);  // Passed the gate.
+    if (error != 0) {
+      fcntl_lock(fd, false, F_UNLCK, whole_file);
+      throw_lock_error(error, path);
+    }
     return true;
   }
-  if (until == try_once) {
-    const int error = fcntl_lock(fd, false, type, true);
-    if (error == 0) return true;
-    if (is_contention(error)) return false;
-    throw_error(std::error_code(error, std::system_category()), "lock", path);
+  // A free file costs one call. Otherwise announce the wait at the gate, then wait for readers
+  // and writers that hold the main range to leave.
+  const int error = fcntl_lock(fd, false, F_WRLCK, main_and_gate);
+  if (error == 0) return true;
+  if (!is_contention(error)) throw_lock_error(error, path);
+  if (until == try_once) return false;
+  if (!take(fd, F_WRLCK, gate_range, until, path)) return false;
+  try {
+    if (take(fd, F_WRLCK, main_range, until, path)) return true;
+  } catch (...) {
+    fcntl_lock(fd, false, F_UNLCK, gate_range);
+    throw;
   }
-  return lock_until(fd, type, until, path);
+  fcntl_lock(fd, false, F_UNLCK, gate_range);
+  return false;
 }
 
 std::error_code unlock(native_handle handle) noexcept {
-  const int error = fcntl_lock(fd_of(handle), false, F_UNLCK, true);
+  const int error = fcntl_lock(fd_of(handle), false, F_UNLCK, whole_file);
   return {error, std::system_category()};
 }
 
