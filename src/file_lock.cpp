@@ -21,8 +21,8 @@ lock_object& object_of(const std::unique_ptr<lock_object>& impl) {
 
 }  // namespace
 
-file_lock::file_lock(std::filesystem::path path)
-    : impl_(std::make_unique<lock_object>(std::move(path))) {}
+file_lock::file_lock(std::filesystem::path path, const lock_options& options)
+    : impl_(std::make_unique<lock_object>(std::move(path), options)) {}
 file_lock::~file_lock() = default;
 file_lock::file_lock(file_lock&& other) noexcept = default;
 file_lock& file_lock::operator=(file_lock&& other) noexcept = default;

@@ -29,7 +29,8 @@ struct inode_entry {
   bool writer = false;   // A write lock is held in this process; the OS lock is exclusive.
   bool os_busy = false;  // A thread is taking the OS lock; others wait until it is done.
   int writers_waiting = 0;
-  bool detached = false;  // Left over in a child after fork(): its handles are closed.
+  bool listed = true;     // In the table; unlisted once the file is deleted or after fork().
+  bool orphaned = false;  // Left over in a child after fork(): its handles are closed.
   std::condition_variable changed;
   std::vector<holding> holdings;
 };
@@ -57,12 +58,12 @@ struct lock_table {
       throw_error(std::errc::invalid_argument, "lock", path, "the path contains a NUL character");
     }
     std::shared_ptr<inode_entry> entry;
-    if (const auto id = platform::identify(path)) {
+    if (const auto id = platform::identify(path, object.options_.follow_symlinks)) {
       const auto it = entries.find(*id);
       if (it != entries.end()) entry = it->second;
     }
     if (!entry) {
-      const auto file = platform::open(path);
+      const auto file = platform::open(path, object.options_.follow_symlinks);
       auto& slot = entries[file.id];
       if (slot) {
         slot->spare_handles.push_back(file.handle);
@@ -80,15 +81,22 @@ struct lock_table {
   void leave(lock_object& object) noexcept {
     if (--object.users_ > 0) return;
     const auto entry = std::move(object.entry_);
-    if (--entry->users > 0 || entry->detached) return;
-    entries.erase(entry->file.id);
+    if (--entry->users > 0 || entry->orphaned) return;
+    unlist(*entry);
     platform::close(entry->file.handle);
     for (const auto handle : entry->spare_handles) platform::close(handle);
   }
 
+  // Makes later binds open the file at the path anew.
+  void unlist(inode_entry& entry) noexcept {
+    if (!entry.listed) return;
+    entry.listed = false;
+    entries.erase(entry.file.id);
+  }
+
   // Forgets what `object` held before this process was forked from its parent.
   static void forget_if_stale(lock_object& object) noexcept {
-    if (object.entry_ && object.entry_->detached) {
+    if (object.entry_ && object.entry_->orphaned) {
       object.entry_.reset();
       object.users_ = 0;
     }
@@ -100,23 +108,25 @@ struct lock_table {
     return mode == lock_mode::shared ? e.writers_waiting == 0 : e.readers == 0;
   }
 
+  enum class outcome { taken, not_taken, file_replaced };
+
   // Waits until `object` may take a lock of `mode`, then takes it. Called with `guard` locked.
-  bool wait_and_take(lock_object& object, lock_mode mode, platform::deadline until,
-                     std::unique_lock<std::mutex>& guard) {
+  outcome wait_and_take(lock_object& object, lock_mode mode, platform::deadline until,
+                        std::unique_lock<std::mutex>& guard) {
     inode_entry& e = *object.entry_;
     const auto self = std::this_thread::get_id();
     for (;;) {
       const bool held_by_self = std::any_of(e.holdings.begin(), e.holdings.end(),
                                             [&](const holding& h) { return h.thread == self; });
       if (held_by_self) {
-        if (until == platform::try_once) return false;
+        if (until == platform::try_once) return outcome::not_taken;
         throw_error(std::errc::resource_deadlock_would_occur, "wait for a lock on", object.path_,
                     "the calling thread already holds a lock on this file in this process");
       }
       if (can_take(e, mode)) break;
       if (until == platform::try_once ||
           (until != platform::no_deadline && std::chrono::steady_clock::now() >= until)) {
-        return false;
+        return outcome::not_taken;
       }
       if (mode == lock_mode::exclusive) ++e.writers_waiting;
       if (until == platform::no_deadline) {
@@ -146,7 +156,13 @@ struct lock_table {
       guard.lock();
       e.os_busy = false;
       e.changed.notify_all();
-      if (!taken) return false;
+      if (!taken) return outcome::not_taken;
+      if (object.options_.remove_on_release && !still_at_path(e, object)) {
+        // The previous holder deleted the file while this process waited for it.
+        platform::unlock(e.file.handle);
+        unlist(e);
+        return outcome::file_replaced;
+      }
     }
     e.holdings.push_back({self, &object, mode});
     if (mode == lock_mode::shared) {
@@ -154,7 +170,16 @@ struct lock_table {
     } else {
       e.writer = true;
     }
-    return true;
+    return outcome::taken;
+  }
+
+  static bool still_at_path(const inode_entry& e, const lock_object& object) {
+    try {
+      const auto id = platform::identify(object.path_, object.options_.follow_symlinks);
+      return id && *id == e.file.id;
+    } catch (const std::system_error&) {
+      return false;  // Something else is at the path now; binding again reports it.
+    }
   }
 
   // Drops one lock of `mode` held by `object`, preferring one the calling thread took. Returns
@@ -179,7 +204,13 @@ struct lock_table {
       entry->writer = false;
     }
     std::error_code ec;
-    if (entry->readers == 0 && !entry->writer) ec = platform::unlock(entry->file.handle);
+    if (entry->readers == 0 && !entry->writer) {
+      if (object.options_.remove_on_release &&
+          platform::remove_if_unused(entry->file.handle, mode, entry->file.id, object.path_)) {
+        unlist(*entry);
+      }
+      ec = platform::unlock(entry->file.handle);
+    }
     entry->changed.notify_all();
     leave(object);
     return ec;
@@ -202,7 +233,8 @@ struct lock_table {
       platform::close(entry->file.handle);  // Closing, not unlocking: the lock is the parent's.
       for (const auto handle : entry->spare_handles) platform::close(handle);
       entry->spare_handles.clear();
-      entry->detached = true;
+      entry->listed = false;
+      entry->orphaned = true;
       entry->holdings.clear();
       entry->readers = 0;
       entry->writer = false;
@@ -231,17 +263,20 @@ bool lock_object::acquire(lock_mode mode, platform::deadline until) {
   auto& table = lock_table::get();
   std::unique_lock<std::mutex> guard(table.mutex);
   lock_table::forget_if_stale(*this);
-  if (users_ == 0) table.bind(*this);
-  ++users_;
-  bool taken = false;
-  try {
-    taken = table.wait_and_take(*this, mode, until, guard);
-  } catch (...) {
+  for (;;) {
+    if (users_ == 0) table.bind(*this);
+    ++users_;
+    auto result = lock_table::outcome::not_taken;
+    try {
+      result = table.wait_and_take(*this, mode, until, guard);
+    } catch (...) {
+      table.leave(*this);
+      throw;
+    }
+    if (result == lock_table::outcome::taken) return true;
     table.leave(*this);
-    throw;
+    if (result == lock_table::outcome::not_taken) return false;
   }
-  if (!taken) table.leave(*this);
-  return taken;
 }
 
 void lock_object::release(lock_mode mode) {
@@ -254,7 +289,7 @@ void lock_object::release(lock_mode mode) {
 bool lock_object::holds(lock_mode mode) const noexcept {
   auto& table = lock_table::get();
   std::lock_guard<std::mutex> guard(table.mutex);
-  if (!entry_ || entry_->detached) return false;
+  if (!entry_ || entry_->orphaned) return false;
   return std::any_of(entry_->holdings.begin(), entry_->holdings.end(),
                      [&](const holding& h) { return h.owner == this && h.mode == mode; });
 }
@@ -262,7 +297,7 @@ bool lock_object::holds(lock_mode mode) const noexcept {
 platform::native_handle lock_object::native_handle() const noexcept {
   auto& table = lock_table::get();
   std::lock_guard<std::mutex> guard(table.mutex);
-  if (!entry_ || entry_->detached) return platform::invalid_handle;
+  if (!entry_ || entry_->orphaned) return platform::invalid_handle;
   const bool held = std::any_of(entry_->holdings.begin(), entry_->holdings.end(),
                                 [&](const holding& h) { return h.owner == this; });
   return held ? entry_->file.handle : platform::invalid_handle;

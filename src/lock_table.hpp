@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "fasteners/lock_options.hpp"
 #include "platform.hpp"
 
 namespace fasteners::detail {
@@ -20,7 +21,8 @@ struct inode_entry;
 // The state of one public lock object; every field is guarded by the table's mutex.
 class lock_object {
  public:
-  explicit lock_object(std::filesystem::path path) : path_(std::move(path)) {}
+  lock_object(std::filesystem::path path, const lock_options& options)
+      : path_(std::move(path)), options_(options) {}
   ~lock_object();  // Releases everything the object holds; never throws.
   lock_object(const lock_object&) = delete;
   lock_object& operator=(const lock_object&) = delete;
@@ -37,6 +39,7 @@ class lock_object {
  private:
   friend struct lock_table;
   const std::filesystem::path path_;
+  const lock_options options_;
   std::shared_ptr<inode_entry> entry_;  // Set while users_ > 0.
   int users_ = 0;                       // Acquires in progress plus locks held.
 };

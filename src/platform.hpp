@@ -40,15 +40,15 @@ inline constexpr deadline try_once = deadline::min();
 inline constexpr deadline no_deadline = deadline::max();
 
 // The identity of the regular file at `path`, or nothing if no file is there. Throws
-// std::system_error naming the path if something other than a regular file is there, or the OS
-// fails.
-std::optional<file_identity> identify(const std::filesystem::path& path);
+// std::system_error naming the path if something other than a regular file is there (a symbolic
+// link counts as such unless `follow_symlinks`), or the OS fails.
+std::optional<file_identity> identify(const std::filesystem::path& path, bool follow_symlinks);
 
 // Opens the lock file at `path` for locking, creating it and its missing parent directories. The
 // handle is not inherited by executed programs; the file is never truncated. Falls back to a
 // read-only handle when the file cannot be opened for writing. Throws std::system_error naming
-// the path.
-open_file open(const std::filesystem::path& path);
+// the path, also for a symbolic link when not `follow_symlinks`.
+open_file open(const std::filesystem::path& path, bool follow_symlinks);
 
 // Closes a handle from open(). Never fails.
 void close(native_handle handle) noexcept;
@@ -61,6 +61,12 @@ bool lock(native_handle handle, lock_mode mode, deadline until, const std::files
 
 // Releases the OS lock held through `handle`.
 std::error_code unlock(native_handle handle) noexcept;
+
+// Called while `handle` holds the OS lock in `held` mode: if no other handle anywhere holds or
+// waits for the lock, and `path` still names the file `id`, deletes the path (the lock stays
+// held until unlock()). Returns whether it did. Best effort: failures leave the file in place.
+bool remove_if_unused(native_handle handle, lock_mode held, const file_identity& id,
+                      const std::filesystem::path& path) noexcept;
 
 // Runs `prepare` before a fork, `parent` after it in the parent and `child` in the child; nothing
 // where fork() does not exist.

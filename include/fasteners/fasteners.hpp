@@ -3,5 +3,6 @@
 
 #include "fasteners/interprocess_lock.hpp"
 #include "fasteners/interprocess_reader_writer_lock.hpp"
+#include "fasteners/lock_options.hpp"
 #include "fasteners/locked.hpp"
 #include "fasteners/version.hpp"

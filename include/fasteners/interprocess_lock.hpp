@@ -23,7 +23,8 @@ namespace fasteners {
 class interprocess_lock {
  public:
   // Does not touch the file system.
-  explicit interprocess_lock(std::filesystem::path path) : lock_(std::move(path)) {}
+  explicit interprocess_lock(std::filesystem::path path, const lock_options& options = {})
+      : lock_(std::move(path), options) {}
 
   // Takes the lock. With `blocking` and no timeout it waits as long as needed; with
   // `blocking == false` it tries once; with a timeout it waits at most that long. Returns whether

@@ -31,7 +31,9 @@ using write_guard = detail::basic_guard<detail::lock_mode::exclusive>;
 class interprocess_reader_writer_lock {
  public:
   // Does not touch the file system.
-  explicit interprocess_reader_writer_lock(std::filesystem::path path) : lock_(std::move(path)) {}
+  explicit interprocess_reader_writer_lock(std::filesystem::path path,
+                                           const lock_options& options = {})
+      : lock_(std::move(path), options) {}
 
   // Take a read (shared) or write (exclusive) lock; parameters, results and exceptions as
   // interprocess_lock::acquire.

@@ -180,17 +180,21 @@ bool take(int fd, short type, byte_range range, deadline until, const std::files
 
 }  // namespace
 
-std::optional<file_identity> identify(const std::filesystem::path& path) {
+std::optional<file_identity> identify(const std::filesystem::path& path, bool follow_symlinks) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
+  if ((follow_symlinks ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st)) != 0) {
     if (errno == ENOENT) return std::nullopt;
     throw_error(last_error(), "lock", path);
+  }
+  if (S_ISLNK(st.st_mode)) {
+    throw_error(std::errc::too_many_symbolic_link_levels, "lock", path,
+                "it is a symbolic link, and symbolic links are not followed");
   }
   if (!S_ISREG(st.st_mode)) throw_not_regular(st.st_mode, path);
   return identity_of(st);
 }
 
-open_file open(const std::filesystem::path& path) {
+open_file open(const std::filesystem::path& path, bool follow_symlinks) {
   const auto parent = path.parent_path();
   if (!parent.empty()) {
     std::error_code ec;
@@ -198,7 +202,7 @@ open_file open(const std::filesystem::path& path) {
     if (ec) throw_error(ec, "create the parent directories of lock file", path);
   }
   // O_NONBLOCK: opening a FIFO that appeared at the path must not hang.
-  constexpr int common = O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  const int common = O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (follow_symlinks ? 0 : O_NOFOLLOW);
   open_file result;
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | common, 0666);
   result.writable = fd >= 0;
@@ -206,6 +210,10 @@ open_file open(const std::filesystem::path& path) {
     const int write_error = errno;
     fd = ::open(path.c_str(), O_RDONLY | common);
     if (fd < 0) errno = write_error;
+  }
+  if (fd < 0 && errno == ELOOP && !follow_symlinks) {
+    throw_error(std::errc::too_many_symbolic_link_levels, "open lock file", path,
+                "it is a symbolic link, and symbolic links are not followed");
   }
   if (fd < 0) throw_error(last_error(), "open lock file", path);
   struct stat st {};
@@ -256,6 +264,21 @@ bool lock(native_handle handle, lock_mode mode, deadline until, const std::files
 std::error_code unlock(native_handle handle) noexcept {
   const int error = fcntl_lock(fd_of(handle), false, F_UNLCK, whole_file);
   return {error, std::system_category()};
+}
+
+bool remove_if_unused(native_handle handle, lock_mode held, const file_identity& id,
+                      const std::filesystem::path& path) noexcept {
+  const int fd = fd_of(handle);
+  // A reader may delete the file only if it can turn its lock into a write lock at once, gate
+  // included: other readers, or a writer waiting at the gate, still use the file. Waiters that
+  // get the lock after the deletion see that the path names another file, and start again.
+  if (held == lock_mode::shared && fcntl_lock(fd, false, F_WRLCK, main_and_gate) != 0) {
+    return false;
+  }
+  // lstat: a symbolic link is never deleted in place of the file it names.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || !(identity_of(st) == id)) return false;
+  return ::unlink(path.c_str()) == 0;
 }
 
 void at_fork(void (*prepare)(), void (*parent)(), void (*child)()) {

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "fasteners/detail/export.hpp"
+#include "fasteners/lock_options.hpp"
 
 namespace fasteners {
 
@@ -38,7 +39,7 @@ std::chrono::steady_clock::time_point deadline_after(const std::chrono::duration
 // that moving or destroying the object must not race with other calls on it.
 class FASTENERS_API file_lock {
  public:
-  explicit file_lock(std::filesystem::path path);
+  file_lock(std::filesystem::path path, const lock_options& options);
   ~file_lock();
   file_lock(file_lock&& other) noexcept;
   file_lock& operator=(file_lock&& other) noexcept;

@@ -1,0 +1,19 @@
+// fasteners::lock_options: how a lock object treats its lock file.
+#pragma once
+
+namespace fasteners {
+
+// Settings of a lock object, fixed at construction. The defaults behave as python-fasteners.
+struct lock_options {
+  // Deletes the lock file when this object releases the last lock on it anywhere, so lock files
+  // do not pile up. The file is unlinked while still locked, and every acquire checks afterwards
+  // that the file it locked is still the one at the path, retrying otherwise, so two holders
+  // never meet. Every program that uses the file must use this library with this option:
+  // python-fasteners, flock(1) and lock objects without it must not share such a lock file.
+  bool remove_on_release = false;
+  // When false, a lock path whose last component is a symbolic link is refused with
+  // std::errc::too_many_symbolic_link_levels instead of being followed.
+  bool follow_symlinks = true;
+};
+
+}  // namespace fasteners
