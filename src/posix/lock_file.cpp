@@ -1,8 +1,5 @@
 // The POSIX platform: open-file-description locks (or classic fcntl locks) on the whole file.
-#include <fcntl.h>
 #include <pthread.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,6 +11,7 @@
 
 #include "error.hpp"
 #include "platform.hpp"
+#include "posix/syscalls.hpp"
 
 namespace fasteners::detail::platform {
 namespace {
@@ -86,7 +84,8 @@ int fcntl_lock(int fd, bool wait, short type, byte_range range) {
     fl.l_start = range.start;
     fl.l_len = range.length;
     fl.l_pid = 0;  // Required for open-file-description locks.
-    if (::fcntl(fd, wait ? set_lock_wait_cmd() : set_lock_cmd(), &fl) == 0) return 0;
+    if (FASTENERS_SYSCALL(fcntl)(fd, wait ? set_lock_wait_cmd() : set_lock_cmd(), &fl) == 0)
+      return 0;
     const int error = errno;
     if (fall_back_from_ofd(error)) continue;
     if (error == EINTR) continue;
@@ -182,7 +181,8 @@ bool take(int fd, short type, byte_range range, deadline until, const std::files
 
 std::optional<file_identity> identify(const std::filesystem::path& path, bool follow_symlinks) {
   struct stat st {};
-  if ((follow_symlinks ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st)) != 0) {
+  if ((follow_symlinks ? FASTENERS_SYSCALL(stat)(path.c_str(), &st)
+                       : FASTENERS_SYSCALL(lstat)(path.c_str(), &st)) != 0) {
     if (errno == ENOENT) return std::nullopt;
     throw_error(last_error(), "lock", path);
   }
@@ -204,11 +204,11 @@ open_file open(const std::filesystem::path& path, bool follow_symlinks) {
   // O_NONBLOCK: opening a FIFO that appeared at the path must not hang.
   const int common = O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (follow_symlinks ? 0 : O_NOFOLLOW);
   open_file result;
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | common, 0666);
+  int fd = FASTENERS_SYSCALL(open)(path.c_str(), O_RDWR | O_CREAT | common, 0666);
   result.writable = fd >= 0;
   if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM || errno == EISDIR)) {
     const int write_error = errno;
-    fd = ::open(path.c_str(), O_RDONLY | common);
+    fd = FASTENERS_SYSCALL(open)(path.c_str(), O_RDONLY | common);
     if (fd < 0) errno = write_error;
   }
   if (fd < 0 && errno == ELOOP && !follow_symlinks) {
@@ -217,13 +217,13 @@ open_file open(const std::filesystem::path& path, bool follow_symlinks) {
   }
   if (fd < 0) throw_error(last_error(), "open lock file", path);
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
+  if (FASTENERS_SYSCALL(fstat)(fd, &st) != 0) {
     const auto ec = last_error();
-    ::close(fd);
+    FASTENERS_SYSCALL(close)(fd);
     throw_error(ec, "inspect lock file", path);
   }
   if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
+    FASTENERS_SYSCALL(close)(fd);
     throw_not_regular(st.st_mode, path);
   }
   result.handle = fd;
@@ -231,7 +231,7 @@ open_file open(const std::filesystem::path& path, bool follow_symlinks) {
   return result;
 }
 
-void close(native_handle handle) noexcept { ::close(fd_of(handle)); }
+void close(native_handle handle) noexcept { FASTENERS_SYSCALL(close)(fd_of(handle)); }
 
 bool lock(native_handle handle, lock_mode mode, deadline until, const std::filesystem::path& path) {
   const int fd = fd_of(handle);
@@ -277,8 +277,8 @@ bool remove_if_unused(native_handle handle, lock_mode held, const file_identity&
   }
   // lstat: a symbolic link is never deleted in place of the file it names.
   struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0 || !(identity_of(st) == id)) return false;
-  return ::unlink(path.c_str()) == 0;
+  if (FASTENERS_SYSCALL(lstat)(path.c_str(), &st) != 0 || !(identity_of(st) == id)) return false;
+  return FASTENERS_SYSCALL(unlink)(path.c_str()) == 0;
 }
 
 void at_fork(void (*prepare)(), void (*parent)(), void (*child)()) {
