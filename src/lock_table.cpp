@@ -29,6 +29,9 @@ struct inode_entry {
   bool writer = false;   // A write lock is held in this process; the OS lock is exclusive.
   bool os_busy = false;  // A thread is taking the OS lock; others wait until it is done.
   int writers_waiting = 0;
+  // A writer of another process waits at the gate: readers of this process stop joining the
+  // shared lock it holds, so that it runs out and the writer gets in.
+  bool gate_closed = false;
   bool listed = true;     // In the table; unlisted once the file is deleted or after fork().
   bool orphaned = false;  // Left over in a child after fork(): its handles are closed.
   std::condition_variable changed;
@@ -102,10 +105,15 @@ struct lock_table {
     }
   }
 
-  static bool can_take(const inode_entry& e, lock_mode mode) {
+  // Whether a lock of `mode` may be taken now. A reader that would join the shared lock this
+  // process holds asks the OS whether a writer elsewhere waits: it must not overtake that writer.
+  static bool can_take(inode_entry& e, lock_mode mode) {
     if (e.writer || e.os_busy) return false;
+    if (mode == lock_mode::exclusive) return e.readers == 0;
     // Readers of this process queue behind its waiting writers, so they cannot starve them.
-    return mode == lock_mode::shared ? e.writers_waiting == 0 : e.readers == 0;
+    if (e.writers_waiting > 0 || e.gate_closed) return false;
+    if (e.readers > 0 && platform::writer_waiting(e.file.handle)) e.gate_closed = true;
+    return !e.gate_closed;
   }
 
   enum class outcome { taken, not_taken, file_replaced };
@@ -205,6 +213,7 @@ struct lock_table {
     }
     std::error_code ec;
     if (entry->readers == 0 && !entry->writer) {
+      entry->gate_closed = false;
       if (object.options_.remove_on_release &&
           platform::remove_if_unused(entry->file.handle, mode, entry->file.id, object.path_)) {
         unlist(*entry);
@@ -238,6 +247,7 @@ struct lock_table {
       entry->holdings.clear();
       entry->readers = 0;
       entry->writer = false;
+      entry->gate_closed = false;
       // Threads that waited on it in the parent do not exist here; start from a fresh one.
       new (&entry->changed) std::condition_variable();
     }

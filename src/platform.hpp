@@ -59,6 +59,10 @@ void close(native_handle handle) noexcept;
 // then. Signals do not end the wait early. Throws std::system_error naming `path` for OS failures.
 bool lock(native_handle handle, lock_mode mode, deadline until, const std::filesystem::path& path);
 
+// Whether a writer of another process or handle waits for the lock that `handle` holds shared,
+// so that new readers must queue behind it. Best effort: false when it cannot be told.
+bool writer_waiting(native_handle handle) noexcept;
+
 // Releases the OS lock held through `handle`.
 std::error_code unlock(native_handle handle) noexcept;
 

@@ -261,6 +261,20 @@ bool lock(native_handle handle, lock_mode mode, deadline until, const std::files
   return false;
 }
 
+bool writer_waiting(native_handle handle) noexcept {
+#if defined(F_OFD_GETLK) && !defined(FASTENERS_CLASSIC_FCNTL)
+  const int cmd = ofd_supported.load(std::memory_order_relaxed) ? F_OFD_GETLK : F_GETLK;
+#else
+  const int cmd = F_GETLK;
+#endif
+  struct flock fl {};
+  fl.l_type = F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = gate_range.start;
+  fl.l_len = gate_range.length;
+  return FASTENERS_SYSCALL(fcntl)(fd_of(handle), cmd, &fl) == 0 && fl.l_type != F_UNLCK;
+}
+
 std::error_code unlock(native_handle handle) noexcept {
   const int error = fcntl_lock(fd_of(handle), false, F_UNLCK, whole_file);
   return {error, std::system_category()};
