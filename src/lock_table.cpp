@@ -60,8 +60,12 @@ struct lock_table {
     if (path.native().find(std::filesystem::path::value_type()) != path.native().npos) {
       throw_error(std::errc::invalid_argument, "lock", path, "the path contains a NUL character");
     }
+    // With files open already, look for this one before opening it again: a second open and
+    // close of a file would drop the classic fcntl locks this process holds on it.
     std::shared_ptr<inode_entry> entry;
-    if (const auto id = platform::identify(path, object.options_.follow_symlinks)) {
+    const auto id =
+        entries.empty() ? std::nullopt : platform::identify(path, object.options_.follow_symlinks);
+    if (id) {
       const auto it = entries.find(*id);
       if (it != entries.end()) entry = it->second;
     }
@@ -267,6 +271,7 @@ lock_object::~lock_object() {
     if (it == holdings.end()) break;
     table.drop(*this, it->mode);  // An unlock error needs no report: closing drops the lock.
   }
+  if (entry_ && options_.keep_open) table.leave(*this);
 }
 
 bool lock_object::acquire(lock_mode mode, platform::deadline until) {
@@ -274,7 +279,10 @@ bool lock_object::acquire(lock_mode mode, platform::deadline until) {
   std::unique_lock<std::mutex> guard(table.mutex);
   lock_table::forget_if_stale(*this);
   for (;;) {
-    if (users_ == 0) table.bind(*this);
+    if (users_ == 0) {
+      table.bind(*this);
+      if (options_.keep_open) ++users_;  // Pinned until destruction.
+    }
     ++users_;
     auto result = lock_table::outcome::not_taken;
     try {
@@ -286,6 +294,7 @@ bool lock_object::acquire(lock_mode mode, platform::deadline until) {
     if (result == lock_table::outcome::taken) return true;
     table.leave(*this);
     if (result == lock_table::outcome::not_taken) return false;
+    if (users_ == 1 && options_.keep_open) table.leave(*this);  // Bind to the new file.
   }
 }
 

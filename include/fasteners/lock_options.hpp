@@ -14,6 +14,12 @@ struct lock_options {
   // When false, a lock path whose last component is a symbolic link is refused with
   // std::errc::too_many_symbolic_link_levels instead of being followed.
   bool follow_symlinks = true;
+  // Keeps the lock file open from the first acquire until the object is destroyed, instead of
+  // opening it at every acquire and closing it at every release: an uncontended lock and unlock
+  // then cost two system calls. The object then keeps locking the file it first opened, so the
+  // lock file must not be deleted or replaced while the object lives (remove_on_release still
+  // checks the path after every acquire).
+  bool keep_open = false;
 };
 
 }  // namespace fasteners

@@ -195,16 +195,16 @@ std::optional<file_identity> identify(const std::filesystem::path& path, bool fo
 }
 
 open_file open(const std::filesystem::path& path, bool follow_symlinks) {
-  const auto parent = path.parent_path();
-  if (!parent.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(parent, ec);
-    if (ec) throw_error(ec, "create the parent directories of lock file", path);
-  }
   // O_NONBLOCK: opening a FIFO that appeared at the path must not hang.
   const int common = O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (follow_symlinks ? 0 : O_NOFOLLOW);
   open_file result;
   int fd = FASTENERS_SYSCALL(open)(path.c_str(), O_RDWR | O_CREAT | common, 0666);
+  if (fd < 0 && errno == ENOENT && !path.parent_path().empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(path.parent_path(), ec);
+    if (ec) throw_error(ec, "create the parent directories of lock file", path);
+    fd = FASTENERS_SYSCALL(open)(path.c_str(), O_RDWR | O_CREAT | common, 0666);
+  }
   result.writable = fd >= 0;
   if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM || errno == EISDIR)) {
     const int write_error = errno;
