@@ -10,7 +10,8 @@ void throw_error(std::error_code ec, std::string_view action, const std::filesys
   std::string message = "fasteners: cannot ";
   message += action;
   message += " '";
-  message += path.string();
+  const auto name = path.u8string();  // UTF-8 on every platform; string() may throw on Windows.
+  message.append(name.begin(), name.end());
   message += "'";
   if (!detail.empty()) {
     message += ": ";

@@ -43,8 +43,9 @@ class interprocess_lock {
   bool acquired() const noexcept { return lock_.holds(detail::lock_mode::exclusive); }
   const std::filesystem::path& path() const noexcept { return lock_.path(); }
   // The descriptor (HANDLE on Windows) through which this process holds the file's lock while
-  // this object holds the lock, for handing the lock to a child process; -1 otherwise. The library
-  // owns it: never close it.
+  // this object holds the lock; -1 otherwise. The library owns it: never close it. On POSIX a child
+  // process that inherits a duplicate shares the lock; on Windows a lock belongs to the process
+  // that took it, and a child given the handle neither holds nor can release it.
   std::intptr_t native_handle() const noexcept { return lock_.native_handle(); }
 
   // Waits as long as needed; throws as acquire() does.
