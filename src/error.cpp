@@ -10,8 +10,15 @@ void throw_error(std::error_code ec, std::string_view action, const std::filesys
   std::string message = "fasteners: cannot ";
   message += action;
   message += " '";
-  const auto name = path.u8string();  // UTF-8 on every platform; string() may throw on Windows.
-  message.append(name.begin(), name.end());
+  // UTF-8 on every platform (string() may throw on Windows), with NUL bytes spelled out so that
+  // what() shows the whole path.
+  for (const auto c : path.u8string()) {
+    if (c == '\0') {
+      message += "\\0";
+    } else {
+      message += static_cast<char>(c);
+    }
+  }
   message += "'";
   if (!detail.empty()) {
     message += ": ";

@@ -2,19 +2,29 @@
 #include "lock_table.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <new>
-#include <thread>
 #include <vector>
 
 #include "error.hpp"
 
 namespace fasteners::detail {
 
+// Names the calling thread for the whole life of the process. std::thread::id values are reused
+// once a thread ends, and a thread that took a lock may end while the lock stays held by its
+// object: a new thread with the old id must not be taken for the holder.
+std::uint64_t this_thread_token() noexcept {
+  static std::atomic<std::uint64_t> next{1};
+  thread_local const std::uint64_t token = next.fetch_add(1, std::memory_order_relaxed);
+  return token;
+}
+
 struct holding {
-  std::thread::id thread;  // The thread that took it; the lock itself belongs to `owner`.
+  std::uint64_t thread;  // this_thread_token() of the taker; the lock belongs to `owner`.
   const lock_object* owner;
   lock_mode mode;
 };
@@ -126,7 +136,7 @@ struct lock_table {
   outcome wait_and_take(lock_object& object, lock_mode mode, platform::deadline until,
                         std::unique_lock<std::mutex>& guard) {
     inode_entry& e = *object.entry_;
-    const auto self = std::this_thread::get_id();
+    const auto self = this_thread_token();
     for (;;) {
       const bool held_by_self = std::any_of(e.holdings.begin(), e.holdings.end(),
                                             [&](const holding& h) { return h.thread == self; });
@@ -200,7 +210,7 @@ struct lock_table {
     const auto& entry = object.entry_;
     if (!entry) return not_held(object, mode);
     auto& holdings = entry->holdings;
-    const auto self = std::this_thread::get_id();
+    const auto self = this_thread_token();
     auto it = std::find_if(holdings.begin(), holdings.end(), [&](const holding& h) {
       return h.owner == &object && h.mode == mode && h.thread == self;
     });

@@ -206,7 +206,11 @@ process_scan scan_processes(dev_t dev, ino_t ino, const std::filesystem::path& p
     const std::string base = std::string("/proc/") + process->d_name;
     DIR* fds = ::opendir((base + "/fd").c_str());
     if (fds == nullptr) {
-      if (errno == EACCES || errno == EPERM) scan.uninspectable.push_back(pid);
+      // Kernel threads and zombies (an empty command line) have no open files.
+      if ((errno == EACCES || errno == EPERM) && read_file(base + "/cmdline", text) == 0 &&
+          !text.empty()) {
+        scan.uninspectable.push_back(pid);
+      }
       continue;  // Otherwise the process has ended.
     }
     while (const dirent* entry = ::readdir(fds)) {

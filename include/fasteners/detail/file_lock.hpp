@@ -58,9 +58,9 @@ class FASTENERS_API file_lock {
     } else {
       // Another clock may jump: wait in slices measured on the steady clock, re-checking it.
       for (;;) {
-        const auto left = t - Clock::now();
-        if (acquire_until(mode, deadline_after(left))) return true;
-        if (Clock::now() >= t) return false;
+        const auto now = Clock::now();
+        if (t <= now) return acquire_until(mode, std::chrono::steady_clock::time_point::min());
+        if (acquire_until(mode, deadline_after(t - now))) return true;
       }
     }
   }

@@ -1,0 +1,247 @@
+// Hostile lock paths: links, NUL bytes, unreachable or unreadable files, full descriptor tables,
+// and lock files deleted or replaced under their holders and waiters.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <system_error>
+
+#include <gtest/gtest.h>
+
+#include "fasteners/fasteners.hpp"
+#include "test_util.hpp"
+
+namespace fasteners_test {
+namespace {
+
+namespace fs = std::filesystem;
+
+using hostile_input_test = lock_test;
+
+// Takes and releases an exclusive lock through a fresh object; throws what acquiring throws.
+bool lock_once(const fs::path& path, const fasteners::lock_options& options = {}) {
+  fasteners::interprocess_lock lock(path, options);
+  if (!lock.try_lock()) return false;
+  lock.unlock();
+  return true;
+}
+
+// The identity of the file open as `fd` and of the file at `path` agree.
+bool same_file(int fd, const fs::path& path) {
+  struct stat open_st {};
+  struct stat path_st {};
+  return ::fstat(fd, &open_st) == 0 && ::stat(path.c_str(), &path_st) == 0 &&
+         open_st.st_dev == path_st.st_dev && open_st.st_ino == path_st.st_ino;
+}
+
+fasteners::lock_options no_symlinks() {
+  fasteners::lock_options options;
+  options.follow_symlinks = false;
+  return options;
+}
+
+fasteners::lock_options removing() {
+  fasteners::lock_options options;
+  options.remove_on_release = true;
+  return options;
+}
+
+TEST_F(hostile_input_test, a_symlink_is_followed_by_default) {
+  const fs::path target = dir() / "target";
+  const fs::path link = dir() / "link";
+  fs::create_symlink(target, link);
+  fasteners::interprocess_lock through_link(link);
+  ASSERT_TRUE(through_link.try_lock());
+  EXPECT_TRUE(fs::is_regular_file(target));  // Created where the link points.
+  EXPECT_TRUE(fs::is_symlink(link));
+  fasteners::interprocess_lock direct(target);
+  EXPECT_FALSE(direct.try_lock()) << "the link and its target are one lock";
+  through_link.unlock();
+  EXPECT_TRUE(lock_once(target));
+}
+
+TEST_F(hostile_input_test, a_symlink_is_refused_when_links_are_not_followed) {
+  const fs::path target = dir() / "target";
+  std::ofstream(target).close();
+  const fs::path link = dir() / "link";
+  fs::create_symlink(target, link);
+  fasteners::interprocess_lock lock(link, no_symlinks());
+  try {
+    lock.lock();
+    ADD_FAILURE() << "a symbolic link was locked";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::too_many_symbolic_link_levels) << e.what();
+    EXPECT_NE(std::string(e.what()).find(link.string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("symbolic link"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(lock.acquired());
+  EXPECT_TRUE(lock_once(target, no_symlinks()));  // A regular file is fine.
+}
+
+TEST_F(hostile_input_test, a_dangling_symlink_creates_its_target_or_is_refused) {
+  const fs::path target = dir() / "missing";
+  const fs::path link = dir() / "dangling";
+  fs::create_symlink(target, link);
+  EXPECT_THROW(lock_once(link, no_symlinks()), std::system_error);
+  EXPECT_FALSE(fs::exists(target)) << "a refused link must not create its target";
+  EXPECT_TRUE(lock_once(link));  // Followed: like open(O_CREAT), it creates the target.
+  EXPECT_TRUE(fs::is_regular_file(target));
+}
+
+TEST_F(hostile_input_test, a_symlink_loop_is_an_error_naming_the_path) {
+  const fs::path a = dir() / "a";
+  const fs::path b = dir() / "b";
+  fs::create_symlink(b, a);
+  fs::create_symlink(a, b);
+  try {
+    lock_once(a);
+    ADD_FAILURE() << "a symbolic link loop was locked";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::too_many_symbolic_link_levels) << e.what();
+    EXPECT_NE(std::string(e.what()).find(a.string()), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(hostile_input_test, an_embedded_nul_is_an_error_and_creates_nothing) {
+  const std::string name = (dir() / "lock").string() + std::string(1, '\0') + "tail";
+  const fs::path path(name);
+  fasteners::interprocess_lock lock(path);
+  try {
+    lock.lock();
+    ADD_FAILURE() << "a path with a NUL byte was locked";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::invalid_argument) << e.what();
+    EXPECT_NE(std::string(e.what()).find("NUL"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir() / "lock")) << "the part before the NUL must not be created";
+}
+
+// A process whose descriptor table is full gets EMFILE naming the path, leaks nothing, and
+// locks again once a descriptor is free.
+TEST_F(hostile_input_test, a_full_descriptor_table_is_an_error) {
+  const int code = run_helper("full_descriptor_table", {lock_path().string()});
+  EXPECT_EQ(code, 0) << "see the helper's message above";
+}
+
+FASTENERS_TEST_HELPER(full_descriptor_table) {
+  const fs::path path = args.at(0);
+  std::vector<int> fillers;
+  struct rlimit limit {};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = 64;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return fail(20, "setrlimit failed");
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
+  if (errno != EMFILE) return fail(21, "could not fill the descriptor table");
+  fasteners::interprocess_reader_writer_lock lock(path);
+  try {
+    lock.lock();
+    return fail(22, "locked with a full descriptor table");
+  } catch (const std::system_error& e) {
+    if (e.code() != std::error_code(EMFILE, std::system_category())) {
+      return fail(23, std::string("unexpected error: ") + e.what());
+    }
+    if (std::string(e.what()).find(path.string()) == std::string::npos) {
+      return fail(24, std::string("the error does not name the path: ") + e.what());
+    }
+  }
+  if (lock.write_acquired()) return fail(25, "a failed lock is held");
+  ::close(fillers.back());
+  fillers.pop_back();
+  if (!lock.try_lock()) return fail(26, "no lock once a descriptor was free");
+  lock.unlock();
+  if (::open("/dev/null", O_RDONLY | O_CLOEXEC) < 0) return fail(27, "the descriptor leaked");
+  return 0;
+}
+
+// Unprivileged users: a lock file they can neither read nor write, and a directory they cannot
+// search, give permission errors naming the path. Run as uid 65534 even under root.
+TEST_F(hostile_input_test, unreadable_files_and_unsearchable_directories_are_permission_errors) {
+  fs::permissions(dir(), fs::perms(0755));
+  const fs::path unreadable = dir() / "unreadable";
+  std::ofstream(unreadable).close();
+  fs::permissions(unreadable, fs::perms::none);
+  const fs::path closed_dir = dir() / "closed";
+  fs::create_directory(closed_dir);
+  std::ofstream(closed_dir / "lock").close();
+  fs::permissions(closed_dir, fs::perms(0700));
+  EXPECT_EQ(run_helper("unprivileged_permission_errors",
+                       {unreadable.string(), (closed_dir / "lock").string()}),
+            0)
+      << "see the helper's message above";
+}
+
+FASTENERS_TEST_HELPER(unprivileged_permission_errors) {
+  if (!drop_privileges()) return fail(30, "could not drop privileges to uid/gid 65534");
+  for (const fs::path& path : {fs::path(args.at(0)), fs::path(args.at(1))}) {
+    for (const kind k : all_kinds) {
+      kind_lock lock(k, path);
+      try {
+        lock.acquire();
+        return fail(31, "locked " + path.string() + " without permission");
+      } catch (const std::system_error& e) {
+        if (e.code() != std::errc::permission_denied) {
+          return fail(32, std::string("unexpected error: ") + e.what());
+        }
+        if (std::string(e.what()).find(path.string()) == std::string::npos) {
+          return fail(33, std::string("the error does not name the path: ") + e.what());
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+// Deleting a lock file that is held does not disturb its holder, but lets a newcomer lock the new
+// file at the path: the documented reason never to delete a lock file that may be in use.
+TEST_F(hostile_input_test, deleting_a_held_lock_file_keeps_the_holder_and_lets_a_newcomer_in) {
+  fasteners::interprocess_lock holder(lock_path());
+  ASSERT_TRUE(holder.try_lock());
+  fs::remove(lock_path());
+  EXPECT_TRUE(holder.acquired());
+  EXPECT_EQ(try_in_child(kind::lock, lock_path()), k_acquired);
+  EXPECT_NO_THROW(holder.unlock());
+  EXPECT_FALSE(holder.acquired());
+}
+
+TEST_F(hostile_input_test, replacing_a_held_lock_file_keeps_the_holder) {
+  fasteners::interprocess_reader_writer_lock holder(lock_path());
+  ASSERT_TRUE(holder.try_lock_shared());
+  const fs::path other = dir() / "other";
+  std::ofstream(other) << "new\n";
+  fs::rename(other, lock_path());
+  EXPECT_TRUE(holder.read_acquired());
+  EXPECT_NO_THROW(holder.unlock_shared());
+  EXPECT_TRUE(lock_once(lock_path()));
+}
+
+// With remove_on_release, a waiter whose file was deleted or replaced while it waited locks the
+// file now at the path, never the old one.
+TEST_F(hostile_input_test, a_waiter_follows_a_lock_file_deleted_or_replaced_while_it_waits) {
+  for (const bool replace : {false, true}) {
+    fasteners::interprocess_lock holder(lock_path(), removing());
+    ASSERT_TRUE(holder.try_lock());
+    fasteners::interprocess_lock waiter(lock_path(), removing());
+    thread_holder waiting([&] { return waiter.try_lock_for(k_long); }, [&] { waiter.unlock(); });
+    std::this_thread::sleep_for(k_quiet);  // Let the waiter open the old file and block on it.
+    EXPECT_FALSE(waiting.done_acquiring());
+    if (replace) {
+      std::ofstream(dir() / "new") << "new\n";
+      fs::rename(dir() / "new", lock_path());
+    } else {
+      fs::remove(lock_path());
+    }
+    holder.unlock();
+    ASSERT_TRUE(waiting.wait_held());
+    EXPECT_TRUE(same_file(static_cast<int>(waiter.native_handle()), lock_path()))
+        << "the waiter holds a lock on a file no longer at the path";
+    EXPECT_TRUE(waiting.release());
+  }
+}
+
+}  // namespace
+}  // namespace fasteners_test
