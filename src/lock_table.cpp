@@ -34,7 +34,7 @@ struct inode_entry {
   // Later opens of the same file. Closing one while a classic fcntl lock is held would drop it,
   // so they stay open as long as the entry.
   std::vector<platform::native_handle> spare_handles;
-  int users = 0;         // Lock objects bound to this entry.
+  int users = 0;         // Acquires under way plus lock objects bound to this entry.
   int readers = 0;       // Read locks held in this process; the OS lock is shared while > 0.
   bool writer = false;   // A write lock is held in this process; the OS lock is exclusive.
   bool os_busy = false;  // A thread is taking the OS lock; others wait until it is done.
@@ -62,9 +62,9 @@ struct lock_table {
     return *table;
   }
 
-  // Binds `object` to the entry of the file at its path, opening the file if no object of this
-  // process has it open.
-  void bind(lock_object& object) {
+  // The entry of the file at `object`'s path, opening the file if no object of this process has
+  // it open. The caller owns one use of it, to give back with release_use().
+  std::shared_ptr<inode_entry> find_or_open(const lock_object& object) {
     const auto& path = object.path_;
     if (path.empty()) throw_error(std::errc::invalid_argument, "lock", path, "the path is empty");
     if (path.native().find(std::filesystem::path::value_type()) != path.native().npos) {
@@ -91,18 +91,18 @@ struct lock_table {
       entry = slot;
     }
     ++entry->users;
-    object.entry_ = std::move(entry);
+    return entry;
   }
 
-  // Undoes one use of `object`; the last one unbinds it, and the last object closes the file.
-  void leave(lock_object& object) noexcept {
-    if (--object.users_ > 0) return;
-    const auto entry = std::move(object.entry_);
+  // Gives back one use of `entry`; the last one closes the file.
+  void release_use(std::shared_ptr<inode_entry> entry) noexcept {
     if (--entry->users > 0 || entry->orphaned) return;
     unlist(*entry);
     platform::close(entry->file.handle);
     for (const auto handle : entry->spare_handles) platform::close(handle);
   }
+
+  void unbind(lock_object& object) noexcept { release_use(std::move(object.entry_)); }
 
   // Makes later binds open the file at the path anew.
   void unlist(inode_entry& entry) noexcept {
@@ -115,7 +115,7 @@ struct lock_table {
   static void forget_if_stale(lock_object& object) noexcept {
     if (object.entry_ && object.entry_->orphaned) {
       object.entry_.reset();
-      object.users_ = 0;
+      object.holds_ = 0;
     }
   }
 
@@ -130,14 +130,18 @@ struct lock_table {
     return !e.gate_closed;
   }
 
-  enum class outcome { taken, not_taken, file_replaced };
+  // start_again: the file was deleted or replaced, or another thread bound the object to another
+  // file meanwhile; the acquire looks the path up again.
+  enum class outcome { taken, not_taken, start_again };
 
-  // Waits until `object` may take a lock of `mode`, then takes it. Called with `guard` locked.
-  outcome wait_and_take(lock_object& object, lock_mode mode, platform::deadline until,
-                        std::unique_lock<std::mutex>& guard) {
-    inode_entry& e = *object.entry_;
+  // Waits until `object` may take a lock of `mode` on `e`, then takes it. Called with `guard`
+  // locked.
+  outcome wait_and_take(lock_object& object, inode_entry& e, lock_mode mode,
+                        platform::deadline until, std::unique_lock<std::mutex>& guard) {
+    const auto bound_elsewhere = [&] { return object.entry_ && object.entry_.get() != &e; };
     const auto self = this_thread_token();
     for (;;) {
+      if (bound_elsewhere()) return outcome::start_again;
       const bool held_by_self = std::any_of(e.holdings.begin(), e.holdings.end(),
                                             [&](const holding& h) { return h.thread == self; });
       if (held_by_self) {
@@ -179,11 +183,13 @@ struct lock_table {
       e.os_busy = false;
       e.changed.notify_all();
       if (!taken) return outcome::not_taken;
-      if (object.options_.remove_on_release && !still_at_path(e, object)) {
-        // The previous holder deleted the file while this process waited for it.
+      const bool replaced = object.options_.remove_on_release && !still_at_path(e, object);
+      if (replaced || bound_elsewhere()) {
+        // The previous holder deleted the file while this process waited for it, or the object
+        // now holds a lock on another file: this one is not for it.
         platform::unlock(e.file.handle);
-        unlist(e);
-        return outcome::file_replaced;
+        if (replaced) unlist(e);
+        return outcome::start_again;
       }
     }
     e.holdings.push_back({self, &object, mode});
@@ -235,7 +241,7 @@ struct lock_table {
       ec = platform::unlock(entry->file.handle);
     }
     entry->changed.notify_all();
-    leave(object);
+    if (--object.holds_ == 0 && !object.options_.keep_open) unbind(object);
     return ec;
   }
 
@@ -281,7 +287,7 @@ lock_object::~lock_object() {
     if (it == holdings.end()) break;
     table.drop(*this, it->mode);  // An unlock error needs no report: closing drops the lock.
   }
-  if (entry_ && options_.keep_open) table.leave(*this);
+  if (entry_) table.unbind(*this);
 }
 
 bool lock_object::acquire(lock_mode mode, platform::deadline until) {
@@ -289,22 +295,33 @@ bool lock_object::acquire(lock_mode mode, platform::deadline until) {
   std::unique_lock<std::mutex> guard(table.mutex);
   lock_table::forget_if_stale(*this);
   for (;;) {
-    if (users_ == 0) {
-      table.bind(*this);
-      if (options_.keep_open) ++users_;  // Pinned until destruction.
+    // A file kept open only by keep_open that was deleted since is given up for the new one.
+    if (entry_ && holds_ == 0 && !entry_->listed) table.unbind(*this);
+    std::shared_ptr<inode_entry> entry;
+    if (entry_) {
+      entry = entry_;
+      ++entry->users;
+    } else {
+      entry = table.find_or_open(*this);
     }
-    ++users_;
     auto result = lock_table::outcome::not_taken;
     try {
-      result = table.wait_and_take(*this, mode, until, guard);
+      result = table.wait_and_take(*this, *entry, mode, until, guard);
     } catch (...) {
-      table.leave(*this);
+      table.release_use(std::move(entry));
       throw;
     }
-    if (result == lock_table::outcome::taken) return true;
-    table.leave(*this);
-    if (result == lock_table::outcome::not_taken) return false;
-    if (users_ == 1 && options_.keep_open) table.leave(*this);  // Bind to the new file.
+    if (result == lock_table::outcome::taken) {
+      ++holds_;
+      if (!entry_) {
+        entry_ = entry;
+        ++entry->users;
+      }
+    }
+    table.release_use(std::move(entry));
+    if (result != lock_table::outcome::start_again) {
+      return result == lock_table::outcome::taken;
+    }
   }
 }
 

@@ -40,8 +40,9 @@ class lock_object {
   friend struct lock_table;
   const std::filesystem::path path_;
   const lock_options options_;
-  std::shared_ptr<inode_entry> entry_;  // Set while users_ > 0.
-  int users_ = 0;                       // Acquires in progress plus locks held.
+  // The file this object holds locks on; also kept from the first acquire on with keep_open.
+  std::shared_ptr<inode_entry> entry_;
+  int holds_ = 0;  // Locks this object holds.
 };
 
 }  // namespace fasteners::detail

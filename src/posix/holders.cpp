@@ -234,28 +234,53 @@ process_scan scan_processes(dev_t dev, ino_t ino, const std::filesystem::path& p
   return scan;
 }
 
+bool operator==(const kernel_lock& a, const kernel_lock& b) {
+  return std::tie(a.mechanism, a.kind, a.pid, a.major, a.minor, a.inode, a.first_byte,
+                  a.last_byte) ==
+         std::tie(b.mechanism, b.kind, b.pid, b.major, b.minor, b.inode, b.first_byte, b.last_byte);
+}
+
+// The locks that /proc/locks lists on the inode of `st`, on its device (`locks`) or on another
+// (`other_device`). The kernel writes /proc/locks one page per read(), each from a fresh walk of
+// the list of all locks of the system, so lines of a file being read while other locks come and
+// go can be repeated or skipped. The file is read until two readings agree on this inode.
+void read_proc_locks(const struct stat& st, const std::filesystem::path& path,
+                     std::vector<kernel_lock>& locks, std::vector<kernel_lock>& other_device) {
+  std::string text;
+  std::vector<kernel_lock> previous;
+  constexpr int most_readings = 10;
+  for (int reading = 0; reading < most_readings; ++reading) {
+    if (const int error = read_file("/proc/locks", text)) {
+      throw_error(std::error_code(error, std::system_category()), action, path,
+                  "cannot read /proc/locks");
+    }
+    locks.clear();
+    other_device.clear();
+    std::vector<kernel_lock> all;
+    for_each_line(text, [&](std::string_view line) {
+      const auto lock = parse_lock(line);
+      if (!lock || lock->inode != static_cast<std::uint64_t>(st.st_ino)) return;
+      const bool same_device = lock->major == major(st.st_dev) && lock->minor == minor(st.st_dev);
+      (same_device ? locks : other_device).push_back(*lock);
+      all.push_back(*lock);
+    });
+    if (reading > 0 && all == previous) return;
+    previous = std::move(all);
+  }
+}
+
 std::vector<lock_holder> linux_holders(const std::filesystem::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) return {};  // No file, no lock.
     throw_error(std::error_code(errno, std::system_category()), action, path);
   }
-  std::string text;
-  if (const int error = read_file("/proc/locks", text)) {
-    throw_error(std::error_code(error, std::system_category()), action, path,
-                "cannot read /proc/locks");
-  }
   // /proc/locks names files by the superblock's device, which stat() may report differently
   // (btrfs subvolumes); a lock on the same inode number elsewhere is kept aside until a
   // descriptor of this very file shows which device the kernel calls it.
   std::vector<kernel_lock> locks;
   std::vector<kernel_lock> other_device;
-  for_each_line(text, [&](std::string_view line) {
-    const auto lock = parse_lock(line);
-    if (!lock || lock->inode != static_cast<std::uint64_t>(st.st_ino)) return;
-    const bool same_device = lock->major == major(st.st_dev) && lock->minor == minor(st.st_dev);
-    (same_device ? locks : other_device).push_back(*lock);
-  });
+  read_proc_locks(st, path, locks, other_device);
   if (locks.empty() && other_device.empty()) return {};
 
   std::vector<lock_holder> result;
