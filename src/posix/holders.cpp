@@ -1,5 +1,4 @@
-// fasteners::holders() on POSIX: read from /proc/locks and /proc/PID/fdinfo on Linux, absent
-// elsewhere.
+// fasteners::holders() on POSIX: /proc/locks and /proc/PID/fdinfo on Linux, absent elsewhere.
 #include "fasteners/holders.hpp"
 
 #include <algorithm>
@@ -30,11 +29,11 @@ using detail::throw_error;
 
 constexpr std::string_view action = "list the lock holders of";
 
+#if defined(__linux__)
+
 // The gate byte of this library's lock protocol (gate_offset in lock_file.cpp): a writer that
 // waits holds it alone, and every lock of the library covers the bytes below it.
 constexpr std::uint64_t gate_byte = std::uint64_t{1} << 62;
-
-#if defined(__linux__)
 
 // One lock, as a line of /proc/locks or a "lock:" line of /proc/PID/fdinfo/FD describes it.
 struct kernel_lock {
@@ -164,7 +163,9 @@ bool same_open_file(int pid1, int fd1, int pid2, int fd2) {
   if (pid1 == pid2 && fd1 == fd2) return true;
 #if defined(SYS_kcmp)
   constexpr int kcmp_file = 0;  // KCMP_FILE in <linux/kcmp.h>.
-  return ::syscall(SYS_kcmp, pid1, pid2, kcmp_file, fd1, fd2) == 0;
+  return ::syscall(SYS_kcmp, static_cast<long>(pid1), static_cast<long>(pid2),
+                   static_cast<long>(kcmp_file), static_cast<unsigned long>(fd1),
+                   static_cast<unsigned long>(fd2)) == 0;
 #else
   return false;
 #endif
@@ -234,39 +235,85 @@ process_scan scan_processes(dev_t dev, ino_t ino, const std::filesystem::path& p
   return scan;
 }
 
-bool operator==(const kernel_lock& a, const kernel_lock& b) {
-  return std::tie(a.mechanism, a.kind, a.pid, a.major, a.minor, a.inode, a.first_byte,
-                  a.last_byte) ==
-         std::tie(b.mechanism, b.kind, b.pid, b.major, b.minor, b.inode, b.first_byte, b.last_byte);
-}
+// What one reading of /proc/locks says about one inode: the locks on its device, and those on
+// an inode of that number on another device (see linux_holders()).
+struct proc_locks_reading {
+  std::vector<kernel_lock> locks;
+  std::vector<kernel_lock> other_device;
+};
 
-// The locks that /proc/locks lists on the inode of `st`, on its device (`locks`) or on another
-// (`other_device`). The kernel writes /proc/locks one page per read(), each from a fresh walk of
-// the list of all locks of the system, so lines of a file being read while other locks come and
-// go can be repeated or skipped. The file is read until two readings agree on this inode.
-void read_proc_locks(const struct stat& st, const std::filesystem::path& path,
-                     std::vector<kernel_lock>& locks, std::vector<kernel_lock>& other_device) {
-  std::string text;
-  std::vector<kernel_lock> previous;
-  constexpr int most_readings = 10;
-  for (int reading = 0; reading < most_readings; ++reading) {
-    if (const int error = read_file("/proc/locks", text)) {
+// The kernel writes /proc/locks a page at a time, each page from a fresh walk of the list of all
+// the locks of the system. When locks come and go meanwhile, the list shifts under the walks,
+// and the lines at the end of a page are repeated at the start of the next one (more locks
+// ahead) or are skipped (fewer). Plain repeats are dropped here. The file is read three times,
+// the pages starting at different lines each time (the first read() is short and a walk ends
+// with it), so that a lock is at the edge of a page in one reading at most, and the counts taken
+// are the medians of the readings.
+constexpr std::size_t first_reads[] = {1 << 16, 1400, 2800};
+
+// The lines of one reading of /proc/locks, without their ordinal ("12: "), repeats dropped.
+std::vector<std::string> read_proc_locks_once(const std::filesystem::path& path,
+                                              std::size_t first_read) {
+  const int fd = ::open("/proc/locks", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    throw_error(std::error_code(errno, std::system_category()), action, path,
+                "cannot read /proc/locks");
+  }
+  std::vector<std::string> lines;
+  std::vector<std::string> page;
+  std::string partial;  // The start of a line whose end the next read() brings.
+  std::vector<char> buffer(1 << 16);
+  for (std::size_t size = first_read;; size = buffer.size()) {
+    const auto n = ::read(fd, buffer.data(), size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      ::close(fd);
       throw_error(std::error_code(error, std::system_category()), action, path,
                   "cannot read /proc/locks");
     }
-    locks.clear();
-    other_device.clear();
-    std::vector<kernel_lock> all;
-    for_each_line(text, [&](std::string_view line) {
-      const auto lock = parse_lock(line);
-      if (!lock || lock->inode != static_cast<std::uint64_t>(st.st_ino)) return;
-      const bool same_device = lock->major == major(st.st_dev) && lock->minor == minor(st.st_dev);
-      (same_device ? locks : other_device).push_back(*lock);
-      all.push_back(*lock);
-    });
-    if (reading > 0 && all == previous) return;
-    previous = std::move(all);
+    if (n == 0) break;
+    // A line cut by the previous read() was written by the walk before; it ends that page.
+    bool ends_previous_page = !partial.empty();
+    page.clear();
+    partial.append(buffer.data(), static_cast<std::size_t>(n));
+    std::size_t end;
+    while ((end = partial.find('\n')) != std::string::npos) {
+      const auto colon = partial.find(": ");
+      auto line = colon < end ? partial.substr(colon + 2, end - colon - 2) : std::string();
+      partial.erase(0, end + 1);
+      if (ends_previous_page) {
+        lines.push_back(std::move(line));
+        ends_previous_page = false;
+      } else {
+        page.push_back(std::move(line));
+      }
+    }
+    // The longest run that ends the previous page and starts this one was shown twice.
+    std::size_t repeated = std::min(page.size(), lines.size());
+    while (repeated > 0 && !std::equal(page.begin(), page.begin() + static_cast<long>(repeated),
+                                       lines.end() - static_cast<long>(repeated))) {
+      --repeated;
+    }
+    lines.insert(lines.end(), page.begin() + static_cast<long>(repeated), page.end());
   }
+  ::close(fd);
+  return lines;
+}
+
+std::vector<proc_locks_reading> read_proc_locks(const struct stat& st,
+                                                const std::filesystem::path& path) {
+  std::vector<proc_locks_reading> readings;
+  for (const auto first_read : first_reads) {
+    auto& reading = readings.emplace_back();
+    for (const auto& line : read_proc_locks_once(path, first_read)) {
+      const auto lock = parse_lock("0: " + line);
+      if (!lock || lock->inode != static_cast<std::uint64_t>(st.st_ino)) continue;
+      const bool same_device = lock->major == major(st.st_dev) && lock->minor == minor(st.st_dev);
+      (same_device ? reading.locks : reading.other_device).push_back(*lock);
+    }
+  }
+  return readings;
 }
 
 std::vector<lock_holder> linux_holders(const std::filesystem::path& path) {
@@ -278,10 +325,12 @@ std::vector<lock_holder> linux_holders(const std::filesystem::path& path) {
   // /proc/locks names files by the superblock's device, which stat() may report differently
   // (btrfs subvolumes); a lock on the same inode number elsewhere is kept aside until a
   // descriptor of this very file shows which device the kernel calls it.
-  std::vector<kernel_lock> locks;
-  std::vector<kernel_lock> other_device;
-  read_proc_locks(st, path, locks, other_device);
-  if (locks.empty() && other_device.empty()) return {};
+  auto readings = read_proc_locks(st, path);
+  if (std::all_of(readings.begin(), readings.end(), [](const proc_locks_reading& r) {
+        return r.locks.empty() && r.other_device.empty();
+      })) {
+    return {};
+  }
 
   std::vector<lock_holder> result;
   const auto add = [&](int pid, const kernel_lock& lock, bool inspectable) {
@@ -297,38 +346,44 @@ std::vector<lock_holder> linux_holders(const std::filesystem::path& path) {
     result.push_back(std::move(h));
   };
 
-  // Classic fcntl locks name their owner; the others belong to an open file description, which
-  // any number of processes may share, so the owners are the processes whose descriptors list it.
-  const bool all_named =
-      other_device.empty() && std::all_of(locks.begin(), locks.end(), [](const kernel_lock& l) {
-        return l.mechanism == lock_mechanism::fcntl_posix;
-      });
-  process_scan scan;
-  if (!all_named) {
-    scan = scan_processes(st.st_dev, st.st_ino, path);
-    std::set<std::pair<unsigned, unsigned>> devices;
-    for (const auto& s : scan.seen) devices.emplace(s.lock.major, s.lock.minor);
-    for (const auto& lock : other_device) {
-      if (devices.count({lock.major, lock.minor}) != 0) locks.push_back(lock);
+  // Every descriptor of the file, in every process that may be inspected, lists the locks held
+  // through it, consistently. Classic fcntl locks also name their owner in /proc/locks; the
+  // others belong to an open file description, which any number of processes may share.
+  const process_scan scan = scan_processes(st.st_dev, st.st_ino, path);
+  std::set<std::pair<unsigned, unsigned>> devices;
+  for (const auto& s : scan.seen) {
+    devices.emplace(s.lock.major, s.lock.minor);
+    add(s.pid, s.lock, true);
+  }
+  for (auto& reading : readings) {
+    for (const auto& lock : reading.other_device) {
+      if (devices.count({lock.major, lock.minor}) != 0) reading.locks.push_back(lock);
     }
   }
-  for (const auto& s : scan.seen) add(s.pid, s.lock, true);
 
-  // Count the open files seen holding each kind of unnamed lock; a lock that no seen open file
-  // accounts for is held by a process that could not be inspected, or by one that is invisible.
-  std::map<decltype(shape(kernel_lock())), int> wanted;
-  for (const auto& lock : locks) {
-    if (lock.mechanism == lock_mechanism::fcntl_posix) {
-      if (lock.pid > 0) {
-        add(static_cast<int>(lock.pid), lock, true);
+  // How many locks of each kind without a named owner there are: the median of the readings.
+  using shape_type = decltype(shape(kernel_lock()));
+  std::map<shape_type, std::vector<int>> counts;
+  for (std::size_t i = 0; i < readings.size(); ++i) {
+    for (const auto& lock : readings[i].locks) {
+      if (lock.mechanism == lock_mechanism::fcntl_posix) {
+        if (lock.pid > 0) {
+          add(static_cast<int>(lock.pid), lock, true);
+        } else {
+          add(-1, lock, false);  // An owner in another PID namespace.
+        }
       } else {
-        add(-1, lock, false);  // An owner in another PID namespace.
+        auto& per_reading = counts[shape(lock)];
+        per_reading.resize(readings.size());
+        ++per_reading[i];
       }
-    } else {
-      ++wanted[shape(lock)];
     }
   }
-  for (const auto& [key, count] : wanted) {
+  // A lock that the open files seen do not account for is held by a process that could not be
+  // inspected, or by one that is not visible here at all.
+  for (auto& [key, per_reading] : counts) {
+    std::sort(per_reading.begin(), per_reading.end());
+    const int wanted = per_reading[per_reading.size() / 2];
     std::vector<const seen_lock*> open_files;
     for (const auto& s : scan.seen) {
       if (shape(s.lock) != key) continue;
@@ -337,7 +392,7 @@ std::vector<lock_holder> linux_holders(const std::filesystem::path& path) {
       });
       if (!known) open_files.push_back(&s);
     }
-    if (static_cast<int>(open_files.size()) >= count) continue;
+    if (static_cast<int>(open_files.size()) >= wanted) continue;
     kernel_lock lock;
     std::tie(lock.mechanism, lock.kind, lock.first_byte, lock.last_byte) = key;
     for (const int pid : scan.uninspectable) add(pid, lock, false);

@@ -1,0 +1,952 @@
+#!/usr/bin/env python3
+"""Tests of the `fasteners` command-line tool, driving the built binary as a user would.
+
+Run through CTest (tests/cli/CMakeLists.txt), or by hand:
+  /usr/bin/python3 tests/cli/test_cli.py --fasteners build/tools/fasteners [--group status] [-v]
+
+Standard library only, plus python-fasteners (Debian: python3-fasteners) and util-linux flock(1)
+for the interoperability groups. Processes that hold locks report "locked <pid>" on stdout once
+they hold it and release it when their stdin closes, so no test depends on sleeping; time bounds
+are loose and only ever say "quickly" (well under WAIT) or "not before the timeout".
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+FASTENERS = None  # The binary under test, from --fasteners.
+MECHANISM = "fcntl_ofd"  # What the library uses: fcntl_posix in a FASTENERS_CLASSIC_FCNTL build.
+VERSION = None  # The project version the binary must print, from --version.
+PYTHON = sys.executable  # Must import fasteners (CTest runs this script with /usr/bin/python3).
+FLOCK = shutil.which("flock") or "/usr/bin/flock"
+WAIT = 30.0  # The longest anything that should happen may take.
+HOLD = "echo locked $$; exec cat >/dev/null"  # A command that holds until its stdin closes.
+
+# python-fasteners, in a process of its own: hold a lock until stdin closes, or try it once, or
+# wait for it. Kinds: lock (InterProcessLock), read and write (InterProcessReaderWriterLock).
+PY_LOCK = r"""
+import os, sys, fasteners
+action, kind, path = sys.argv[1:4]
+lock = (fasteners.InterProcessLock(path) if kind == "lock"
+        else fasteners.InterProcessReaderWriterLock(path))
+take = {"lock": lambda **kw: lock.acquire(**kw),
+        "read": lambda **kw: lock.acquire_read_lock(**kw),
+        "write": lambda **kw: lock.acquire_write_lock(**kw)}[kind]
+if action == "try":
+    sys.exit(0 if take(blocking=False) else 1)
+if action == "wait":
+    print("waiting", os.getpid(), flush=True)
+    sys.exit(0 if take(blocking=True, timeout=float(sys.argv[4])) else 1)
+assert take(blocking=True, timeout=60)
+print("locked", os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+# Holds 200 classic fcntl locks on files of its own (so that /proc/locks spans pages) and keeps
+# dropping and retaking them until its stdin closes.
+CHURN = r"""
+import fcntl, os, random, sys, threading
+fds = []
+for i in range(200):
+    fds.append(os.open(os.path.join(sys.argv[1], "churn%d" % i), os.O_RDWR | os.O_CREAT))
+    fcntl.lockf(fds[-1], fcntl.LOCK_EX)
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+print("churning", flush=True)
+while not done.is_set():
+    fd = random.choice(fds)
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+"""
+
+# Holds flock(2) locks on the files it is given until its stdin closes.
+FLOCK_MANY = r"""
+import fcntl, os, sys
+fds = [os.open(path, os.O_RDWR | os.O_CREAT) for path in sys.argv[1:]]
+for fd in fds:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+
+def run(*args, env=None, cwd=None, as_nobody=False):
+    """Runs `fasteners ARGS...` to completion; returns the CompletedProcess (text output).
+    With `as_nobody`, as the unprivileged user 65534 (the caller must be root)."""
+    user = {"user": 65534, "group": 65534, "extra_groups": []} if as_nobody else {}
+    return subprocess.run([FASTENERS, *args], capture_output=True, text=True, timeout=WAIT * 2,
+                          env=env, cwd=cwd, stdin=subprocess.DEVNULL, **user)
+
+
+def run_timed(*args):
+    start = time.monotonic()
+    result = run(*args)
+    return result, time.monotonic() - start
+
+
+def python_try(kind, path):
+    """Whether python-fasteners gets the lock of `kind` at once."""
+    result = subprocess.run([PYTHON, "-c", PY_LOCK, "try", kind, path], capture_output=True,
+                            text=True, timeout=WAIT)
+    if result.returncode not in (0, 1):
+        raise AssertionError("python-fasteners failed: " + result.stderr)
+    return result.returncode == 0
+
+
+def flock_try(path, *options):
+    """Whether util-linux flock(1) gets the lock at once."""
+    result = subprocess.run([FLOCK, "-n", *options, path, "true"], capture_output=True,
+                            timeout=WAIT)
+    if result.returncode not in (0, 1):
+        raise AssertionError("flock(1) failed: %r" % result.stderr)
+    return result.returncode == 0
+
+
+class Process:
+    """A running program whose stdout and stderr lines are collected as they come."""
+
+    def __init__(self, argv, env=None):
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self.pid = self.proc.pid
+        self.lines = {"out": queue.Queue(), "err": queue.Queue()}
+        self.seen = {"out": [], "err": []}
+        self.readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, "out"), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, "err"), daemon=True)]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, pipe, name):
+        for line in iter(pipe.readline, b""):
+            self.lines[name].put(line.decode(errors="replace"))
+        self.lines[name].put(None)
+
+    def expect(self, text, stream="out", timeout=WAIT):
+        """Waits for a line containing `text` on `stream`; returns it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.lines[stream].get(timeout=max(left, 0.01))
+            except queue.Empty:
+                line = False
+            if line is None or line is False:
+                self.kill()
+                raise AssertionError("%s: no line with %r on std%s within %.0f s; seen: %r" % (
+                    " ".join(self.argv), text, stream, timeout, self.seen))
+            self.seen[stream].append(line)
+            if text in line:
+                return line
+
+    def locked_pid(self):
+        """Waits for "locked <pid>" and returns the pid."""
+        return int(self.expect("locked").split()[1])
+
+    def release(self, timeout=WAIT):
+        """Closes stdin (the holder's cue to end) and returns the exit status."""
+        self.proc.stdin.close()
+        return self.wait(timeout)
+
+    def wait(self, timeout=WAIT):
+        # The readers may go on: a command that outlives the process keeps its pipes open.
+        return self.proc.wait(timeout=timeout)
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_until(condition, what, timeout=WAIT):
+    """Polls `condition` until it holds; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting until " + what)
+        time.sleep(0.02)
+
+
+class CliTest(unittest.TestCase):
+    """Holds a fresh directory and cleans up every process a test started."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="fasteners_cli_")
+        self.lock = os.path.join(self.dir, "lock")
+        self.processes = []
+        self.stray_pids = []
+
+    def tearDown(self):
+        for p in self.processes:
+            p.kill()
+        for pid in self.stray_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start(self, argv, **kw):
+        p = Process(argv, **kw)
+        self.processes.append(p)
+        return p
+
+    def hold(self, *options, path=None, flock=False):
+        """Starts `fasteners run OPTIONS PATH` holding the lock; returns (process, command pid)."""
+        argv = [FLOCK] if flock else [FASTENERS, "run"]
+        p = self.start(argv + list(options) + [path or self.lock, "sh", "-c", HOLD])
+        child = p.locked_pid()
+        self.stray_pids.append(child)
+        return p, child
+
+    def python_hold(self, kind, path=None):
+        p = self.start([PYTHON, "-c", PY_LOCK, "hold", kind, path or self.lock])
+        p.locked_pid()
+        return p
+
+    def assert_conflict(self, *args, code=1):
+        """`fasteners run -n ARGS... true` cannot have the lock."""
+        marker = os.path.join(self.dir, "ran")
+        result = run("run", "-n", *args, "touch", marker)
+        self.assertEqual(result.returncode, code, result.stderr)
+        self.assertFalse(os.path.exists(marker), "the command ran without the lock")
+
+    def assert_free(self, *args):
+        result = run("run", "-n", *args, "echo", "ran")
+        self.assertEqual((result.returncode, result.stdout), (0, "ran\n"), result.stderr)
+
+    def status_json(self, path=None, **kw):
+        result = run("status", "--json", path or self.lock, **kw)
+        self.assertIn(result.returncode, (0, 1), result.stderr)
+        doc = json.loads(result.stdout)
+        self.assertEqual(result.returncode, 0 if doc["state"] == "free" else 1)
+        return doc
+
+    def assert_one_line_error(self, result, code, *words):
+        self.assertEqual(result.returncode, code, result.stdout + result.stderr)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertTrue(result.stderr.startswith("fasteners"), result.stderr)
+        for word in words:
+            self.assertIn(word, result.stderr)
+
+
+class usage(CliTest):
+    """--help, --version and every kind of bad input: flock(1)'s exit codes, one-line errors."""
+
+    def test_help(self):
+        result = run("--help")
+        self.assertEqual(result.returncode, 0)
+        for word in ("run", "status", "--version"):
+            self.assertIn(word, result.stdout)
+        result = run("run", "--help")
+        self.assertEqual(result.returncode, 0)
+        for word in ("LOCKFILE", "COMMAND", "--shared", "--exclusive", "--nonblock", "--timeout",
+                     "--conflict-exit-code", "--close", "--flock", "--verbose", "--command"):
+            self.assertIn(word, result.stdout)
+        result = run("status", "--help")
+        self.assertEqual(result.returncode, 0)
+        self.assertIn("--json", result.stdout)
+
+    def test_version(self):
+        for flag in ("--version", "-V"):
+            result = run(flag)
+            self.assertEqual((result.returncode, result.stdout), (0, "fasteners %s\n" % VERSION))
+
+    def test_no_or_unknown_subcommand(self):
+        self.assert_one_line_error(run(), 64, "run or status")
+        self.assert_one_line_error(run("lock"), 64, "'lock'")
+        self.assert_one_line_error(run("--bogus"), 64)
+
+    def test_unknown_option(self):
+        for option in ("--bogus", "-q", "-nq"):
+            self.assert_one_line_error(run("run", option, self.lock, "true"), 64)
+        self.assertFalse(os.path.exists(self.lock))
+        self.assert_one_line_error(run("status", "--bogus", self.lock), 64)
+
+    def test_missing_arguments(self):
+        self.assert_one_line_error(run("run"), 64, "LOCKFILE")
+        self.assert_one_line_error(run("run", self.lock), 64, "no command")
+        self.assert_one_line_error(run("run", "-s"), 64, "LOCKFILE")
+        self.assert_one_line_error(run("run", self.lock, "-c"), 64)
+        self.assert_one_line_error(run("run", "-w"), 64)
+        self.assert_one_line_error(run("status"), 64, "LOCKFILE")
+        self.assertFalse(os.path.exists(self.lock))
+
+    def test_bad_timeout(self):
+        for value in ("abc", "-1", "-0.5", "inf", "nan", "", "1s", "1e999"):
+            result = run("run", "-w", value, self.lock, "true")
+            self.assert_one_line_error(result, 64, "timeout")
+        self.assert_one_line_error(run("run", "--timeout=x", self.lock, "true"), 64, "timeout")
+        self.assertFalse(os.path.exists(self.lock))
+
+    def test_bad_conflict_exit_code(self):
+        for value in ("256", "-1", "abc", "1.5", ""):
+            result = run("run", "-E", value, self.lock, "true")
+            self.assert_one_line_error(result, 64, "exit code")
+
+    def test_shell_command_with_more(self):
+        self.assert_one_line_error(run("run", self.lock, "-c", "true", "extra"), 64, "-c")
+        self.assert_one_line_error(run("run", "-c", "true", self.lock, "echo"), 64, "not both")
+
+    def test_missing_lock_directory(self):
+        missing = os.path.join(self.dir, "no", "such", "lock")
+        for options in ([], ["--flock"], ["-s"]):
+            result = run("run", *options, missing, "true")
+            self.assert_one_line_error(result, 66, os.path.join(self.dir, "no", "such"),
+                                       "does not exist")
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "no")))
+
+    def test_lock_path_is_a_directory(self):
+        result = run("run", self.dir, "true")
+        self.assert_one_line_error(result, 66, "directory")
+        # flock(1) locks directories, and so does --flock.
+        result = run("run", "--flock", self.dir, "echo", "ok")
+        self.assertEqual((result.returncode, result.stdout), (0, "ok\n"), result.stderr)
+
+    def test_command_cannot_be_executed(self):
+        result = run("run", self.lock, os.path.join(self.dir, "no-such-program"))
+        self.assert_one_line_error(result, 69, "no-such-program")
+        script = os.path.join(self.dir, "not-executable")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\n")
+        result = run("run", self.lock, script)
+        self.assert_one_line_error(result, 69, "not-executable")
+        # The lock was released: the tool ended.
+        self.assert_free(self.lock)
+
+
+class run_(CliTest):
+    """`fasteners run`: exit statuses, signals, -c, --, and every locking option."""
+
+    def test_exit_status(self):
+        for code in (0, 1, 42, 255):
+            result = run("run", self.lock, "sh", "-c", "exit %d" % code)
+            self.assertEqual(result.returncode, code, result.stderr)
+        result = run("run", self.lock, "echo", "a b", "c")
+        self.assertEqual(result.stdout, "a b c\n")
+
+    def test_killed_by_signal(self):
+        for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV):
+            result = run("run", self.lock, "sh", "-c", "kill -%d $$" % sig)
+            self.assertEqual(result.returncode, 128 + sig, result.stderr)
+
+    def test_signal_to_command_from_outside(self):
+        p, child = self.hold()
+        os.kill(child, signal.SIGINT)
+        self.assertEqual(p.wait(), 128 + signal.SIGINT)
+        self.assert_free(self.lock)
+
+    def test_shell_command(self):
+        env = {k: v for k, v in os.environ.items() if k != "SHELL"}
+        for args in (["-c", 'echo "$0"; exit 3', self.lock], [self.lock, "-c", 'echo "$0"; exit 3'],
+                     ["--command", 'echo "$0"; exit 3', self.lock],
+                     [self.lock, "--command=echo \"$0\"; exit 3"]):
+            result = run("run", *args, env=env)
+            self.assertEqual((result.returncode, result.stdout), (3, "/bin/sh\n"), result.stderr)
+        # As flock(1), -c uses $SHELL.
+        env["SHELL"] = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        result = run("run", self.lock, "-c", 'echo "$0"', env=env)
+        self.assertEqual(result.stdout, env["SHELL"] + "\n")
+
+    def test_double_dash(self):
+        result = run("run", self.lock, "--", "sh", "-c", "exit 5")
+        self.assertEqual(result.returncode, 5, result.stderr)
+        result = run("run", "-s", "--", self.lock, "echo", "--")
+        self.assertEqual((result.returncode, result.stdout), (0, "--\n"), result.stderr)
+        # After -- even a name that looks like an option is the lock file.
+        result = run("run", "--", "-x", "true", cwd=self.dir)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "-x")))
+
+    def test_options_after_lock_file_belong_to_the_command(self):
+        result = run("run", self.lock, "sh", "-c", 'echo "$@"', "sh", "-x", "-n", "--bogus")
+        self.assertEqual((result.returncode, result.stdout), (0, "-x -n --bogus\n"), result.stderr)
+        result = run("run", self.lock, "echo", "-w", "5")
+        self.assertEqual(result.stdout, "-w 5\n")
+
+    def test_lock_file_created_and_never_written(self):
+        result = run("run", self.lock, "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(os.path.getsize(self.lock), 0)
+        with open(self.lock, "w") as f:
+            f.write("data")
+        run("run", self.lock, "true")
+        with open(self.lock) as f:
+            self.assertEqual(f.read(), "data")
+
+    def test_exclusive_is_the_default(self):
+        self.hold()
+        self.assert_conflict(self.lock)
+        self.assert_conflict("-s", self.lock)
+        self.assert_conflict("-x", self.lock)
+
+    def test_exclusive_options(self):
+        for option in ("-x", "-e", "--exclusive"):
+            p, _ = self.hold(option)
+            self.assert_conflict("-s", self.lock)
+            self.assertEqual(p.release(), 0)
+
+    def test_shared(self):
+        for option in ("-s", "--shared"):
+            p1, _ = self.hold(option)
+            p2, _ = self.hold(option)  # A second reader gets in at once.
+            self.assert_free("-s", self.lock)
+            self.assert_conflict(self.lock)
+            self.assertEqual((p1.release(), p2.release()), (0, 0))
+            self.assert_free(self.lock)
+
+    def test_last_of_shared_and_exclusive_wins(self):
+        self.hold("-s")
+        self.assert_conflict("-s", "-x", self.lock)
+        self.assert_free("-x", "-s", self.lock)
+
+    def test_nonblock(self):
+        self.hold()
+        for option in ("-n", "--nb", "--nonblock"):
+            marker = os.path.join(self.dir, "ran")
+            result, took = run_timed("run", option, self.lock, "touch", marker)
+            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertEqual(result.stderr, "")  # Quiet, as flock(1), unless --verbose.
+            self.assertFalse(os.path.exists(marker))
+            self.assertLess(took, WAIT / 3)
+
+    def test_conflict_exit_code(self):
+        self.hold()
+        self.assert_conflict("-E", "7", self.lock, code=7)
+        self.assert_conflict("--conflict-exit-code=9", self.lock, code=9)
+        self.assert_conflict("-E", "0", self.lock, code=0)
+        self.assert_conflict("-E", "255", "-E", "3", self.lock, code=3)
+        result = run("run", "-w", "0.1", "-E", "5", self.lock, "true")
+        self.assertEqual(result.returncode, 5)
+        # The command's own status is not the conflict code.
+        free = os.path.join(self.dir, "free")
+        self.assertEqual(run("run", "-n", "-E", "7", free, "sh", "-c", "exit 1").returncode, 1)
+
+    def test_timeout_expires(self):
+        self.hold()
+        for args in (["-w", "0.5"], ["--timeout", "0.5"], ["--wait=0.5"], ["-w", ".5"]):
+            marker = os.path.join(self.dir, "ran")
+            result, took = run_timed("run", *args, self.lock, "touch", marker)
+            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertFalse(os.path.exists(marker))
+            self.assertGreaterEqual(took, 0.45)
+            self.assertLess(took, WAIT / 3)
+
+    def test_timeout_zero_is_one_try(self):
+        self.hold()
+        result, took = run_timed("run", "-w", "0", self.lock, "true")
+        self.assertEqual(result.returncode, 1)
+        self.assertLess(took, WAIT / 3)
+        self.assert_free("-w", "0", os.path.join(self.dir, "other"))
+
+    def test_timeout_met(self):
+        for options in ([], ["--flock"]):
+            holder, _ = self.hold(*options)
+            waiter = self.start([FASTENERS, "run", *options, "-v", "-w", "60", self.lock, "echo",
+                                 "got it"])
+            waiter.expect("waiting", "err")
+            self.assertEqual(holder.release(), 0)
+            self.assertEqual(waiter.wait(), 0)
+            waiter.expect("got it")
+
+    def test_waits_as_long_as_needed(self):
+        holder, _ = self.hold()
+        waiter = self.start([FASTENERS, "run", "-v", self.lock, "echo", "got it"])
+        waiter.expect("waiting", "err")
+        time.sleep(0.3)
+        self.assertTrue(waiter.running())
+        self.assertEqual(holder.release(), 0)
+        self.assertEqual(waiter.wait(), 0)
+        waiter.expect("got it")
+
+    def test_verbose(self):
+        holder, child = self.hold()
+        result = run("run", "-v", "-n", self.lock, "true")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("failed to get", result.stderr)
+        self.assertIn("pid %d" % holder.pid, result.stderr)
+        if MECHANISM == "fcntl_ofd":
+            self.assertIn("pid %d" % child, result.stderr)  # It shares the lock.
+        result = run("run", "-v", "--verbose", "-w", "0.2", self.lock, "true")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("timed out", result.stderr)
+        self.assertIn("sh -c " + HOLD, result.stderr)  # The holder's command line.
+        waiter = self.start([FASTENERS, "run", "-v", self.lock, "sh", "-c", "exit 4"])
+        line = waiter.expect("waiting for the exclusive lock", "err")
+        self.assertIn("held exclusive by pid %d" % holder.pid, line)
+        holder.release()
+        self.assertEqual(waiter.wait(), 4)
+        waiter.expect("took", "err")
+        waiter.expect("executing sh -c exit 4", "err")
+        waiter.expect("exited with status 4", "err")
+        result = run("run", "--verbose", self.lock, "sh", "-c", "kill $$")
+        self.assertIn("killed by signal %d" % signal.SIGTERM, result.stderr)
+        # Quiet without -v.
+        self.assertEqual(run("run", self.lock, "true").stderr, "")
+
+
+class inheritance(CliTest):
+    """The command inherits the lock (not with -o), as with flock(1); killed fasteners processes."""
+
+    def descriptors_of_lock(self, *options):
+        """The command's descriptors that refer to the lock file."""
+        script = ("import os, sys\n"
+                  "fds = [f for f in os.listdir('/proc/self/fd')\n"
+                  "       if os.path.realpath('/proc/self/fd/' + f) == sys.argv[1]]\n"
+                  "print(len(fds))\n")
+        result = run("run", *options, self.lock, PYTHON, "-c", script,
+                     os.path.realpath(self.lock))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return int(result.stdout)
+
+    def test_command_inherits_one_descriptor(self):
+        self.assertEqual(self.descriptors_of_lock(), 1)
+        self.assertEqual(self.descriptors_of_lock("-s"), 1)
+        self.assertEqual(self.descriptors_of_lock("--flock"), 1)
+
+    def test_close_option_keeps_it_from_the_command(self):
+        for option in ("-o", "--close"):
+            self.assertEqual(self.descriptors_of_lock(option), 0)
+            self.assertEqual(self.descriptors_of_lock(option, "--flock"), 0)
+
+    def test_command_shares_the_lock(self):
+        for options, mechanism in (([], MECHANISM), (["--flock"], "flock")):
+            p, child = self.hold(*options)
+            holders = {h["pid"]: h for h in self.status_json()["holders"]}
+            self.assertIn(p.pid, holders)
+            # The inherited descriptor is of the very open file that holds the lock, so the
+            # command holds it too (classic fcntl locks belong to one process and cannot be).
+            if mechanism != "fcntl_posix":
+                self.assertIn(child, holders)
+            else:
+                self.assertNotIn(child, holders)
+            self.assertEqual({h["mechanism"] for h in holders.values()}, {mechanism})
+            p.release()
+
+    def test_close_option_command_does_not_share(self):
+        p, child = self.hold("-o")
+        pids = {h["pid"] for h in self.status_json()["holders"]}
+        self.assertEqual(pids, {p.pid})
+        p.release()
+
+    def test_killed_fasteners_lock_lives_with_command(self):
+        for options, holds_on in (([], MECHANISM != "fcntl_posix"), (["--flock"], True)):
+            p, child = self.hold(*options)
+            p.proc.kill()
+            self.assertEqual(p.wait(), -signal.SIGKILL)
+            self.assertTrue(alive(child))
+            if holds_on:
+                self.assert_conflict(*options, self.lock)
+            else:
+                self.assert_free(*options, self.lock)  # Classic fcntl: the lock died with it.
+            os.kill(child, signal.SIGTERM)
+            wait_until(lambda: not alive(child) or _is_zombie(child), "the command ended")
+            wait_until(lambda: run("run", "-n", *options, self.lock, "true").returncode == 0,
+                       "the lock is free")
+
+    def test_killed_fasteners_with_close_frees_lock(self):
+        for options in (["-o"], ["-o", "--flock"]):
+            p, child = self.hold(*options)
+            self.assert_conflict(*options[1:], self.lock)
+            p.proc.kill()
+            p.wait()
+            self.assertTrue(alive(child))
+            self.assert_free(*options[1:], self.lock)
+
+    def test_background_process_keeps_lock(self):
+        # As with flock(1): the lock stays while anything the command left holds the descriptor.
+        background = "sleep 300 >/dev/null 2>&1 & echo $!"
+        for options, holds_on in (([], MECHANISM != "fcntl_posix"), (["--flock"], True),
+                                  (["-o"], False)):
+            result = run("run", *options, self.lock, "sh", "-c", background)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            sleeper = int(result.stdout)
+            self.stray_pids.append(sleeper)
+            flock_options = ["--flock"] if "--flock" in options else []
+            if holds_on:
+                self.assert_conflict(*flock_options, self.lock)
+            else:
+                self.assert_free(*flock_options, self.lock)
+            os.kill(sleeper, signal.SIGKILL)
+            wait_until(lambda: run("run", "-n", *flock_options, self.lock, "true").returncode == 0,
+                       "the lock is free")
+
+    def test_sigterm_to_fasteners_is_not_forwarded(self):
+        # flock(1) installs no handler: the signal ends it, and the command runs on.
+        p, child = self.hold()
+        p.proc.terminate()
+        self.assertEqual(p.wait(), -signal.SIGTERM)
+        self.assertTrue(alive(child))
+        if MECHANISM != "fcntl_posix":
+            self.assert_conflict(self.lock)
+
+    def test_sigterm_while_waiting_ends_the_wait(self):
+        self.hold()
+        waiter = self.start([FASTENERS, "run", "-v", self.lock, "touch",
+                             os.path.join(self.dir, "ran")])
+        waiter.expect("waiting", "err")
+        waiter.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(waiter.wait(), -signal.SIGTERM)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "ran")))
+
+
+def _is_zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+class status(CliTest):
+    """`fasteners status`: free, held by each kind of holder, JSON, and what it must not do."""
+
+    def test_missing_file_is_free_and_not_created(self):
+        for path in (self.lock, os.path.join(self.dir, "no", "dir", "lock")):
+            result = run("status", path)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn("free", result.stdout)
+            self.assertIn("does not exist", result.stdout)
+            doc = self.status_json(path)
+            self.assertEqual(doc, {"path": path, "exists": False, "state": "free",
+                                   "holders": []})
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_free_file(self):
+        open(self.lock, "w").close()
+        result = run("status", self.lock)
+        self.assertEqual((result.returncode, result.stdout), (0, self.lock + ": free\n"))
+        self.assertEqual(self.status_json()["state"], "free")
+        self.assertTrue(self.status_json()["exists"])
+
+    def check_holder(self, h, pid, kind, mechanism, command_part):
+        self.assertEqual(h["pid"], pid)
+        self.assertEqual(h["kind"], kind)
+        self.assertEqual(h["mechanism"], mechanism)
+        self.assertIn(command_part, h["command"])
+        self.assertIs(h["inspectable"], True)
+        self.assertIs(h["waiting"], False)
+        self.assertIs(h["whole_file"], True)
+        self.assertIsNone(h["since"])  # Linux does not tell.
+        self.assertEqual(h["first_byte"], 0)
+
+    def test_held_by_this_library(self):
+        p, child = self.hold()
+        result = run("status", self.lock)
+        self.assertEqual(result.returncode, 1)
+        self.assertTrue(result.stdout.startswith(self.lock + ": held exclusive\n"), result.stdout)
+        self.assertIn(str(p.pid), result.stdout)
+        self.assertIn(MECHANISM, result.stdout)
+        doc = self.status_json()
+        self.assertEqual((doc["exists"], doc["state"]), (True, "exclusive"))
+        holders = {h["pid"]: h for h in doc["holders"]}
+        expected = {p.pid, child} if MECHANISM == "fcntl_ofd" else {p.pid}
+        self.assertEqual(set(holders), expected)
+        self.check_holder(holders[p.pid], p.pid, "exclusive", MECHANISM, "run")
+        if child in holders:
+            self.check_holder(holders[child], child, "exclusive", MECHANISM, "cat")
+        p.release()
+        self.assertEqual(self.status_json()["state"], "free")
+
+    def test_shared_holders(self):
+        p1, _ = self.hold("-s")
+        p2, _ = self.hold("-s")
+        python = self.python_hold("read")
+        doc = self.status_json()
+        self.assertEqual(doc["state"], "shared")
+        kinds = {h["pid"]: (h["kind"], h["mechanism"]) for h in doc["holders"]}
+        self.assertEqual(kinds[p1.pid], ("shared", MECHANISM))
+        self.assertEqual(kinds[p2.pid], ("shared", MECHANISM))
+        self.assertEqual(kinds[python.pid], ("shared", "fcntl_posix"))
+        self.assertIn("held shared", run("status", self.lock).stdout)
+
+    def test_held_by_python_fasteners(self):
+        for kind, state in (("lock", "exclusive"), ("write", "exclusive"), ("read", "shared")):
+            p = self.python_hold(kind)
+            doc = self.status_json()
+            self.assertEqual(doc["state"], state)
+            self.assertEqual(len(doc["holders"]), 1, doc)
+            self.check_holder(doc["holders"][0], p.pid, state, "fcntl_posix", "python")
+            self.assertEqual(p.release(), 0)
+
+    def test_held_by_flock1(self):
+        for options, state in (([], "exclusive"), (["-s"], "shared")):
+            p, child = self.hold(*options, flock=True)
+            doc = self.status_json()
+            self.assertEqual(doc["state"], state)
+            holders = {h["pid"]: h for h in doc["holders"]}
+            self.assertEqual(set(holders), {p.pid, child})  # flock(1) and its command share it.
+            self.check_holder(holders[p.pid], p.pid, state, "flock", "flock")
+            self.assertEqual(p.release(), 0)
+
+    def test_directory_held_by_flock1(self):
+        p, _ = self.hold(path=self.dir, flock=True)
+        doc = self.status_json(self.dir)
+        self.assertEqual(doc["state"], "exclusive")
+        self.assertIn(p.pid, [h["pid"] for h in doc["holders"]])
+
+    def test_waiting_writer(self):
+        reader, _ = self.hold("-s")
+        writer = self.start([FASTENERS, "run", "-v", self.lock, "true"])
+        writer.expect("waiting", "err")
+
+        def writer_seen():
+            return any(h["waiting"] for h in self.status_json()["holders"])
+
+        wait_until(writer_seen, "the writer waits at the gate")
+        doc = self.status_json()
+        self.assertEqual(doc["state"], "shared")
+        waiting = [h for h in doc["holders"] if h["waiting"]]
+        self.assertEqual([(h["pid"], h["kind"]) for h in waiting], [(writer.pid, "exclusive")])
+        self.assertIn("(waiting)", run("status", self.lock).stdout)
+        reader.release()
+        self.assertEqual(writer.wait(), 0)
+
+    def test_exact_while_other_locks_come_and_go(self):
+        # /proc/locks is written a page at a time; locks taken and dropped meanwhile elsewhere
+        # repeat or skip lines at page ends, which must not show as phantom or missing holders.
+        for i in range(os.cpu_count() or 2):  # Enough to keep every core busy.
+            os.mkdir(os.path.join(self.dir, "churn%d" % i))
+            churn = self.start([PYTHON, "-c", CHURN, os.path.join(self.dir, "churn%d" % i)])
+            churn.expect("churning")
+        files = [os.path.join(self.dir, "held%d" % i) for i in range(150)]
+        holder = self.start([PYTHON, "-c", FLOCK_MANY, *files])
+        holder.locked_pid()
+        for path in files:
+            holders = self.status_json(path)["holders"]
+            self.assertEqual([(h["pid"], h["mechanism"]) for h in holders], [(holder.pid, "flock")])
+
+    def test_does_not_take_or_disturb_locks(self):
+        p = self.python_hold("lock")  # Classic fcntl: the most fragile kind of lock.
+        for _ in range(5):
+            result = run("status", self.lock)  # Returns at once although the lock is taken.
+            self.assertEqual(result.returncode, 1)
+        self.assertFalse(python_try("lock", self.lock))
+        p.release()
+        self.assertTrue(python_try("lock", self.lock))
+
+    def test_json_escaping(self):
+        name = os.path.join(self.dir, 'odd "name" \\ \t\u00e9')
+        arg = 'quote " backslash \\ tab \t newline \n bell \a'
+        p = self.start([FASTENERS, "run", name, "sh", "-c", HOLD, "sh", arg])
+        p.locked_pid()
+        doc = self.status_json(name)
+        self.assertEqual(doc["path"], name)
+        self.assertTrue(any(arg in h["command"] for h in doc["holders"]), doc)
+        raw = os.fsencode(self.dir) + b"/bad-\xff"  # Not UTF-8.
+        result = subprocess.run([FASTENERS, "status", "--json", raw], capture_output=True,
+                                timeout=WAIT)
+        doc = json.loads(result.stdout.decode("utf-8"))  # Valid UTF-8 and JSON.
+        self.assertTrue(doc["path"].endswith("bad-\ufffd"), doc)
+        result = run("status", name)  # Text: control characters escaped, one line per holder.
+        self.assertIn("newline \\n bell ?", result.stdout)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to start a process of another user")
+    def test_path_that_cannot_be_inspected(self):
+        os.chmod(self.dir, 0o700)
+        open(self.lock, "w").close()
+        result = run("status", self.lock, as_nobody=True)
+        self.assert_one_line_error(result, 66, "cannot inspect", self.lock)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to start a process of another user")
+    def test_processes_that_cannot_be_inspected(self):
+        os.chmod(self.dir, 0o755)
+        # Classic fcntl locks name their owner, which needs no inspection.
+        python = self.python_hold("lock")
+        doc = json.loads(run("status", "--json", self.lock, as_nobody=True).stdout)
+        self.assertEqual([(h["pid"], h["inspectable"]) for h in doc["holders"]],
+                         [(python.pid, True)])
+        python.release()
+        # Open-file-description and flock(2) locks name no owner: every process that this user
+        # may not inspect is a possible holder.
+        for options, flock in (([], False), ([], True)):
+            p, child = self.hold(*options, flock=flock)
+            result = run("status", "--json", self.lock, as_nobody=True)
+            self.assertEqual(result.returncode, 1, result.stderr)
+            doc = json.loads(result.stdout)
+            self.assertEqual(doc["state"], "exclusive")
+            pids = {h["pid"]: h["inspectable"] for h in doc["holders"]}
+            if not flock and MECHANISM == "fcntl_posix":
+                self.assertEqual(pids, {p.pid: True})
+                continue
+            self.assertIn(p.pid, pids)
+            self.assertIn(child, pids)
+            self.assertEqual(set(pids.values()), {False}, doc)
+            result = run("status", self.lock, as_nobody=True)
+            self.assertEqual(result.returncode, 1)
+            self.assertIn("may not inspect", result.stdout)
+            p.release()
+
+
+class flock_interop(CliTest):
+    """`fasteners run --flock` and util-linux flock(1) exclude each other, both ways."""
+
+    def test_flock1_holds(self):
+        p, _ = self.hold(flock=True)
+        self.assert_conflict("--flock", self.lock)
+        self.assert_conflict("--flock", "-s", self.lock)
+        self.assert_free(self.lock)  # fcntl and flock(2) locks do not see each other.
+        self.assertEqual(p.release(), 0)
+        self.assert_free("--flock", self.lock)
+
+    def test_flock1_holds_shared(self):
+        p, _ = self.hold("-s", flock=True)
+        self.assert_free("--flock", "-s", self.lock)
+        self.assert_conflict("--flock", self.lock)
+        p.release()
+
+    def test_fasteners_holds(self):
+        p, _ = self.hold("--flock")
+        self.assertFalse(flock_try(self.lock))
+        self.assertFalse(flock_try(self.lock, "-s"))
+        self.assertEqual(p.release(), 0)
+        self.assertTrue(flock_try(self.lock))
+
+    def test_fasteners_holds_shared(self):
+        p, _ = self.hold("--flock", "-s")
+        self.assertTrue(flock_try(self.lock, "-s"))
+        self.assertFalse(flock_try(self.lock, "-x"))
+        p.release()
+
+    def test_each_waits_for_the_other(self):
+        p, _ = self.hold(flock=True)
+        waiter = self.start([FASTENERS, "run", "--flock", "-v", self.lock, "echo", "got it"])
+        waiter.expect("waiting", "err")
+        p.release()
+        self.assertEqual(waiter.wait(), 0)
+        p, _ = self.hold("--flock")
+        waiter = self.start([FLOCK, "-w", "60", self.lock, "echo", "got it"])
+        time.sleep(0.3)
+        self.assertTrue(waiter.running())
+        p.release()
+        self.assertEqual(waiter.wait(), 0)
+        waiter.expect("got it")
+
+    def test_timeout_against_flock1(self):
+        self.hold(flock=True)
+        result, took = run_timed("run", "--flock", "-w", "0.5", "-E", "9", self.lock, "true")
+        self.assertEqual(result.returncode, 9)
+        self.assertGreaterEqual(took, 0.45)
+        self.assertLess(took, WAIT / 3)
+
+    def test_directory(self):
+        p, _ = self.hold(path=self.dir, flock=True)
+        self.assert_conflict("--flock", self.dir)
+        p.release()
+        p, _ = self.hold("--flock", path=self.dir)
+        self.assertFalse(flock_try(self.dir))
+        p.release()
+        self.assertTrue(flock_try(self.dir))
+
+
+class python_interop(CliTest):
+    """The default mechanism and python-fasteners exclude each other, both ways."""
+
+    def test_python_holds(self):
+        for kind in ("lock", "write"):
+            p = self.python_hold(kind)
+            self.assert_conflict(self.lock)
+            self.assert_conflict("-s", self.lock)
+            self.assert_free("--flock", self.lock)  # Another mechanism: no conflict.
+            self.assertEqual(p.release(), 0)
+            self.assert_free(self.lock)
+
+    def test_python_reads(self):
+        p = self.python_hold("read")
+        self.assert_free("-s", self.lock)
+        self.assert_conflict(self.lock)
+        p.release()
+
+    def test_fasteners_holds(self):
+        p, _ = self.hold()
+        for kind in ("lock", "read", "write"):
+            self.assertFalse(python_try(kind, self.lock), kind)
+        p.release()
+        for kind in ("lock", "read", "write"):
+            self.assertTrue(python_try(kind, self.lock), kind)
+
+    def test_fasteners_reads(self):
+        p, _ = self.hold("-s")
+        self.assertTrue(python_try("read", self.lock))
+        self.assertFalse(python_try("write", self.lock))
+        self.assertFalse(python_try("lock", self.lock))
+        p.release()
+
+    def test_fasteners_waits_for_python(self):
+        p = self.python_hold("lock")
+        waiter = self.start([FASTENERS, "run", "-v", self.lock, "echo", "got it"])
+        line = waiter.expect("waiting", "err")
+        self.assertIn("pid %d" % p.pid, line)  # Says whom it waits for.
+        self.assertIn("python", line)
+        p.release()
+        self.assertEqual(waiter.wait(), 0)
+        waiter.expect("got it")
+
+    def test_python_waits_for_fasteners(self):
+        p, _ = self.hold()
+        waiter = self.start([PYTHON, "-c", PY_LOCK, "wait", "lock", self.lock, "60"])
+        waiter.expect("waiting")
+        time.sleep(0.3)
+        self.assertTrue(waiter.running())
+        p.release()
+        self.assertEqual(waiter.wait(), 0)
+
+    def test_python_times_out_against_fasteners(self):
+        self.hold("-s")
+        waiter = self.start([PYTHON, "-c", PY_LOCK, "wait", "write", self.lock, "0.5"])
+        self.assertEqual(waiter.wait(), 1)
+
+
+GROUPS = {"usage": usage, "run": run_, "inheritance": inheritance, "status": status,
+          "flock_interop": flock_interop, "python_interop": python_interop}
+
+
+def main():
+    global FASTENERS, MECHANISM, VERSION
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fasteners", required=True, help="the fasteners binary to test")
+    parser.add_argument("--mechanism", default="fcntl_ofd", choices=["fcntl_ofd", "fcntl_posix"],
+                        help="the library's lock mechanism (fcntl_posix: classic fcntl build)")
+    parser.add_argument("--version", help="the version the binary must print")
+    parser.add_argument("--group", choices=sorted(GROUPS), action="append",
+                        help="run this group only (repeatable); default: all")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    FASTENERS = os.path.abspath(args.fasteners)
+    MECHANISM = args.mechanism
+    VERSION = args.version or run("--version").stdout.split()[-1]
+    if importlib.util.find_spec("fasteners") is None:  # The interop groups need it.
+        sys.exit("%s cannot import fasteners: install python3-fasteners" % PYTHON)
+    if not os.path.exists(FLOCK):
+        sys.exit("flock(1) not found: install util-linux")
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite(loader.loadTestsFromTestCase(GROUPS[g])
+                               for g in (args.group or sorted(GROUPS)))
+    result = unittest.TextTestRunner(verbosity=2 if args.verbose else 1).run(suite)
+    sys.exit(0 if result.wasSuccessful() else 1)
+
+
+if __name__ == "__main__":
+    main()

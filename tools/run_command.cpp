@@ -1,0 +1,366 @@
+// `fasteners run`: take a lock, run a command while holding it, exit with the command's status.
+#include "run_command.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <system_error>
+
+#include "errors.hpp"
+#include "fasteners/holders.hpp"
+#include "lock_backend.hpp"
+#include "process.hpp"
+
+namespace fasteners::tool {
+namespace {
+
+namespace fs = std::filesystem;
+using seconds = std::chrono::duration<double>;
+
+constexpr const char* footer =
+    R"(The lock is taken before COMMAND starts and released when it ends. Unless -o is
+given, COMMAND inherits a descriptor of the locked file, so the lock stays held for
+as long as COMMAND, or anything it leaves running with that descriptor, lives, even
+if this process is killed. Signals are not forwarded to COMMAND.
+
+Exit status: that of COMMAND (128+N if signal N killed it); the conflict exit code
+(-E, default 1) when -n or -w could not get the lock; 64 for bad usage, 66 when the
+lock file cannot be opened (its directory must exist), 69 when COMMAND cannot be
+executed, 71 for other system errors: the codes of flock(1).)";
+
+bool takes_value(const CLI::App& app, const std::string& name) {
+  const CLI::Option* option = app.get_option_no_throw(name);
+  return option != nullptr && option->get_items_expected_min() > 0;
+}
+
+bool is_shell_command_option(const std::string& arg) {
+  return arg == "-c" || arg == "--command" || arg.rfind("--command=", 0) == 0 ||
+         (arg.size() > 2 && arg.rfind("-c", 0) == 0);
+}
+
+// -w: seconds, fractions allowed, 0 means one try. Returns nothing when waiting is unlimited.
+std::optional<seconds> parse_timeout(const std::optional<std::string>& given) {
+  if (!given) return std::nullopt;
+  const std::string& text = *given;
+  const auto bad = [&] {
+    return usage_error("run", "invalid timeout '" + text +
+                                  "': expected a number of seconds, 0 or more (fractions allowed)");
+  };
+  char* end = nullptr;
+  errno = 0;
+  const double value = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0' || errno == ERANGE || !std::isfinite(value) ||
+      value < 0) {
+    throw bad();
+  }
+  return seconds(value);
+}
+
+int parse_conflict_exit_code(const std::optional<std::string>& given) {
+  if (!given) return 1;
+  const std::string& text = *given;
+  std::size_t used = 0;
+  int value = -1;
+  try {
+    value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || value < 0 || value > 255) {
+    throw usage_error("run", "invalid conflict exit code '" + text + "': expected 0 to 255");
+  }
+  return value;
+}
+
+// Library errors that mean the lock file cannot be opened (flock(1) exits 66 for them); the rest
+// are other system errors (71).
+int exit_code_for(const std::error_code& ec) {
+  const auto e = std::errc(ec.value());
+  if (ec.category() != std::system_category() && ec.category() != std::generic_category()) {
+    return exit_os_error;
+  }
+  switch (e) {
+    case std::errc::no_such_file_or_directory:
+    case std::errc::permission_denied:
+    case std::errc::operation_not_permitted:
+    case std::errc::is_a_directory:
+    case std::errc::not_a_directory:
+    case std::errc::read_only_file_system:
+    case std::errc::filename_too_long:
+    case std::errc::too_many_symbolic_link_levels:
+    case std::errc::invalid_argument:
+    case std::errc::no_such_device_or_address:
+      return exit_no_input;
+    default:
+      return exit_os_error;
+  }
+}
+
+// flock(1) does not create the lock file's directory, and neither does `fasteners run` (the
+// library would): a misspelt path must not silently become a new lock.
+void check_directory(const fs::path& path) {
+  const auto parent = path.parent_path();
+  if (parent.empty()) return;
+  std::error_code ec;
+  if (!fs::exists(parent, ec) && !ec) {
+    throw tool_error(exit_no_input, "fasteners: cannot open lock file '" + path.string() +
+                                        "': the directory '" + parent.string() +
+                                        "' does not exist");
+  }
+}
+
+std::string join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& word : words) {
+    if (!out.empty()) out += ' ';
+    out += word;
+  }
+  return out;
+}
+
+// Whether `holder`'s lock keeps us from taking ours.
+bool conflicts(const run_options& o, const lock_holder& holder) {
+  const bool fcntl = holder.mechanism == lock_mechanism::fcntl_ofd ||
+                     holder.mechanism == lock_mechanism::fcntl_posix;
+  if (o.use_flock ? holder.mechanism != lock_mechanism::flock : !fcntl) return false;
+  return !o.shared || holder.kind == lock_kind::exclusive || holder.waiting;
+}
+
+std::string describe_holder(const lock_holder& h) {
+  std::string out = h.pid > 0 ? "pid " + std::to_string(h.pid) : "a process this user cannot see";
+  if (!h.command.empty()) out += " (" + h.command + ")";
+  return out;
+}
+
+// Joins at most a few descriptions: "a, b and 3 more".
+std::string list(const std::vector<std::string>& items) {
+  constexpr std::size_t most = 5;
+  std::string out;
+  for (std::size_t i = 0; i < items.size() && i < most; ++i) {
+    out += i == 0 ? "" : ", ";
+    out += items[i];
+  }
+  if (items.size() > most) out += " and " + std::to_string(items.size() - most) + " more";
+  return out;
+}
+
+// "held exclusive by pid 1234 (backup.sh)": the processes whose locks keep us waiting.
+std::string describe_holders(const run_options& o, const fs::path& path) {
+  std::error_code ec;
+  const auto all = holders(path, ec);
+  if (ec) return "its holders are unknown (" + ec.message() + ")";
+  std::vector<std::string> holding;
+  std::vector<std::string> waiting;
+  std::size_t possible = 0;
+  bool exclusive = false;
+  for (const auto& h : all) {
+    if (!conflicts(o, h)) continue;
+    if (!h.inspectable && h.pid > 0) {
+      ++possible;  // One of the processes this user may not inspect: counted, not named.
+    } else if (h.waiting) {
+      waiting.push_back(describe_holder(h));
+    } else {
+      exclusive = exclusive || h.kind == lock_kind::exclusive;
+      holding.push_back(describe_holder(h));
+    }
+  }
+  if (possible > 0) {
+    holding.push_back("one of " + std::to_string(possible) +
+                      " processes this user may not inspect");
+  }
+  std::string out;
+  if (!holding.empty()) out = (exclusive ? "held exclusive by " : "held by ") + list(holding);
+  if (!waiting.empty()) {
+    out += out.empty() ? "" : "; ";
+    out += "a writer waits for it first: " + list(waiting);
+  }
+  return out.empty() ? "held by another process" : out;
+}
+
+std::string format_seconds(seconds s) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.6f", s.count());
+  // "0.500000" -> "0.5", "2.000000" -> "2".
+  std::string text = buffer;
+  while (text.back() == '0') text.pop_back();
+  if (text.back() == '.') text.pop_back();
+  return text;
+}
+
+// Keeps the lock object alive, without releasing it, until the process exits: releasing would
+// take the lock from the command and whatever it left running with the inherited descriptor.
+// The OS drops this process's share of the lock when it exits, as flock(1)'s does.
+void keep_until_exit(std::unique_ptr<lock_backend> lock) {
+  // Still reachable, so leak checkers stay quiet; volatile, so the store is not optimized away.
+  [[maybe_unused]] static lock_backend* volatile kept = nullptr;
+  kept = lock.release();
+}
+
+}  // namespace
+
+CLI::App* add_run_command(CLI::App& app, run_options& o) {
+  auto* run = app.add_subcommand("run", "Run a command while holding a lock on a file");
+  run->description(
+      "Run a command while holding a lock on a file; also: fasteners run [OPTIONS] LOCKFILE -c "
+      "'SHELL COMMAND'");
+  run->footer(footer);
+  run->add_flag_callback(
+         "-x,-e,--exclusive", [&o] { o.shared = false; },
+         "Take an exclusive (write) lock: the default")
+      ->trigger_on_parse();
+  run->add_flag_callback(
+         "-s,--shared", [&o] { o.shared = true; }, "Take a shared (read) lock")
+      ->trigger_on_parse();
+  run->add_flag("-n,--nb,--nonblock", o.nonblocking,
+                "Fail rather than wait if the lock is taken (exit status: see -E)");
+  run->add_option("-w,--wait,--timeout", o.timeout,
+                  "Wait at most SECONDS (fractions allowed; 0: one try), then fail (see -E)")
+      ->type_name("SECONDS")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  run->add_option("-E,--conflict-exit-code", o.conflict_exit_code,
+                  "Exit status when -n or -w cannot get the lock: 0 to 255, default 1")
+      ->type_name("N")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  run->add_flag("-o,--close", o.close,
+                "Keep the lock from COMMAND: it ends with COMMAND, whatever COMMAND left running");
+  run->add_flag("--flock", o.use_flock,
+                "Use flock(2) locks, shared with flock(1), not fcntl ones (python-fasteners'); "
+                "locks directories too");
+  run->add_flag("-v,--verbose", o.verbose,
+                "Say on stderr whether and for whom it waits, and how long it took");
+  run->add_option("-c,--command", o.shell_command,
+                  "Run this with $SHELL -c (/bin/sh if unset) instead of COMMAND")
+      ->type_name("'SHELL COMMAND'");
+  run->add_option("LOCKFILE", o.lock_file,
+                  "The lock file: created if missing (its directory must exist)")
+      ->required()
+      ->type_name("");
+  // Filled by split_run_arguments(), declared here for the help text.
+  run->add_option("COMMAND", o.command, "The command and its arguments (after an optional --)")
+      ->type_name("");
+  return run;
+}
+
+std::vector<std::string> split_run_arguments(const CLI::App& run_app,
+                                             const std::vector<std::string>& args,
+                                             run_options& options) {
+  std::vector<std::string> parsed;
+  std::size_t i = 0;
+  bool operands_only = false;
+  // Options, up to the lock file.
+  while (i < args.size()) {
+    const std::string& arg = args[i];
+    if (arg == "--") {
+      parsed.push_back(arg);
+      ++i;
+      operands_only = true;
+      break;
+    }
+    if (arg.size() < 2 || arg[0] != '-') break;
+    parsed.push_back(arg);
+    ++i;
+    if (arg[1] == '-') {
+      if (arg.find('=') == std::string::npos && takes_value(run_app, arg) && i < args.size()) {
+        parsed.push_back(args[i++]);
+      }
+      continue;
+    }
+    // A cluster of short options such as -nw5 or -sw 5: a value is the rest, or the next one.
+    for (std::size_t j = 1; j < arg.size(); ++j) {
+      if (!takes_value(run_app, std::string{'-', arg[j]})) continue;
+      if (j + 1 == arg.size() && i < args.size()) parsed.push_back(args[i++]);
+      break;
+    }
+  }
+  if (i < args.size()) parsed.push_back(args[i++]);  // LOCKFILE.
+  // flock(1)'s form LOCKFILE -c COMMAND, which takes nothing after COMMAND.
+  if (!operands_only && i < args.size() && is_shell_command_option(args[i])) {
+    const std::string& arg = args[i++];
+    parsed.push_back(arg);
+    if ((arg == "-c" || arg == "--command") && i < args.size()) parsed.push_back(args[i++]);
+    if (i < args.size()) {
+      throw usage_error("run", "-c takes exactly one argument, the shell command; unexpected '" +
+                                   args[i] + "' after it (quote the whole command)");
+    }
+    return parsed;
+  }
+  if (i < args.size() && args[i] == "--") ++i;
+  options.command.assign(args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
+  return parsed;
+}
+
+int run(const run_options& o) {
+  const auto timeout = parse_timeout(o.timeout);
+  const int conflict_exit_code = parse_conflict_exit_code(o.conflict_exit_code);
+  if (o.shell_command && !o.command.empty()) {
+    throw usage_error("run", "give either COMMAND or -c 'SHELL COMMAND', not both");
+  }
+  if (!o.shell_command && o.command.empty()) {
+    throw usage_error("run",
+                      "no command given: fasteners run [OPTIONS] LOCKFILE COMMAND [ARGS...]");
+  }
+  const fs::path path = o.lock_file;
+  check_directory(path);
+  const auto argv = o.shell_command
+                        ? std::vector<std::string>{command_shell(), "-c", *o.shell_command}
+                        : o.command;
+  const char* const mode = o.shared ? "shared" : "exclusive";
+
+  auto lock = o.use_flock ? make_flock_lock(path, o.shared) : make_library_lock(path, o.shared);
+  const auto start = std::chrono::steady_clock::now();
+  const auto elapsed = [&] { return seconds(std::chrono::steady_clock::now() - start); };
+  try {
+    bool taken = lock->try_acquire();
+    const bool one_try = o.nonblocking || (timeout && timeout->count() == 0);
+    if (!taken && !one_try) {
+      if (o.verbose) {
+        std::cerr << "fasteners: waiting for the " << mode << " lock on '" << path.string() << "'"
+                  << (timeout ? " (at most " + format_seconds(*timeout) + " seconds)" : "") << ": "
+                  << describe_holders(o, path) << std::endl;
+      }
+      std::optional<seconds> left;
+      if (timeout) left = std::max(seconds(0), *timeout - elapsed());
+      taken = lock->acquire(left);
+    }
+    if (!taken) {
+      if (o.verbose) {
+        std::cerr << "fasteners: " << (one_try ? "failed to get" : "timed out waiting for")
+                  << " the " << mode << " lock on '" << path.string() << "' after "
+                  << format_seconds(elapsed()) << " seconds: " << describe_holders(o, path)
+                  << std::endl;
+      }
+      return conflict_exit_code;
+    }
+  } catch (const std::system_error& e) {
+    throw tool_error(exit_code_for(e.code()), e.what());
+  }
+  if (o.verbose) {
+    std::cerr << "fasteners: getting the " << mode << " lock took " << format_seconds(elapsed())
+              << " seconds" << std::endl;
+    std::cerr << "fasteners: executing " << join(argv) << std::endl;
+  }
+
+  long pid = 0;
+  try {
+    pid = start_command(argv, o.close ? -1 : lock->native_handle());
+  } catch (const std::system_error& e) {
+    throw tool_error(exit_unavailable, e.what());
+  }
+  const auto status = wait_command(pid);
+  if (o.verbose) {
+    if (status.signal != 0) {
+      std::cerr << "fasteners: the command was killed by signal " << status.signal << " ("
+                << signal_description(status.signal) << ")" << std::endl;
+    } else {
+      std::cerr << "fasteners: the command exited with status " << status.exit_code << std::endl;
+    }
+  }
+  if (!o.close) keep_until_exit(std::move(lock));
+  return status.exit_code;
+}
+
+}  // namespace fasteners::tool

@@ -1,0 +1,42 @@
+// `fasteners run`: take a lock, run a command while holding it, exit with the command's status.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace fasteners::tool {
+
+// What `fasteners run` was asked to do, as parsed from its command line.
+struct run_options {
+  std::string lock_file;
+  bool shared = false;  // -s; -x (the default) clears it, the last one given wins.
+  bool nonblocking = false;
+  std::optional<std::string> timeout;             // -w SECONDS as written; none: no limit.
+  std::optional<std::string> conflict_exit_code;  // -E N as written; none: 1.
+  bool close = false;
+  bool use_flock = false;
+  bool verbose = false;
+  std::optional<std::string> shell_command;  // -c
+  std::vector<std::string> command;
+};
+
+// Adds the `run` subcommand to `app`; what it parses lands in `options`.
+CLI::App* add_run_command(CLI::App& app, run_options& options);
+
+// Splits the arguments that follow `run` the way flock(1) reads them: options up to the first
+// operand, which names the lock file; after it come the command and its arguments (after an
+// optional `--`), or `-c COMMAND`. Stores the command in `options.command` and returns the rest,
+// for `run_app` to parse. `run_app` tells which options take a value.
+std::vector<std::string> split_run_arguments(const CLI::App& run_app,
+                                             const std::vector<std::string>& args,
+                                             run_options& options);
+
+// Runs the parsed command line; returns the exit code: the command's exit status (128 + N if
+// signal N killed it), the conflict exit code when the lock could not be had, or a flock(1)
+// error code. Throws tool_error for usage and OS errors.
+int run(const run_options& options);
+
+}  // namespace fasteners::tool

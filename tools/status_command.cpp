@@ -1,0 +1,216 @@
+// `fasteners status`: whether a lock file is free or held, and by which processes.
+#include "status_command.hpp"
+
+#include <algorithm>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <system_error>
+#include <vector>
+
+#include "errors.hpp"
+#include "fasteners/holders.hpp"
+#include "json.hpp"
+
+namespace fasteners::tool {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* footer =
+    R"(Lists the locks of every kind on the file: this library's and python-fasteners'
+(fcntl), flock(1)'s (flock), and others, with each process that holds one. A lock
+held through an open file shared by several processes (such as the one `fasteners
+run` hands to its command) lists all of them. Writers of this library that wait
+are shown as waiting. Processes this user may not inspect are listed as possible
+holders when a lock's holder cannot be found otherwise.
+
+Never creates, opens or locks the file; a missing file is free.
+Exit status: 0 when free, 1 when held, 64 for bad usage, 66 when the path cannot be
+inspected, 69 where holders cannot be listed (outside Linux), 71 for other system
+errors.)";
+
+enum class lock_state { free, shared, exclusive };
+
+const char* name_of(lock_state s) {
+  switch (s) {
+    case lock_state::free:
+      return "free";
+    case lock_state::shared:
+      return "shared";
+    case lock_state::exclusive:
+      return "exclusive";
+  }
+  return "free";
+}
+
+lock_state state_of(const std::vector<lock_holder>& holders) {
+  auto state = lock_state::free;
+  for (const auto& h : holders) {
+    if (h.waiting) continue;
+    if (h.kind == lock_kind::exclusive) return lock_state::exclusive;
+    state = lock_state::shared;
+  }
+  return state;
+}
+
+std::string format_time(std::chrono::system_clock::time_point t) {
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(t);
+  std::tm utc{};
+  char buffer[32] = "";
+  if (::gmtime_r(&seconds, &utc) != nullptr) {
+    std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  }
+  return buffer;
+}
+
+std::string range_of(const lock_holder& h) {
+  return "bytes " + std::to_string(h.first_byte) + "-" +
+         (h.last_byte ? std::to_string(*h.last_byte) : std::string("EOF"));
+}
+
+// Command lines may hold any bytes: control characters are shown escaped, long ones cut.
+std::string printable(const std::string& text) {
+  constexpr std::size_t most = 200;
+  std::string out;
+  for (const char c : text) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (static_cast<unsigned char>(c) < 0x20U || c == 0x7F) {
+      out += '?';
+    } else {
+      out += c;
+    }
+  }
+  if (out.size() > most) out = out.substr(0, most) + "...";
+  return out;
+}
+
+std::string lock_description(const lock_holder& h) {
+  std::string out(to_string(h.kind));
+  if (h.waiting) out += " (waiting)";
+  if (!h.whole_file && !h.waiting) out += " (" + range_of(h) + ")";
+  return out;
+}
+
+void print_text(const fs::path& path, bool exists, lock_state state,
+                const std::vector<lock_holder>& holders) {
+  std::cout << printable(path.string()) << ": ";
+  if (state == lock_state::free) {
+    std::cout << "free" << (exists ? "" : " (the file does not exist)") << '\n';
+  } else {
+    std::cout << "held " << name_of(state) << '\n';
+  }
+  // Processes that may hold a lock whose holder could not be found are many (all processes of
+  // other users): they are summed up below the table, per lock.
+  struct row {
+    std::string pid, lock, mechanism, command;
+  };
+  std::vector<row> rows;
+  std::map<std::string, std::vector<int>> possible;  // Lock description -> processes.
+  for (const auto& h : holders) {
+    if (!h.inspectable && h.pid > 0) {
+      possible[lock_description(h) + ", " + std::string(to_string(h.mechanism))].push_back(h.pid);
+      continue;
+    }
+    row r{h.pid > 0 ? std::to_string(h.pid) : "?", lock_description(h),
+          std::string(to_string(h.mechanism)), printable(h.command)};
+    if (h.since) r.command += " [since " + format_time(*h.since) + "]";
+    if (!h.inspectable) r.command += "[a process this user cannot see]";
+    rows.push_back(std::move(r));
+  }
+  if (!rows.empty()) {
+    rows.insert(rows.begin(), row{"PID", "LOCK", "MECHANISM", "COMMAND"});
+    std::size_t w_pid = 0, w_lock = 0, w_mechanism = 0;
+    for (const auto& r : rows) {
+      w_pid = std::max(w_pid, r.pid.size());
+      w_lock = std::max(w_lock, r.lock.size());
+      w_mechanism = std::max(w_mechanism, r.mechanism.size());
+    }
+    for (const auto& r : rows) {
+      std::cout << "  " << r.pid << std::string(w_pid - r.pid.size() + 2, ' ') << r.lock
+                << std::string(w_lock - r.lock.size() + 2, ' ') << r.mechanism
+                << std::string(w_mechanism - r.mechanism.size() + 2, ' ') << r.command << '\n';
+    }
+  }
+  for (const auto& [lock, pids] : possible) {
+    constexpr std::size_t most = 10;
+    std::cout << "  a lock (" << lock << ") held by one of " << pids.size()
+              << " processes this user may not inspect: ";
+    for (std::size_t i = 0; i < pids.size() && i < most; ++i) {
+      std::cout << (i > 0 ? ", " : "") << pids[i];
+    }
+    std::cout << (pids.size() > most ? ", ..." : "")
+              << " (--json lists them all; root can tell which)\n";
+  }
+}
+
+void print_json(const fs::path& path, bool exists, lock_state state,
+                const std::vector<lock_holder>& holders) {
+  std::cout << "{\n  \"path\": " << json_string(path.string())
+            << ",\n  \"exists\": " << (exists ? "true" : "false") << ",\n  \"state\": \""
+            << name_of(state) << "\",\n  \"holders\": [";
+  const char* separator = "\n";
+  for (const auto& h : holders) {
+    std::cout << separator << "    {\"pid\": " << (h.pid > 0 ? std::to_string(h.pid) : "null")
+              << ", \"command\": " << (h.command.empty() ? "null" : json_string(h.command))
+              << ", \"kind\": \"" << to_string(h.kind) << "\", \"mechanism\": \""
+              << to_string(h.mechanism) << "\", \"waiting\": " << (h.waiting ? "true" : "false")
+              << ", \"whole_file\": " << (h.whole_file ? "true" : "false")
+              << ", \"first_byte\": " << h.first_byte
+              << ", \"last_byte\": " << (h.last_byte ? std::to_string(*h.last_byte) : "null")
+              << ", \"since\": " << (h.since ? "\"" + format_time(*h.since) + "\"" : "null")
+              << ", \"inspectable\": " << (h.inspectable ? "true" : "false") << "}";
+    separator = ",\n";
+  }
+  std::cout << (holders.empty() ? "]\n}\n" : "\n  ]\n}\n");
+}
+
+}  // namespace
+
+CLI::App* add_status_command(CLI::App& app, status_options& o) {
+  auto* status =
+      app.add_subcommand("status", "Tell whether a lock file is free or held, and by whom");
+  status->footer(footer);
+  status->add_flag("--json", o.json, "Print the state as a JSON object");
+  status->add_option("LOCKFILE", o.lock_file, "The lock file (or directory)")
+      ->required()
+      ->type_name("");
+  return status;
+}
+
+int status(const status_options& o) {
+  const fs::path path = o.lock_file;
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  const bool exists = fs::exists(st);
+  if (ec && !exists && ec != std::errc::no_such_file_or_directory &&
+      ec != std::errc::not_a_directory) {
+    throw tool_error(exit_no_input,
+                     "fasteners: cannot inspect '" + path.string() + "': " + ec.message());
+  }
+  std::vector<lock_holder> found;
+  if (exists) {
+    try {
+      found = holders(path);
+    } catch (const std::system_error& e) {
+      const int code = e.code() == std::errc::function_not_supported ? exit_unavailable
+                       : e.code() == std::errc::permission_denied    ? exit_no_input
+                                                                     : exit_os_error;
+      throw tool_error(code, e.what());
+    }
+  }
+  const auto state = state_of(found);
+  if (o.json) {
+    print_json(path, exists, state, found);
+  } else {
+    print_text(path, exists, state, found);
+  }
+  std::cout.flush();
+  return state == lock_state::free ? exit_free : exit_held;
+}
+
+}  // namespace fasteners::tool
