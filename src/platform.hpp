@@ -34,6 +34,11 @@ struct open_file {
   bool writable = false;  // Opened for writing, so exclusive locks are possible.
 };
 
+// The byte of the lock file that a writer holds while it waits, far beyond any real content; new
+// readers must pass it, so they queue behind a waiting writer (see lock()). Every platform and the
+// holder lookup use the same offset.
+inline constexpr std::uint64_t gate_offset = std::uint64_t{1} << 62;
+
 // When a wait ends: time_point::min() means one try, time_point::max() means no limit.
 using deadline = std::chrono::steady_clock::time_point;
 inline constexpr deadline try_once = deadline::min();

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "error.hpp"
+#include "platform.hpp"
 
 #if defined(__linux__)
 #include <dirent.h>
@@ -31,9 +32,9 @@ constexpr std::string_view action = "list the lock holders of";
 
 #if defined(__linux__)
 
-// The gate byte of this library's lock protocol (gate_offset in lock_file.cpp): a writer that
-// waits holds it alone, and every lock of the library covers the bytes below it.
-constexpr std::uint64_t gate_byte = std::uint64_t{1} << 62;
+// The gate byte of this library's lock protocol: a writer that waits holds it alone, and every
+// lock of the library covers the bytes below it.
+constexpr std::uint64_t gate_byte = detail::platform::gate_offset;
 
 // One lock, as a line of /proc/locks or a "lock:" line of /proc/PID/fdinfo/FD describes it.
 struct kernel_lock {

@@ -69,10 +69,10 @@ struct byte_range {
   off_t start;
   off_t length;  // 0: to the end of the file, however long it grows.
 };
-constexpr off_t gate_offset = off_t{1} << 62;
-constexpr byte_range main_range{0, gate_offset};
-constexpr byte_range gate_range{gate_offset, 1};
-constexpr byte_range main_and_gate{0, gate_offset + 1};
+constexpr off_t gate = static_cast<off_t>(gate_offset);
+constexpr byte_range main_range{0, gate};
+constexpr byte_range gate_range{gate, 1};
+constexpr byte_range main_and_gate{0, gate + 1};
 constexpr byte_range whole_file{0, 0};
 
 // One fcntl lock call on `range`, retried on EINTR; returns 0 or an errno value.

@@ -87,7 +87,6 @@ struct byte_range {
   std::uint64_t start;
   std::uint64_t length;
 };
-constexpr std::uint64_t gate_offset = std::uint64_t{1} << 62;
 constexpr byte_range main_range{0, 1};
 constexpr byte_range gate_range{gate_offset, 1};
 constexpr byte_range main_and_gate{0, gate_offset + 1};
