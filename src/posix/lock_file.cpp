@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <csignal>
 #include <mutex>
+#include <thread>
 
 #include "error.hpp"
 #include "platform.hpp"
@@ -76,7 +77,13 @@ constexpr byte_range main_and_gate{0, gate + 1};
 constexpr byte_range whole_file{0, 0};
 
 // One fcntl lock call on `range`, retried on EINTR; returns 0 or an errno value.
+//
+// Classic fcntl locks belong to processes, and the kernel reports EDEADLK when the processes
+// waiting for each other form a cycle. With several threads in a process such a cycle is no
+// deadlock (one thread waits while another of the same process will release), so a waiting call
+// waits on, pausing a little between tries; open-file-description locks never report it.
 int fcntl_lock(int fd, bool wait, short type, byte_range range) {
+  auto pause = std::chrono::microseconds(500);
   for (;;) {
     struct flock fl {};
     fl.l_type = type;
@@ -89,6 +96,11 @@ int fcntl_lock(int fd, bool wait, short type, byte_range range) {
     const int error = errno;
     if (fall_back_from_ofd(error)) continue;
     if (error == EINTR) continue;
+    if (error == EDEADLK && wait) {
+      std::this_thread::sleep_for(pause);  // A cancellation point for timed waits.
+      pause = std::min(pause * 2, std::chrono::microseconds(20000));
+      continue;
+    }
     return error;
   }
 }
