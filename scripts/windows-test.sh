@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the library, the examples and the Windows test suite as Windows executables with
-# MinGW-w64 and runs the tests under Wine through CTest; exits non-zero if anything fails.
+# Builds the library, the examples, the fasteners command-line tool and the Windows test suite as
+# Windows executables with MinGW-w64 and runs the tests (the tool's included) under Wine through
+# CTest; exits non-zero if anything fails.
 # Environment: FASTENERS_SKIP_SETUP=1 skips the apt-get step; FASTENERS_WINDOWS_BUILD_DIR
 # (default: build-windows/ in the source tree); FASTENERS_BUILD_TYPE (default: Release);
 # FASTENERS_TEST_JOBS (parallel tests, default 2); FASTENERS_TEST_TIMEOUT (seconds per test,
@@ -11,8 +12,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${FASTENERS_WINDOWS_BUILD_DIR:-$root/build-windows}"
 
 # wine64 alone runs 64-bit programs: no i386 architecture, no wine32. The recommended packages
-# (fonts, graphics and sound libraries) are not needed for console programs.
-packages=(cmake make g++-mingw-w64-x86-64-posix wine wine64 googletest)
+# (fonts, graphics and sound libraries) are not needed for console programs. The tool's CLI11 is
+# header-only: the cross build uses the host package's headers (FASTENERS_CLI11_INCLUDE_DIR).
+packages=(cmake make g++-mingw-w64-x86-64-posix wine wine64 googletest libcli11-dev)
 
 setup() {
   if ! command -v apt-get >/dev/null 2>&1; then

@@ -28,6 +28,9 @@ class lock_backend {
 // locks see them). The file must be a regular file; it is created if missing.
 std::unique_ptr<lock_backend> make_library_lock(const std::filesystem::path& path, bool shared);
 
+// Whether make_flock_lock() works here: false where flock(2) does not exist (Windows).
+bool flock_supported();
+
 // A flock(2) lock, as util-linux flock(1) takes it, on a file (created if missing) or a
 // directory. Throws std::system_error with std::errc::function_not_supported where flock(2)
 // does not exist.

@@ -11,6 +11,7 @@
 #include "fasteners/version.hpp"
 #include "run_command.hpp"
 #include "status_command.hpp"
+#include "system.hpp"
 
 namespace {
 
@@ -36,6 +37,9 @@ std::string subcommand_of(const std::vector<std::string>& args) {
 int main_throwing(const std::vector<std::string>& args) {
   CLI::App app(description, "fasteners");
   app.footer(footer);
+  // Options start with '-' only; CLI11 would also take '/x' for one on Windows, where paths may
+  // start with '/'. Subcommands inherit this.
+  app.allow_windows_style_options(false);
   app.set_version_flag("-V,--version", std::string("fasteners ") + fasteners::version_string,
                        "Print the version and exit");
   app.require_subcommand(1);
@@ -79,7 +83,7 @@ int main_throwing(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   try {
-    return main_throwing(std::vector<std::string>(argv + 1, argv + argc));
+    return main_throwing(arguments(argc, argv));
   } catch (const tool_error& e) {
     std::cerr << e.what() << std::endl;
     return e.exit_code();

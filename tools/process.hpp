@@ -1,4 +1,4 @@
-// Running the command of `fasteners run`: the platform's part (tools/posix/process.cpp).
+// Running the command of `fasteners run`: the platform's part (tools/posix/, tools/windows/).
 #pragma once
 
 #include <cstdint>
@@ -7,25 +7,48 @@
 
 namespace fasteners::tool {
 
+// What `fasteners run` starts: a program and its arguments.
+struct command_line {
+  std::vector<std::string> argv;  // The program (searched in PATH) and its arguments, in UTF-8.
+  // Windows only: the last argument is a command for cmd.exe, which does not read its command
+  // line by the C runtime's quoting rules; it is put in double quotes as written.
+  bool raw_last_argument = false;
+};
+
+// A command started by start_command(), for wait_command(): its process id on POSIX, its process
+// handle on Windows.
+using command_process = std::intptr_t;
+
 // How the command ended.
 struct command_status {
   int exit_code = 0;  // Its exit status, or 128 + N if signal N ended it (as shells report it).
-  int signal = 0;     // The signal that ended it; 0 if it exited.
+  int signal = 0;     // The signal that ended it; 0 if it exited (always on Windows).
 };
 
-// Starts the program `argv[0]` (searched in PATH) with the arguments `argv` and this process's
-// environment and standard streams. If `inherited` is a descriptor (>= 0), the program gets a
-// copy of it that stays open across exec, so it shares the open file (and the lock held through
-// it); this process opens and closes no descriptor meanwhile (which would drop classic fcntl
-// locks). Returns the process id. Throws std::system_error (with the error of exec, such as
-// ENOENT or EACCES) naming the program if it cannot be started.
-long start_command(const std::vector<std::string>& argv, std::intptr_t inherited);
+// Whether a started command can share the lock through an inherited descriptor: true on POSIX.
+// False on Windows, where a LockFileEx lock belongs to the process that took it, so the lock
+// stays with this process until the command ends, as with `-o`.
+bool command_can_inherit_lock();
 
-// Waits until the process `pid` from start_command() ends, whatever signals arrive meanwhile.
-command_status wait_command(long pid);
+// Starts `command` with this process's environment, working directory and standard streams. If
+// `inherited` is a descriptor (>= 0; POSIX only), the program gets a copy of it that stays open
+// across exec, so it shares the open file (and the lock held through it); this process opens and
+// closes no descriptor meanwhile (which would drop classic fcntl locks). On Windows the arguments
+// are joined into one UTF-16 command line that CommandLineToArgvW and the C runtime split back
+// into the same arguments. Throws std::system_error (with the error of exec or CreateProcessW,
+// such as ENOENT or ERROR_FILE_NOT_FOUND) naming the program if it cannot be started.
+command_process start_command(const command_line& command, std::intptr_t inherited);
 
-// The shell that runs `-c` commands: $SHELL, as flock(1) uses, or /bin/sh when it is unset.
-std::string command_shell();
+// Waits until the command from start_command() ends, whatever signals arrive meanwhile. On Windows
+// Ctrl+C and Ctrl+Break, which reach the command too, do not end this process while it waits; the
+// exit status is the command's exit code as it is (a 32-bit value, such as 0xC0000005 for a
+// crash).
+command_status wait_command(command_process process);
+
+// How `-c COMMAND` runs: $SHELL -c COMMAND (/bin/sh when SHELL is unset or empty), as flock(1)
+// does; on Windows %COMSPEC% /d /s /c "COMMAND" (cmd.exe when COMSPEC is unset), with COMMAND as
+// written.
+command_line shell_command(const std::string& command);
 
 // A short description of a signal ("Terminated"), for messages.
 std::string signal_description(int signal);

@@ -14,6 +14,7 @@
 #include "fasteners/holders.hpp"
 #include "lock_backend.hpp"
 #include "process.hpp"
+#include "system.hpp"
 
 namespace fasteners::tool {
 namespace {
@@ -26,6 +27,12 @@ constexpr const char* footer =
 given, COMMAND inherits a descriptor of the locked file, so the lock stays held for
 as long as COMMAND, or anything it leaves running with that descriptor, lives, even
 if this process is killed. Signals are not forwarded to COMMAND.
+
+On Windows a lock belongs to the process that took it, so -o is implied: fasteners
+holds the lock until COMMAND ends, ignoring Ctrl+C and Ctrl+Break (which reach
+COMMAND too) meanwhile; if fasteners is killed, the lock is released. There -c runs
+%COMSPEC% /d /s /c (cmd.exe), --flock is not available, and the exit status is
+COMMAND's exit code as it is.
 
 Exit status: that of COMMAND (128+N if signal N killed it); the conflict exit code
 (-E, default 1) when -n or -w could not get the lock; 64 for bad usage, 66 when the
@@ -77,27 +84,20 @@ int parse_conflict_exit_code(const std::optional<std::string>& given) {
 }
 
 // Library errors that mean the lock file cannot be opened (flock(1) exits 66 for them); the rest
-// are other system errors (71).
+// are other system errors (71). Compared as conditions, so Windows errors count as their errno
+// equivalents (ERROR_ACCESS_DENIED as permission_denied).
 int exit_code_for(const std::error_code& ec) {
-  const auto e = std::errc(ec.value());
   if (ec.category() != std::system_category() && ec.category() != std::generic_category()) {
     return exit_os_error;
   }
-  switch (e) {
-    case std::errc::no_such_file_or_directory:
-    case std::errc::permission_denied:
-    case std::errc::operation_not_permitted:
-    case std::errc::is_a_directory:
-    case std::errc::not_a_directory:
-    case std::errc::read_only_file_system:
-    case std::errc::filename_too_long:
-    case std::errc::too_many_symbolic_link_levels:
-    case std::errc::invalid_argument:
-    case std::errc::no_such_device_or_address:
-      return exit_no_input;
-    default:
-      return exit_os_error;
+  for (const auto e : {std::errc::no_such_file_or_directory, std::errc::permission_denied,
+                       std::errc::operation_not_permitted, std::errc::is_a_directory,
+                       std::errc::not_a_directory, std::errc::read_only_file_system,
+                       std::errc::filename_too_long, std::errc::too_many_symbolic_link_levels,
+                       std::errc::invalid_argument, std::errc::no_such_device_or_address}) {
+    if (ec == e) return exit_no_input;
   }
+  return exit_os_error;
 }
 
 // flock(1) does not create the lock file's directory, and neither does `fasteners run` (the
@@ -107,8 +107,8 @@ void check_directory(const fs::path& path) {
   if (parent.empty()) return;
   std::error_code ec;
   if (!fs::exists(parent, ec) && !ec) {
-    throw tool_error(exit_no_input, "fasteners: cannot open lock file '" + path.string() +
-                                        "': the directory '" + parent.string() +
+    throw tool_error(exit_no_input, "fasteners: cannot open lock file '" + utf8_of(path) +
+                                        "': the directory '" + utf8_of(parent) +
                                         "' does not exist");
   }
 }
@@ -152,6 +152,9 @@ std::string list(const std::vector<std::string>& items) {
 std::string describe_holders(const run_options& o, const fs::path& path) {
   std::error_code ec;
   const auto all = holders(path, ec);
+  if (ec == std::errc::function_not_supported) {
+    return "its holders cannot be looked up on " + system_name();
+  }
   if (ec) return "its holders are unknown (" + ec.message() + ")";
   std::vector<std::string> holding;
   std::vector<std::string> waiting;
@@ -226,14 +229,16 @@ CLI::App* add_run_command(CLI::App& app, run_options& o) {
       ->type_name("N")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   run->add_flag("-o,--close", o.close,
-                "Keep the lock from COMMAND: it ends with COMMAND, whatever COMMAND left running");
+                "Keep the lock from COMMAND: it ends with COMMAND, whatever COMMAND left running "
+                "(implied on Windows)");
   run->add_flag("--flock", o.use_flock,
                 "Use flock(2) locks, shared with flock(1), not fcntl ones (python-fasteners'); "
-                "locks directories too");
+                "locks directories too; not on Windows");
   run->add_flag("-v,--verbose", o.verbose,
                 "Say on stderr whether and for whom it waits, and how long it took");
   run->add_option("-c,--command", o.shell_command,
-                  "Run this with $SHELL -c (/bin/sh if unset) instead of COMMAND")
+                  "Run this with $SHELL -c (/bin/sh if unset; on Windows %COMSPEC% /d /s /c) "
+                  "instead of COMMAND")
       ->type_name("'SHELL COMMAND'");
   run->add_option("LOCKFILE", o.lock_file,
                   "The lock file: created if missing (its directory must exist)")
@@ -303,11 +308,18 @@ int run(const run_options& o) {
     throw usage_error("run",
                       "no command given: fasteners run [OPTIONS] LOCKFILE COMMAND [ARGS...]");
   }
-  const fs::path path = o.lock_file;
+  if (o.use_flock && !flock_supported()) {
+    throw usage_error("run", "--flock is not available on " + system_name() +
+                                 ", which has no flock(2); without it the lock is the library's, "
+                                 "which python-fasteners shares");
+  }
+  const fs::path path = path_from_utf8(o.lock_file);
   check_directory(path);
-  const auto argv = o.shell_command
-                        ? std::vector<std::string>{command_shell(), "-c", *o.shell_command}
-                        : o.command;
+  const command_line command =
+      o.shell_command ? shell_command(*o.shell_command) : command_line{o.command};
+  // Where a lock cannot be inherited (Windows), this process holds it until the command ends, as
+  // with -o.
+  const bool hand_down = !o.close && command_can_inherit_lock();
   const char* const mode = o.shared ? "shared" : "exclusive";
 
   auto lock = o.use_flock ? make_flock_lock(path, o.shared) : make_library_lock(path, o.shared);
@@ -318,7 +330,7 @@ int run(const run_options& o) {
     const bool one_try = o.nonblocking || (timeout && timeout->count() == 0);
     if (!taken && !one_try) {
       if (o.verbose) {
-        std::cerr << "fasteners: waiting for the " << mode << " lock on '" << path.string() << "'"
+        std::cerr << "fasteners: waiting for the " << mode << " lock on '" << utf8_of(path) << "'"
                   << (timeout ? " (at most " + format_seconds(*timeout) + " seconds)" : "") << ": "
                   << describe_holders(o, path) << std::endl;
       }
@@ -329,7 +341,7 @@ int run(const run_options& o) {
     if (!taken) {
       if (o.verbose) {
         std::cerr << "fasteners: " << (one_try ? "failed to get" : "timed out waiting for")
-                  << " the " << mode << " lock on '" << path.string() << "' after "
+                  << " the " << mode << " lock on '" << utf8_of(path) << "' after "
                   << format_seconds(elapsed()) << " seconds: " << describe_holders(o, path)
                   << std::endl;
       }
@@ -341,16 +353,16 @@ int run(const run_options& o) {
   if (o.verbose) {
     std::cerr << "fasteners: getting the " << mode << " lock took " << format_seconds(elapsed())
               << " seconds" << std::endl;
-    std::cerr << "fasteners: executing " << join(argv) << std::endl;
+    std::cerr << "fasteners: executing " << join(command.argv) << std::endl;
   }
 
-  long pid = 0;
+  command_process process{};
   try {
-    pid = start_command(argv, o.close ? -1 : lock->native_handle());
+    process = start_command(command, hand_down ? lock->native_handle() : -1);
   } catch (const std::system_error& e) {
     throw tool_error(exit_unavailable, e.what());
   }
-  const auto status = wait_command(pid);
+  const auto status = wait_command(process);
   if (o.verbose) {
     if (status.signal != 0) {
       std::cerr << "fasteners: the command was killed by signal " << status.signal << " ("
@@ -359,7 +371,7 @@ int run(const run_options& o) {
       std::cerr << "fasteners: the command exited with status " << status.exit_code << std::endl;
     }
   }
-  if (!o.close) keep_until_exit(std::move(lock));
+  if (hand_down) keep_until_exit(std::move(lock));
   return status.exit_code;
 }
 

@@ -12,6 +12,7 @@
 #include "errors.hpp"
 #include "fasteners/holders.hpp"
 #include "json.hpp"
+#include "system.hpp"
 
 namespace fasteners::tool {
 namespace {
@@ -28,8 +29,8 @@ holders when a lock's holder cannot be found otherwise.
 
 Never creates, opens or locks the file; a missing file is free.
 Exit status: 0 when free, 1 when held, 64 for bad usage, 66 when the path cannot be
-inspected, 69 where holders cannot be listed (outside Linux), 71 for other system
-errors.)";
+inspected, 69 where holders cannot be listed (on Windows, which does not tell who
+holds a lock, and elsewhere outside Linux), 71 for other system errors.)";
 
 enum class lock_state { free, shared, exclusive };
 
@@ -59,7 +60,7 @@ std::string format_time(std::chrono::system_clock::time_point t) {
   const std::time_t seconds = std::chrono::system_clock::to_time_t(t);
   std::tm utc{};
   char buffer[32] = "";
-  if (::gmtime_r(&seconds, &utc) != nullptr) {
+  if (utc_time(seconds, utc)) {
     std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &utc);
   }
   return buffer;
@@ -98,7 +99,7 @@ std::string lock_description(const lock_holder& h) {
 
 void print_text(const fs::path& path, bool exists, lock_state state,
                 const std::vector<lock_holder>& holders) {
-  std::cout << printable(path.string()) << ": ";
+  std::cout << printable(utf8_of(path)) << ": ";
   if (state == lock_state::free) {
     std::cout << "free" << (exists ? "" : " (the file does not exist)") << '\n';
   } else {
@@ -150,7 +151,7 @@ void print_text(const fs::path& path, bool exists, lock_state state,
 
 void print_json(const fs::path& path, bool exists, lock_state state,
                 const std::vector<lock_holder>& holders) {
-  std::cout << "{\n  \"path\": " << json_string(path.string())
+  std::cout << "{\n  \"path\": " << json_string(utf8_of(path))
             << ",\n  \"exists\": " << (exists ? "true" : "false") << ",\n  \"state\": \""
             << name_of(state) << "\",\n  \"holders\": [";
   const char* separator = "\n";
@@ -183,23 +184,27 @@ CLI::App* add_status_command(CLI::App& app, status_options& o) {
 }
 
 int status(const status_options& o) {
-  const fs::path path = o.lock_file;
+  const fs::path path = path_from_utf8(o.lock_file);
   std::error_code ec;
   const auto st = fs::status(path, ec);
   const bool exists = fs::exists(st);
   if (ec && !exists && ec != std::errc::no_such_file_or_directory &&
       ec != std::errc::not_a_directory) {
     throw tool_error(exit_no_input,
-                     "fasteners: cannot inspect '" + path.string() + "': " + ec.message());
+                     "fasteners: cannot inspect '" + utf8_of(path) + "': " + ec.message());
   }
   std::vector<lock_holder> found;
   if (exists) {
     try {
       found = holders(path);
     } catch (const std::system_error& e) {
-      const int code = e.code() == std::errc::function_not_supported ? exit_unavailable
-                       : e.code() == std::errc::permission_denied    ? exit_no_input
-                                                                     : exit_os_error;
+      if (e.code() == std::errc::function_not_supported) {
+        throw tool_error(exit_unavailable,
+                         "fasteners status: cannot tell who holds '" + utf8_of(path) +
+                             "': holder lookup is not available on " + system_name() +
+                             ", which does not tell which processes hold a lock (only Linux does)");
+      }
+      const int code = e.code() == std::errc::permission_denied ? exit_no_input : exit_os_error;
       throw tool_error(code, e.what());
     }
   }

@@ -29,7 +29,22 @@ std::wstring unique_suffix() {
          L"-" + std::to_wstring(counter++);
 }
 
-// Quotes one argument so CommandLineToArgvW gives it back unchanged.
+// This test program's path.
+std::wstring this_program() {
+  std::wstring self(MAX_PATH, L'\0');
+  for (;;) {
+    const DWORD n = ::GetModuleFileNameW(nullptr, self.data(), static_cast<DWORD>(self.size()));
+    if (n == 0) throw_last_error("GetModuleFileNameW");
+    if (n < self.size()) {
+      self.resize(n);
+      return self;
+    }
+    self.resize(self.size() * 2);
+  }
+}
+
+}  // namespace
+
 std::wstring quote(const std::wstring& arg) {
   if (!arg.empty() && arg.find_first_of(L" \t\n\v\"") == std::wstring::npos) return arg;
   std::wstring out = L"\"";
@@ -49,6 +64,8 @@ std::wstring quote(const std::wstring& arg) {
   out.push_back(L'"');
   return out;
 }
+
+namespace {
 
 // This process's environment with `extra` ("NAME=value") added or replacing same-named entries,
 // as a CreateProcessW environment block.
@@ -249,16 +266,7 @@ bool named_event::wait(std::chrono::milliseconds timeout) const {
 
 child_process::child_process(const std::string& helper, const std::vector<std::wstring>& args,
                              const std::vector<std::wstring>& environment, bool inherit_handles) {
-  std::wstring self(MAX_PATH, L'\0');
-  for (;;) {
-    const DWORD n = ::GetModuleFileNameW(nullptr, self.data(), static_cast<DWORD>(self.size()));
-    if (n == 0) throw_last_error("GetModuleFileNameW");
-    if (n < self.size()) {
-      self.resize(n);
-      break;
-    }
-    self.resize(self.size() * 2);
-  }
+  const std::wstring self = this_program();
   std::wstring command = quote(self) + L" " + std::wstring(helper_switch) + L" " + to_wide(helper);
   for (const auto& arg : args) command += L" " + quote(arg);
   std::wstring block = environment.empty() ? std::wstring() : environment_block(environment);
@@ -294,6 +302,13 @@ int child_process::wait(std::chrono::milliseconds timeout) {
   DWORD code = 0;
   ::GetExitCodeProcess(process_, &code);
   return static_cast<int>(code);
+}
+
+std::vector<std::wstring> helper_command(const std::string& helper,
+                                         const std::vector<std::wstring>& args) {
+  std::vector<std::wstring> command{this_program(), std::wstring(helper_switch), to_wide(helper)};
+  command.insert(command.end(), args.begin(), args.end());
+  return command;
 }
 
 int run_helper(const std::string& helper, const std::vector<std::wstring>& args,

@@ -143,6 +143,13 @@ class child_process {
   HANDLE process_ = nullptr;
 };
 
+// The program and arguments that run a helper, for tests that have another program start it.
+std::vector<std::wstring> helper_command(const std::string& helper,
+                                         const std::vector<std::wstring>& args);
+
+// Quotes one argument of a command line so that CommandLineToArgvW gives it back unchanged.
+std::wstring quote(const std::wstring& arg);
+
 // Runs a helper to its end and returns its exit code (as child_process::wait).
 int run_helper(const std::string& helper, const std::vector<std::wstring>& args,
                const std::vector<std::wstring>& environment = {});

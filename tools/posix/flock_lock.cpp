@@ -123,6 +123,8 @@ class flock_lock final : public lock_backend {
 
 }  // namespace
 
+bool flock_supported() { return true; }
+
 std::unique_ptr<lock_backend> make_flock_lock(const std::filesystem::path& path, bool shared) {
   return std::make_unique<flock_lock>(path, shared);
 }

@@ -22,7 +22,10 @@ std::system_error os_error(int error, const std::string& what) {
 
 }  // namespace
 
-long start_command(const std::vector<std::string>& argv, std::intptr_t inherited) {
+bool command_can_inherit_lock() { return true; }
+
+command_process start_command(const command_line& command, std::intptr_t inherited) {
+  const std::vector<std::string>& argv = command.argv;
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
   for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
@@ -52,18 +55,18 @@ long start_command(const std::vector<std::string>& argv, std::intptr_t inherited
   return pid;
 }
 
-command_status wait_command(long pid) {
+command_status wait_command(command_process process) {
   int status = 0;
-  while (::waitpid(static_cast<pid_t>(pid), &status, 0) < 0) {
+  while (::waitpid(static_cast<pid_t>(process), &status, 0) < 0) {
     if (errno != EINTR) throw os_error(errno, "cannot wait for the command");
   }
   if (WIFSIGNALED(status)) return {128 + WTERMSIG(status), WTERMSIG(status)};
   return {WEXITSTATUS(status), 0};
 }
 
-std::string command_shell() {
+command_line shell_command(const std::string& command) {
   const char* shell = std::getenv("SHELL");
-  return shell != nullptr && *shell != '\0' ? shell : "/bin/sh";
+  return {{shell != nullptr && *shell != '\0' ? shell : "/bin/sh", "-c", command}};
 }
 
 std::string signal_description(int signal) {
