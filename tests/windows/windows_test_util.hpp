@@ -19,9 +19,22 @@
 
 #include <gtest/gtest.h>
 
+#include "common/lock_kinds.hpp"
 #include "fasteners/fasteners.hpp"
 
 namespace fasteners_windows_test {
+
+// The lock kinds and kind_lock are shared with the POSIX suite.
+using fasteners_test::all_kind_pairs;
+using fasteners_test::all_kinds;
+using fasteners_test::conflicting_kind_pairs;
+using fasteners_test::conflicts;
+using fasteners_test::kind;
+using fasteners_test::kind_lock;
+using fasteners_test::kind_name;
+using fasteners_test::pair_name;
+using fasteners_test::parse_kind;
+using fasteners_test::to_string;
 
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
@@ -68,17 +81,6 @@ class lock_test : public ::testing::Test {
   temp_dir dir_;
 };
 
-// The three kinds of lock a test can take on a file.
-enum class kind { lock, read, write };  // interprocess_lock, or one side of the reader-writer lock
-inline const std::vector<kind> all_kinds = {kind::lock, kind::read, kind::write};
-const char* to_string(kind k);
-kind parse_kind(const std::string& s);
-// Whether a lock of kind `a` and one of kind `b` on the same file exclude each other.
-bool conflicts(kind a, kind b);
-std::vector<std::tuple<kind, kind>> all_kind_pairs();
-std::string kind_name(const ::testing::TestParamInfo<kind>& param);
-std::string pair_name(const ::testing::TestParamInfo<std::tuple<kind, kind>>& info);
-
 // A fixture parameterized by a pair of kinds: one side holds the first, the other wants the second.
 class kind_pair_test : public lock_test,
                        public ::testing::WithParamInterface<std::tuple<kind, kind>> {
@@ -86,22 +88,6 @@ class kind_pair_test : public lock_test,
   kind first() const { return std::get<0>(GetParam()); }
   kind second() const { return std::get<1>(GetParam()); }
   bool conflict() const { return conflicts(first(), second()); }
-};
-
-// A lock object of one kind: an interprocess_lock, or the read or write side of an
-// interprocess_reader_writer_lock.
-class kind_lock {
- public:
-  kind_lock(kind k, std::filesystem::path path, const fasteners::lock_options& options = {});
-  bool acquire(bool blocking = true, fasteners::timeout_type timeout = std::nullopt);
-  void release();
-  bool held() const;
-  std::intptr_t native_handle() const;
-
- private:
-  kind kind_;
-  std::optional<fasteners::interprocess_lock> lock_;
-  std::optional<fasteners::interprocess_reader_writer_lock> rw_;
 };
 
 // A manual-reset event with a unique name, so a helper process can open it by name.
