@@ -6,6 +6,8 @@ packages=(
   build-essential cmake g++ clang # compilers (clang also brings the sanitizer runtimes)
   libgtest-dev                    # GoogleTest
   libcli11-dev                    # CLI11, for the command-line tool in tools/
+  libbenchmark-dev libboost-dev   # the benchmark (bench/): Google Benchmark, Boost.Interprocess
+  python3-matplotlib              # bench/plot.py draws docs/benchmark.png
   python3 python3-fasteners       # interoperability tests against python-fasteners
   util-linux                      # setarch, for ThreadSanitizer on kernels with high ASLR entropy
   clang-format                    # formatting check

@@ -1,0 +1,428 @@
+// Turns the measurements into the issue's bars, a table, and JSON and CSV files.
+#include "report.hpp"
+
+#include <cmath>
+#include <cstdarg>
+#include <memory>
+#include <stdexcept>
+
+namespace fasteners_bench {
+namespace {
+
+std::string format(const char* pattern, ...) __attribute__((format(printf, 1, 2)));
+std::string format(const char* pattern, ...) {
+  char buffer[512];
+  va_list args;
+  va_start(args, pattern);
+  std::vsnprintf(buffer, sizeof buffer, pattern, args);
+  va_end(args);
+  return buffer;
+}
+
+std::string duration(double ns) {
+  if (ns < 1e3) return format("%.0f ns", ns);
+  if (ns < 1e4) return format("%.2f us", ns / 1e3);
+  if (ns < 1e6) return format("%.1f us", ns / 1e3);
+  if (ns < 1e9) return format("%.2f ms", ns / 1e6);
+  return format("%.2f s", ns / 1e9);
+}
+
+std::string ratio(double value, double baseline) {
+  if (!(baseline > 0)) return "n/a";
+  return format("%.2fx", value / baseline);
+}
+
+template <class T>
+const T* find(const std::vector<T>& rows, const std::string& key) {
+  for (const auto& row : rows) {
+    if (row.key == key && row.ran) return &row;
+  }
+  return nullptr;
+}
+
+std::int64_t lost(const throughput_result& t) {
+  return static_cast<std::int64_t>(t.total) - static_cast<std::int64_t>(t.counter);
+}
+
+std::string escape_json(const std::string& s) {
+  std::string out;
+  for (const char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += format("\\u%04x", static_cast<unsigned>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string json_string(const std::string& s) { return "\"" + escape_json(s) + "\""; }
+
+std::string json_summary(const summary& s) {
+  return format(R"({"count": %zu, "min": %.1f, "median": %.1f, "p99": %.1f, "max": %.1f, )"
+                R"("mean": %.1f})",
+                s.count, s.min, s.median, s.p99, s.max, s.mean);
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+struct file_closer {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+using file_ptr = std::unique_ptr<std::FILE, file_closer>;
+
+file_ptr open_for_writing(const std::string& path) {
+  file_ptr f(std::fopen(path.c_str(), "w"));
+  if (!f) throw std::runtime_error("cannot write " + path);
+  return f;
+}
+
+}  // namespace
+
+void evaluate_bars(results& r) {
+  r.bars.clear();
+  const auto* raw = find(r.handoff, "raw_ofd");
+  const auto* lock = find(r.handoff, "fasteners_lock");
+  const auto* timed = find(r.handoff, "fasteners_try_lock_for");
+  const double raw_median = raw ? raw->latency_ns.median : 0;
+
+  const auto handoff_bar = [&](const char* name, const handoff_result* row, double limit) {
+    bar b;
+    b.name = name;
+    b.evaluated = row && raw;
+    if (b.evaluated) {
+      const double x = row->latency_ns.median / raw_median;
+      b.pass = x <= limit;
+      b.figure = format("%.2fx (%s vs raw %s)", x, duration(row->latency_ns.median).c_str(),
+                        duration(raw_median).c_str());
+    }
+    r.bars.push_back(b);
+  };
+  handoff_bar("blocking lock() hand-off median <= 1.3x raw", lock, 1.3);
+  handoff_bar("timed try_lock_for() hand-off median <= 2x raw", timed, 2.0);
+  {
+    bar b;
+    b.name = "timed try_lock_for() waiter CPU <= 5% of its wall time";
+    b.evaluated = timed != nullptr;
+    if (timed) {
+      b.pass = timed->cpu_fraction <= 0.05;
+      b.figure =
+          format("%.2f%% (%s CPU per %s wait)", 100 * timed->cpu_fraction,
+                 duration(timed->cpu_ns.mean).c_str(), duration(timed->wall_ns.mean).c_str());
+    }
+    r.bars.push_back(b);
+  }
+  {
+    bar b;
+    b.name = "try_lock_for(10 ms) returns within 10..12 ms at p99";
+    const auto* t = find(r.timeout, "fasteners_try_lock_for");
+    b.evaluated = t != nullptr;
+    if (t) {
+      const double limit = static_cast<double>(t->timeout_ns);
+      b.pass = t->elapsed_ns.p99 <= limit * 1.2 && t->early == 0 && t->acquired == 0;
+      b.figure = format("p99 %s, min %s, max %s, %d early", duration(t->elapsed_ns.p99).c_str(),
+                        duration(t->elapsed_ns.min).c_str(), duration(t->elapsed_ns.max).c_str(),
+                        t->early);
+    }
+    r.bars.push_back(b);
+  }
+  const auto* pair = find(r.uncontended, "raw_pair");
+  const auto uncontended_bar = [&](const char* name, const char* key) {
+    bar b;
+    b.name = name;
+    const auto* row = find(r.uncontended, key);
+    b.evaluated = row && pair && pair->ns > 0;
+    if (b.evaluated) {
+      const double x = row->ns / pair->ns;
+      b.pass = x <= 1.5;
+      b.figure = format("%.2fx (%.0f ns vs raw %.0f ns)", x, row->ns, pair->ns);
+    }
+    r.bars.push_back(b);
+  };
+  uncontended_bar("uncontended lock()+unlock() <= 1.5x raw fcntl pair", "fasteners_lock");
+  uncontended_bar("uncontended try_lock_for()+unlock() <= 1.5x raw fcntl pair",
+                  "fasteners_try_lock_for");
+  uncontended_bar("uncontended lock_shared()+unlock_shared() <= 1.5x raw fcntl pair",
+                  "fasteners_shared");
+  const auto throughput_bar = [&](const std::string& name, const char* key) {
+    bar b;
+    b.name = name;
+    const auto* raw_t = find(r.throughput, "raw_ofd");
+    const auto* lib_t = find(r.throughput, key);
+    b.evaluated = raw_t && lib_t && raw_t->per_second > 0;
+    if (b.evaluated) {
+      const double x = lib_t->per_second / raw_t->per_second;
+      b.pass = x >= 0.7 && lost(*lib_t) == 0 && lost(*raw_t) == 0;
+      b.figure = format("%.2fx (%.0f/s vs raw %.0f/s), lost %lld", x, lib_t->per_second,
+                        raw_t->per_second, static_cast<long long>(lost(*lib_t)));
+    }
+    r.bars.push_back(b);
+  };
+  throughput_bar(
+      format("%d-process throughput of lock() >= 0.7x raw, no lost update", r.config.processes),
+      "fasteners_lock");
+  // The same bars for lock objects made with lock_options::keep_open.
+  uncontended_bar("keep_open: uncontended lock()+unlock() <= 1.5x raw fcntl pair",
+                  "fasteners_lock_keep_open");
+  uncontended_bar("keep_open: uncontended try_lock_for()+unlock() <= 1.5x raw fcntl pair",
+                  "fasteners_try_lock_for_keep_open");
+  uncontended_bar("keep_open: uncontended lock_shared()+unlock_shared() <= 1.5x raw pair",
+                  "fasteners_shared_keep_open");
+  throughput_bar(format("keep_open: %d-process throughput of lock() >= 0.7x raw, no lost update",
+                        r.config.processes),
+                 "fasteners_lock_keep_open");
+}
+
+void print_table(const results& r, std::FILE* out) {
+  const auto& m = r.machine;
+  const auto& c = r.config;
+  std::fprintf(out, "fasteners %s benchmark\n", r.fasteners_version.c_str());
+  std::fprintf(out, "machine: %s, %ld cores, %s; %s\n", m.cpu.c_str(), m.cores, m.kernel.c_str(),
+               m.date.c_str());
+  std::fprintf(out, "build: %s, %s; load average before %s, after %s\n", m.build.c_str(),
+               m.compiler.c_str(), m.load_before.c_str(), m.load_after.c_str());
+  std::fprintf(out, "peers: Boost.Interprocess %s, python-fasteners %s\n",
+               r.boost_version.empty() ? "(not built in)" : r.boost_version.c_str(),
+               r.python_version.empty() ? "(not available)" : r.python_version.c_str());
+
+  std::fprintf(out,
+               "\n1+2. Hand-off: process A holds the lock, process B waits, A releases.\n"
+               "     Latency = A's release call -> B holding it; %d rounds; A holds %.0f..%.0f ms "
+               "after B starts waiting;\n"
+               "     timed waits use a %.0f s timeout. A release = median time A's release call "
+               "takes;\n"
+               "     waiter CPU = B's process CPU time during its acquire call (mean), and its "
+               "share of B's wait.\n",
+               c.handoff_rounds, c.hold_min_ms, c.hold_max_ms,
+               static_cast<double>(c.handoff_timeout_ns) / 1e9);
+  std::fprintf(out, "  %-36s %10s %10s %10s %8s %10s %10s %9s\n", "contender", "median", "p99",
+               "max", "vs raw", "A release", "CPU/wait", "CPU/wall");
+  const auto* raw = find(r.handoff, "raw_ofd");
+  for (const auto& h : r.handoff) {
+    if (!h.ran) {
+      std::fprintf(out, "  %-36s skipped: %s\n", h.label.c_str(), h.note.c_str());
+      continue;
+    }
+    std::fprintf(out, "  %-36s %10s %10s %10s %8s %10s %10s %8.2f%%\n", h.label.c_str(),
+                 duration(h.latency_ns.median).c_str(), duration(h.latency_ns.p99).c_str(),
+                 duration(h.latency_ns.max).c_str(),
+                 ratio(h.latency_ns.median, raw ? raw->latency_ns.median : 0).c_str(),
+                 duration(h.release_ns.median).c_str(), duration(h.cpu_ns.mean).c_str(),
+                 100 * h.cpu_fraction);
+  }
+  int late = 0;
+  for (const auto& h : r.handoff) late += h.not_yet_blocked;
+  std::fprintf(out,
+               "  Kernel waiters were seen blocked in /proc/locks before every release (after "
+               "the hold, %d round(s) needed extra waiting).\n",
+               late);
+
+  const auto* pair = find(r.uncontended, "raw_pair");
+  const auto* open_pair = find(r.uncontended, "raw_open_pair_close");
+  std::fprintf(out,
+               "\n3. Uncontended acquire+release in one process (Google Benchmark, median of %d "
+               "repetitions)\n",
+               c.repetitions);
+  std::fprintf(out, "  %-48s %10s %14s %22s\n", "operation", "ns/pair", "vs fcntl pair",
+               "vs open+pair+close");
+  for (const auto& u : r.uncontended) {
+    if (!u.ran) {
+      std::fprintf(out, "  %-48s skipped: %s\n", u.label.c_str(), u.note.c_str());
+      continue;
+    }
+    std::fprintf(out, "  %-48s %10.0f %14s %22s\n", u.label.c_str(), u.ns,
+                 ratio(u.ns, pair ? pair->ns : 0).c_str(),
+                 ratio(u.ns, open_pair ? open_pair->ns : 0).c_str());
+  }
+
+  std::fprintf(out,
+               "\n4. Throughput: %d processes increment a counter in shared memory under the "
+               "lock, %.1f s in %d turns\n",
+               c.processes, c.throughput_seconds, c.throughput_slices);
+  std::fprintf(out, "  %-36s %14s %8s %14s %8s  %s\n", "contender", "increments/s", "vs raw",
+               "increments", "lost", "per process");
+  const auto* raw_t = find(r.throughput, "raw_ofd");
+  for (const auto& t : r.throughput) {
+    if (!t.ran) {
+      std::fprintf(out, "  %-36s skipped: %s\n", t.label.c_str(), t.note.c_str());
+      continue;
+    }
+    std::string shares;
+    for (const auto n : t.per_process) {
+      shares += (shares.empty() ? "" : " ") + std::to_string(n);
+    }
+    std::fprintf(out, "  %-36s %14.0f %8s %14llu %8lld  %s\n", t.label.c_str(), t.per_second,
+                 ratio(t.per_second, raw_t ? raw_t->per_second : 0).c_str(),
+                 static_cast<unsigned long long>(t.counter), static_cast<long long>(lost(t)),
+                 shares.c_str());
+  }
+
+  std::fprintf(out,
+               "\n5. Timeout accuracy: a %.0f ms timed wait on a lock another process holds, %d "
+               "rounds\n",
+               static_cast<double>(c.accuracy_timeout_ns) / 1e6, c.timeout_rounds);
+  std::fprintf(out, "  %-36s %12s %12s %12s %12s %6s\n", "contender", "late median", "late p99",
+               "late max", "p99 elapsed", "early");
+  for (const auto& t : r.timeout) {
+    if (!t.ran) {
+      std::fprintf(out, "  %-36s skipped: %s\n", t.label.c_str(), t.note.c_str());
+      continue;
+    }
+    std::fprintf(out, "  %-36s %12s %12s %12s %12s %6d\n", t.label.c_str(),
+                 duration(t.lateness_ns.median).c_str(), duration(t.lateness_ns.p99).c_str(),
+                 duration(t.lateness_ns.max).c_str(), duration(t.elapsed_ns.p99).c_str(), t.early);
+  }
+
+  std::fprintf(out, "\nBars (issue 3), as ratios against the raw baseline of this run:\n");
+  for (const auto& b : r.bars) {
+    std::fprintf(out, "  %-4s  %-72s %s\n",
+                 !b.evaluated ? "n/a"
+                 : b.pass     ? "PASS"
+                              : "FAIL",
+                 b.name.c_str(), b.figure.c_str());
+  }
+  std::fprintf(out, "\nThe run took %.0f s.\n", r.total_seconds);
+}
+
+void write_json(const results& r, const std::string& path) {
+  const auto f = open_for_writing(path);
+  std::FILE* out = f.get();
+  const auto& m = r.machine;
+  const auto& c = r.config;
+  std::fprintf(out, "{\n  \"machine\": {\"cpu\": %s, \"cores\": %ld, \"kernel\": %s, ",
+               json_string(m.cpu).c_str(), m.cores, json_string(m.kernel).c_str());
+  std::fprintf(out, "\"date\": %s, \"load_before\": %s, \"load_after\": %s, ",
+               json_string(m.date).c_str(), json_string(m.load_before).c_str(),
+               json_string(m.load_after).c_str());
+  std::fprintf(out, "\"compiler\": %s, \"build\": %s},\n", json_string(m.compiler).c_str(),
+               json_string(m.build).c_str());
+  std::fprintf(out,
+               "  \"versions\": {\"fasteners\": %s, \"boost\": %s, \"python_fasteners\": %s},\n",
+               json_string(r.fasteners_version).c_str(), json_string(r.boost_version).c_str(),
+               json_string(r.python_version).c_str());
+  std::fprintf(out,
+               "  \"settings\": {\"handoff_rounds\": %d, \"hold_min_ms\": %.3f, \"hold_max_ms\": "
+               "%.3f, \"handoff_timeout_ns\": %lld, \"timeout_rounds\": %d, "
+               "\"accuracy_timeout_ns\": %lld, \"processes\": %d, \"throughput_seconds\": %.3f, "
+               "\"throughput_slices\": %d, "
+               "\"repetitions\": %d, \"min_time_s\": %.3f},\n",
+               c.handoff_rounds, c.hold_min_ms, c.hold_max_ms,
+               static_cast<long long>(c.handoff_timeout_ns), c.timeout_rounds,
+               static_cast<long long>(c.accuracy_timeout_ns), c.processes, c.throughput_seconds,
+               c.throughput_slices, c.repetitions, c.min_time);
+  const auto head = [&](const std::string& key, const std::string& label, bool ran,
+                        const std::string& note) {
+    std::fprintf(out, "    {\"key\": %s, \"label\": %s, \"ran\": %s, \"note\": %s",
+                 json_string(key).c_str(), json_string(label).c_str(), ran ? "true" : "false",
+                 json_string(note).c_str());
+  };
+  std::fprintf(out, "  \"handoff\": [\n");
+  for (std::size_t i = 0; i < r.handoff.size(); ++i) {
+    const auto& h = r.handoff[i];
+    head(h.key, h.label, h.ran, h.note);
+    std::fprintf(out,
+                 ", \"latency_ns\": %s, \"release_ns\": %s, \"wait_wall_ns\": %s, "
+                 "\"waiter_cpu_ns\": %s, "
+                 "\"cpu_fraction\": %.6f, \"not_yet_blocked\": %d}%s\n",
+                 json_summary(h.latency_ns).c_str(), json_summary(h.release_ns).c_str(),
+                 json_summary(h.wall_ns).c_str(), json_summary(h.cpu_ns).c_str(), h.cpu_fraction,
+                 h.not_yet_blocked, i + 1 < r.handoff.size() ? "," : "");
+  }
+  std::fprintf(out, "  ],\n  \"uncontended\": [\n");
+  for (std::size_t i = 0; i < r.uncontended.size(); ++i) {
+    const auto& u = r.uncontended[i];
+    head(u.key, u.label, u.ran, u.note);
+    std::fprintf(out, ", \"ns_per_pair\": %.2f}%s\n", u.ns,
+                 i + 1 < r.uncontended.size() ? "," : "");
+  }
+  std::fprintf(out, "  ],\n  \"throughput\": [\n");
+  for (std::size_t i = 0; i < r.throughput.size(); ++i) {
+    const auto& t = r.throughput[i];
+    head(t.key, t.label, t.ran, t.note);
+    std::string shares;
+    for (const auto n : t.per_process) {
+      shares += (shares.empty() ? "" : ", ") + std::to_string(n);
+    }
+    std::fprintf(out,
+                 ", \"seconds\": %.3f, \"increments\": %llu, \"counter\": %llu, \"lost\": %lld, "
+                 "\"per_second\": %.1f, \"per_process\": [%s]}%s\n",
+                 t.seconds, static_cast<unsigned long long>(t.total),
+                 static_cast<unsigned long long>(t.counter), static_cast<long long>(lost(t)),
+                 t.per_second, shares.c_str(), i + 1 < r.throughput.size() ? "," : "");
+  }
+  std::fprintf(out, "  ],\n  \"timeout\": [\n");
+  for (std::size_t i = 0; i < r.timeout.size(); ++i) {
+    const auto& t = r.timeout[i];
+    head(t.key, t.label, t.ran, t.note);
+    std::fprintf(out,
+                 ", \"timeout_ns\": %lld, \"elapsed_ns\": %s, \"lateness_ns\": %s, \"early\": %d, "
+                 "\"acquired\": %d}%s\n",
+                 static_cast<long long>(t.timeout_ns), json_summary(t.elapsed_ns).c_str(),
+                 json_summary(t.lateness_ns).c_str(), t.early, t.acquired,
+                 i + 1 < r.timeout.size() ? "," : "");
+  }
+  std::fprintf(out, "  ],\n  \"bars\": [\n");
+  for (std::size_t i = 0; i < r.bars.size(); ++i) {
+    const auto& b = r.bars[i];
+    std::fprintf(out, "    {\"name\": %s, \"figure\": %s, \"evaluated\": %s, \"pass\": %s}%s\n",
+                 json_string(b.name).c_str(), json_string(b.figure).c_str(),
+                 b.evaluated ? "true" : "false", b.pass ? "true" : "false",
+                 i + 1 < r.bars.size() ? "," : "");
+  }
+  std::fprintf(out, "  ],\n  \"total_seconds\": %.1f\n}\n", r.total_seconds);
+  if (std::ferror(out)) throw std::runtime_error("cannot write " + path);
+}
+
+void write_csv(const results& r, const std::string& path) {
+  const auto f = open_for_writing(path);
+  std::FILE* out = f.get();
+  std::fprintf(out, "section,key,label,metric,value,unit\n");
+  const auto row = [&](const char* section, const std::string& key, const std::string& label,
+                       const char* metric, double value, const char* unit) {
+    std::fprintf(out, "%s,%s,%s,%s,%.6g,%s\n", section, key.c_str(), csv_field(label).c_str(),
+                 metric, value, unit);
+  };
+  for (const auto& h : r.handoff) {
+    if (!h.ran) continue;
+    row("handoff", h.key, h.label, "latency_median", h.latency_ns.median, "ns");
+    row("handoff", h.key, h.label, "latency_p99", h.latency_ns.p99, "ns");
+    row("handoff", h.key, h.label, "latency_max", h.latency_ns.max, "ns");
+    row("waiter_cpu", h.key, h.label, "cpu_per_wait_mean", h.cpu_ns.mean, "ns");
+    row("waiter_cpu", h.key, h.label, "cpu_fraction_of_wall", h.cpu_fraction, "ratio");
+  }
+  for (const auto& u : r.uncontended) {
+    if (u.ran) row("uncontended", u.key, u.label, "ns_per_pair", u.ns, "ns");
+  }
+  for (const auto& t : r.throughput) {
+    if (!t.ran) continue;
+    row("throughput", t.key, t.label, "increments_per_second", t.per_second, "1/s");
+    row("throughput", t.key, t.label, "lost_updates", static_cast<double>(lost(t)), "count");
+  }
+  for (const auto& t : r.timeout) {
+    if (!t.ran) continue;
+    row("timeout", t.key, t.label, "lateness_median", t.lateness_ns.median, "ns");
+    row("timeout", t.key, t.label, "lateness_p99", t.lateness_ns.p99, "ns");
+    row("timeout", t.key, t.label, "lateness_max", t.lateness_ns.max, "ns");
+    row("timeout", t.key, t.label, "early_returns", t.early, "count");
+  }
+  // A bar's value is 1 (pass), 0 (fail) or -1 (not evaluated); its metric names the figures.
+  for (std::size_t i = 0; i < r.bars.size(); ++i) {
+    const auto& b = r.bars[i];
+    std::fprintf(out, "bar,bar%zu,%s,%s,%d,pass\n", i + 1, csv_field(b.name).c_str(),
+                 csv_field("pass: " + b.figure).c_str(), b.evaluated ? (b.pass ? 1 : 0) : -1);
+  }
+  if (std::ferror(out)) throw std::runtime_error("cannot write " + path);
+}
+
+}  // namespace fasteners_bench
