@@ -1,5 +1,6 @@
 // The public lock types' shared core: argument checks and the hand-over to the lock table.
 #include "fasteners/detail/file_lock.hpp"
+#include "fasteners/timed_waits.hpp"
 
 #include <cmath>
 #include <stdexcept>
@@ -55,3 +56,13 @@ const std::filesystem::path& file_lock::path() const noexcept {
 }
 
 }  // namespace fasteners::detail
+
+namespace fasteners {
+
+void set_timed_wait_signal(int signal_number) {
+  detail::platform::set_timed_wait_signal(signal_number);
+}
+
+int timed_wait_signal() noexcept { return detail::platform::timed_wait_signal(); }
+
+}  // namespace fasteners

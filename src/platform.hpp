@@ -77,6 +77,10 @@ std::error_code unlock(native_handle handle) noexcept;
 bool remove_if_unused(native_handle handle, lock_mode held, const file_identity& id,
                       const std::filesystem::path& path) noexcept;
 
+// The signal that ends timed waits in the kernel (0: none; see fasteners::set_timed_wait_signal).
+void set_timed_wait_signal(int signal_number);
+int timed_wait_signal() noexcept;
+
 // Runs `prepare` before a fork, `parent` after it in the parent and `child` in the child; nothing
 // where fork() does not exist.
 void at_fork(void (*prepare)(), void (*parent)(), void (*child)());

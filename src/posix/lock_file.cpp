@@ -1,5 +1,7 @@
 // The POSIX platform: open-file-description locks (or classic fcntl locks) on the whole file.
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -7,7 +9,11 @@
 #include <climits>
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "error.hpp"
@@ -82,7 +88,10 @@ constexpr byte_range whole_file{0, 0};
 // waiting for each other form a cycle. With several threads in a process such a cycle is no
 // deadlock (one thread waits while another of the same process will release), so a waiting call
 // waits on, pausing a little between tries; open-file-description locks never report it.
-int fcntl_lock(int fd, bool wait, short type, byte_range range) {
+//
+// A waiting call that a signal interrupts after `stop_at` returns EINTR instead of waiting on:
+// that is how the timer of a timed wait ends it (see take_with_timer()).
+int fcntl_lock(int fd, bool wait, short type, byte_range range, deadline stop_at = no_deadline) {
   auto pause = std::chrono::microseconds(500);
   for (;;) {
     struct flock fl {};
@@ -95,6 +104,9 @@ int fcntl_lock(int fd, bool wait, short type, byte_range range) {
       return 0;
     const int error = errno;
     if (fall_back_from_ofd(error)) continue;
+    if (error == EINTR && stop_at != no_deadline && std::chrono::steady_clock::now() >= stop_at) {
+      return EINTR;
+    }
     if (error == EINTR) continue;
     if (error == EDEADLK && wait) {
       std::this_thread::sleep_for(pause);  // A cancellation point for timed waits.
@@ -161,6 +173,91 @@ pthread_t start_helper(timed_wait& wait, const std::filesystem::path& path) {
   return helper;
 }
 
+// The fast timed wait: the calling thread blocks in F_OFD_SETLKW itself, and a timer of its own
+// (timer_create with SIGEV_THREAD_ID) sends it the timed-wait signal at the deadline, which ends
+// the call with EINTR; the timer fires again every millisecond after that, so a signal that lands
+// just before the call starts cannot leave it waiting. The signal's handler does nothing and is
+// installed, without SA_RESTART, only while the signal has no handler of the application's; the
+// library never takes a signal over. When the signal is unavailable (set_timed_wait_signal(0),
+// the application handles it, or this thread blocks it) timed waits use the helper thread above.
+std::atomic<int> wait_signal{-1};  // -1: the default, chosen at the first timed wait.
+std::mutex signal_setup;
+int handler_installed_for = 0;
+
+void on_wait_signal(int) {}
+
+int default_wait_signal() {
+  static const int sig = [] {
+    const char* setting = std::getenv("FASTENERS_TIMED_WAIT_SIGNAL");
+    if (setting == nullptr || *setting == '\0') return SIGRTMAX - 2;
+    char* end = nullptr;
+    const long value = std::strtol(setting, &end, 10);
+    return *end == '\0' && value >= 0 && value < NSIG ? static_cast<int>(value) : SIGRTMAX - 2;
+  }();
+  return sig;
+}
+
+// The signal to use now, with its handler installed; 0 if there is none.
+int usable_wait_signal() {
+  int sig = wait_signal.load(std::memory_order_acquire);
+  if (sig < 0) sig = default_wait_signal();
+  if (sig == 0) return 0;
+  std::lock_guard<std::mutex> guard(signal_setup);
+  if (handler_installed_for == sig) return sig;
+  struct sigaction current {};
+  if (::sigaction(sig, nullptr, &current) != 0) return 0;
+  const bool has_handler = (current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_DFL;
+  if (has_handler) return 0;  // The application's: never taken over.
+  struct sigaction action {};
+  action.sa_handler = &on_wait_signal;
+  ::sigemptyset(&action.sa_mask);
+  action.sa_flags = 0;  // No SA_RESTART: the signal must end the waiting call.
+  if (::sigaction(sig, &action, nullptr) != 0) return 0;
+  handler_installed_for = sig;
+  return sig;
+}
+
+timespec to_timespec(deadline until) {
+  const auto since_epoch = until.time_since_epoch();
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(seconds.count());
+  ts.tv_nsec = static_cast<long>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - seconds).count());
+  return ts;
+}
+
+// Takes `range` as take() does, with a timer signal ending the wait. Nothing if this thread
+// cannot use the timed-wait signal now.
+std::optional<bool> take_with_timer(int fd, short type, byte_range range, deadline until,
+                                    const std::filesystem::path& path) {
+  const int sig = usable_wait_signal();
+  if (sig == 0) return std::nullopt;
+  sigset_t blocked;
+  if (::pthread_sigmask(SIG_BLOCK, nullptr, &blocked) != 0 || ::sigismember(&blocked, sig) == 1) {
+    return std::nullopt;
+  }
+  struct sigevent event {};
+  event.sigev_notify = SIGEV_THREAD_ID;
+  event.sigev_signo = sig;
+  event._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  timer_t timer;
+  if (::timer_create(CLOCK_MONOTONIC, &event, &timer) != 0) return std::nullopt;
+  struct itimerspec when {};
+  when.it_value = to_timespec(until);  // steady_clock is CLOCK_MONOTONIC.
+  when.it_interval.tv_nsec = 1000 * 1000;
+  if (::timer_settime(timer, TIMER_ABSTIME, &when, nullptr) != 0) {
+    ::timer_delete(timer);
+    return std::nullopt;
+  }
+  const int error = fcntl_lock(fd, true, type, range, until);
+  ::timer_delete(
+      timer);  // A signal still pending reaches the no-op handler, no call of the caller.
+  if (error == 0) return true;
+  if (error == EINTR) return false;
+  throw_lock_error(error, path);
+}
+
 // Takes `range` (which `fd` does not hold yet) in mode `type`, waiting until `until`. Returns
 // false if it was not taken by then.
 bool take(int fd, short type, byte_range range, deadline until, const std::filesystem::path& path) {
@@ -168,6 +265,7 @@ bool take(int fd, short type, byte_range range, deadline until, const std::files
   if (error == 0) return true;
   if (!is_contention(error)) throw_lock_error(error, path);
   if (until == try_once || std::chrono::steady_clock::now() >= until) return false;
+  if (const auto taken = take_with_timer(fd, type, range, until, path)) return *taken;
   timed_wait wait(fd, type, range);
   const pthread_t helper = start_helper(wait, path);
   bool done;
@@ -305,6 +403,18 @@ bool remove_if_unused(native_handle handle, lock_mode held, const file_identity&
   struct stat st {};
   if (FASTENERS_SYSCALL(lstat)(path.c_str(), &st) != 0 || !(identity_of(st) == id)) return false;
   return FASTENERS_SYSCALL(unlink)(path.c_str()) == 0;
+}
+
+void set_timed_wait_signal(int signal_number) {
+  if (signal_number < 0 || signal_number >= NSIG) {
+    throw std::invalid_argument("fasteners: no such signal: " + std::to_string(signal_number));
+  }
+  wait_signal.store(signal_number, std::memory_order_release);
+}
+
+int timed_wait_signal() noexcept {
+  const int sig = wait_signal.load(std::memory_order_acquire);
+  return sig < 0 ? default_wait_signal() : sig;
 }
 
 void at_fork(void (*prepare)(), void (*parent)(), void (*child)()) {

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <stdexcept>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -392,6 +394,14 @@ bool remove_if_unused(native_handle, lock_mode held, const file_identity& id,
   return ::SetFileInformationByHandle(file.get(), file_disposition_info_ex, &disposition,
                                       sizeof disposition) != 0;
 }
+
+void set_timed_wait_signal(int signal_number) {
+  if (signal_number < 0) {
+    throw std::invalid_argument("fasteners: no such signal: " + std::to_string(signal_number));
+  }
+}
+
+int timed_wait_signal() noexcept { return 0; }  // Timed waits need no signal on Windows.
 
 void at_fork(void (*)(), void (*)(), void (*)()) {}
 
