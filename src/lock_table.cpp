@@ -231,6 +231,7 @@ struct lock_table {
     } else {
       entry->writer = false;
     }
+    const bool unbinds = --object.holds_ == 0 && !object.options_.keep_open;
     std::error_code ec;
     if (entry->readers == 0 && !entry->writer) {
       entry->gate_closed = false;
@@ -238,10 +239,12 @@ struct lock_table {
           platform::remove_if_unused(entry->file.handle, mode, entry->file.id, object.path_)) {
         unlist(*entry);
       }
-      ec = platform::unlock(entry->file.handle);
+      // When the file is about to be closed, and closing drops the lock at once, one call does.
+      const bool closes = unbinds && entry->users == 1;
+      if (!closes || !platform::closing_releases_locks()) ec = platform::unlock(entry->file.handle);
     }
     entry->changed.notify_all();
-    if (--object.holds_ == 0 && !object.options_.keep_open) unbind(object);
+    if (unbinds) unbind(object);
     return ec;
   }
 

@@ -58,6 +58,10 @@ open_file open(const std::filesystem::path& path, bool follow_symlinks);
 // Closes a handle from open(). Never fails.
 void close(native_handle handle) noexcept;
 
+// Whether closing the process's last handle of a file releases its locks there at once (POSIX),
+// so that unlocking first would be a wasted call; Windows releases them only eventually.
+bool closing_releases_locks() noexcept;
+
 // Takes the OS lock of `mode` through `handle`, which holds no lock yet. It conflicts with
 // whole-file locks of other programs, and once a writer waits for it, new readers wait behind
 // that writer. Waits until `until` (see deadline). Returns false if the lock was not taken by

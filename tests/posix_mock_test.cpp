@@ -97,14 +97,16 @@ TEST_F(posix_mock_test, full_descriptor_table_is_an_error) {
 // An unlock the kernel refuses is reported by release(), yet the object no longer holds the lock
 // and the file is free again once its descriptor is closed.
 TEST_F(posix_mock_test, failed_unlock_is_reported_and_the_lock_is_gone) {
-  fasteners::interprocess_lock lock(lock_path());
-  lock.lock();
-  fasteners::mock::fail_next(call::fcntl_lock, {ENOLCK});
-  EXPECT_THROW(lock.unlock(), std::system_error);
-  EXPECT_FALSE(lock.acquired());
-  fasteners::interprocess_lock other(lock_path());
-  EXPECT_TRUE(other.try_lock());
-  other.unlock();
+  {
+    fasteners::lock_options keep_open;  // Unlocks without closing, so the unlock call is made.
+    keep_open.keep_open = true;
+    fasteners::interprocess_lock lock(lock_path(), keep_open);
+    lock.lock();
+    fasteners::mock::fail_next(call::fcntl_lock, {ENOLCK});
+    EXPECT_THROW(lock.unlock(), std::system_error);
+    EXPECT_FALSE(lock.acquired());
+  }  // Destroying the object closes the file, which releases the lock the kernel kept.
+  EXPECT_EQ(try_in_child(kind::lock, lock_path()), k_acquired);
 }
 
 // A kernel without open-file-description locks answers EINVAL; the library falls back to the

@@ -341,6 +341,8 @@ open_file open(const std::filesystem::path& path, bool follow_symlinks) {
   return result;
 }
 
+bool closing_releases_locks() noexcept { return true; }
+
 void close(native_handle handle) noexcept { FASTENERS_SYSCALL(close)(fd_of(handle)); }
 
 bool lock(native_handle handle, lock_mode mode, deadline until, const std::filesystem::path& path) {
