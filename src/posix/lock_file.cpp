@@ -182,7 +182,6 @@ pthread_t start_helper(timed_wait& wait, const std::filesystem::path& path) {
 // the application handles it, or this thread blocks it) timed waits use the helper thread above.
 std::atomic<int> wait_signal{-1};  // -1: the default, chosen at the first timed wait.
 std::mutex signal_setup;
-int handler_installed_for = 0;
 
 void on_wait_signal(int) {}
 
@@ -203,17 +202,17 @@ int usable_wait_signal() {
   if (sig < 0) sig = default_wait_signal();
   if (sig == 0) return 0;
   std::lock_guard<std::mutex> guard(signal_setup);
-  if (handler_installed_for == sig) return sig;
   struct sigaction current {};
   if (::sigaction(sig, nullptr, &current) != 0) return 0;
+  const bool ours = (current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == &on_wait_signal;
+  if (ours) return sig;
   const bool has_handler = (current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_DFL;
-  if (has_handler) return 0;  // The application's: never taken over.
+  if (has_handler) return 0;  // The application's, also if it came after ours: never used.
   struct sigaction action {};
   action.sa_handler = &on_wait_signal;
   ::sigemptyset(&action.sa_mask);
   action.sa_flags = 0;  // No SA_RESTART: the signal must end the waiting call.
   if (::sigaction(sig, &action, nullptr) != 0) return 0;
-  handler_installed_for = sig;
   return sig;
 }
 
@@ -229,8 +228,13 @@ timespec to_timespec(deadline until) {
 
 // Takes `range` as take() does, with a timer signal ending the wait. Nothing if this thread
 // cannot use the timed-wait signal now.
-std::optional<bool> take_with_timer(int fd, short type, byte_range range, deadline until,
-                                    const std::filesystem::path& path) {
+std::optional<bool> take_with_timer([[maybe_unused]] int fd, [[maybe_unused]] short type,
+                                    [[maybe_unused]] byte_range range,
+                                    [[maybe_unused]] deadline until,
+                                    [[maybe_unused]] const std::filesystem::path& path) {
+#if !defined(SIGEV_THREAD_ID)
+  return std::nullopt;  // No thread-directed timers here: the helper thread waits.
+#else
   const int sig = usable_wait_signal();
   if (sig == 0) return std::nullopt;
   sigset_t blocked;
@@ -251,11 +255,12 @@ std::optional<bool> take_with_timer(int fd, short type, byte_range range, deadli
     return std::nullopt;
   }
   const int error = fcntl_lock(fd, true, type, range, until);
-  ::timer_delete(
-      timer);  // A signal still pending reaches the no-op handler, no call of the caller.
+  // A signal still pending reaches the no-op handler on the way out, in no call of the caller.
+  ::timer_delete(timer);
   if (error == 0) return true;
   if (error == EINTR) return false;
   throw_lock_error(error, path);
+#endif
 }
 
 // Takes `range` (which `fd` does not hold yet) in mode `type`, waiting until `until`. Returns
