@@ -68,10 +68,6 @@ std::chrono::milliseconds remaining(steady::time_point deadline) {
 
 }  // namespace
 
-double seconds_since(steady::time_point start) {
-  return std::chrono::duration<double>(steady::now() - start).count();
-}
-
 temp_dir::temp_dir() {
   std::string pattern = (fs::temp_directory_path() / "fasteners_test_XXXXXX").string();
   if (::mkdtemp(pattern.data()) == nullptr) throw_errno("mkdtemp " + pattern);

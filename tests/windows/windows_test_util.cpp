@@ -137,32 +137,37 @@ std::size_t handle_count_from_system_table() {
 
 }  // namespace
 
-double seconds_since(steady::time_point start) {
-  return std::chrono::duration<double>(steady::now() - start).count();
-}
-
 bool running_on_wine() {
   const HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
   return ntdll != nullptr && ::GetProcAddress(ntdll, "wine_get_version") != nullptr;
 }
 
+}  // namespace fasteners_windows_test
+
+namespace fasteners_test {
+
 temp_dir::temp_dir() {
   wchar_t buffer[MAX_PATH + 1];
   const DWORD n = ::GetTempPathW(MAX_PATH + 1, buffer);
-  if (n == 0 || n > MAX_PATH) throw_last_error("GetTempPathW");
-  path_ = fs::path(buffer) / (L"fasteners-windows-test-" + unique_suffix());
-  fs::create_directories(path_);
+  if (n == 0 || n > MAX_PATH) fasteners_windows_test::throw_last_error("GetTempPathW");
+  path_ = std::filesystem::path(buffer) /
+          (L"fasteners-windows-test-" + fasteners_windows_test::unique_suffix());
+  std::filesystem::create_directories(path_);
 }
 
 temp_dir::~temp_dir() {
   // A helper that was just terminated may still be closing its handles: retry for a while.
   for (int attempt = 0; attempt < 50; ++attempt) {
     std::error_code ec;
-    fs::remove_all(path_, ec);
+    std::filesystem::remove_all(path_, ec);
     if (!ec) return;
     ::Sleep(100);
   }
 }
+
+}  // namespace fasteners_test
+
+namespace fasteners_windows_test {
 
 named_event::named_event() : name_(L"Local\\fasteners-windows-test-" + unique_suffix()) {
   handle_ = ::CreateEventW(nullptr, TRUE, FALSE, name_.c_str());

@@ -19,12 +19,12 @@
 
 #include <gtest/gtest.h>
 
-#include "common/lock_kinds.hpp"
+#include "common/fixtures.hpp"
 #include "fasteners/fasteners.hpp"
 
 namespace fasteners_windows_test {
 
-// The lock kinds and kind_lock are shared with the POSIX suite.
+// The lock kinds, kind_lock and the fixtures are shared with the POSIX suite.
 using fasteners_test::all_kind_pairs;
 using fasteners_test::all_kinds;
 using fasteners_test::conflicting_kind_pairs;
@@ -36,59 +36,22 @@ using fasteners_test::pair_name;
 using fasteners_test::parse_kind;
 using fasteners_test::to_string;
 
+using fasteners_test::k_acquired;
+using fasteners_test::k_busy;
+using fasteners_test::k_error;
+using fasteners_test::k_long;
+using fasteners_test::k_quiet;
+using fasteners_test::k_short;
+using fasteners_test::k_upper;
+using fasteners_test::kind_pair_test;
+using fasteners_test::lock_test;
+using fasteners_test::seconds_since;
+using fasteners_test::steady;
+using fasteners_test::temp_dir;
 using namespace std::chrono_literals;
-using steady = std::chrono::steady_clock;
-
-// Timed waits in the tests last k_short; they must return no sooner, and sooner than k_upper.
-inline constexpr auto k_short = 200ms;
-inline constexpr auto k_upper = 5s;
-// How long a test waits for something that must happen (a child's answer, a thread's lock).
-inline constexpr auto k_long = 30s;
-// How long a test watches for something that must not happen (a waiter getting a held lock).
-inline constexpr auto k_quiet = 300ms;
-
-// Exit codes of the helper processes.
-inline constexpr int k_acquired = 0;  // also "all checks passed"
-inline constexpr int k_busy = 10;     // a try found the lock taken
-inline constexpr int k_error = 3;     // an unexpected exception or a failed check
-
-// Seconds elapsed since `start` on the steady clock.
-double seconds_since(steady::time_point start);
 
 // Whether this process runs under Wine rather than Windows.
 bool running_on_wine();
-
-// A fresh directory under the temp directory, removed with everything in it on destruction.
-class temp_dir {
- public:
-  temp_dir();
-  ~temp_dir();
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  const std::filesystem::path& path() const noexcept { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-// The base fixture: a temp directory and a lock path in it (not created).
-class lock_test : public ::testing::Test {
- protected:
-  std::filesystem::path dir() const { return dir_.path(); }
-  std::filesystem::path lock_path() const { return dir_.path() / "lock"; }
-
- private:
-  temp_dir dir_;
-};
-
-// A fixture parameterized by a pair of kinds: one side holds the first, the other wants the second.
-class kind_pair_test : public lock_test,
-                       public ::testing::WithParamInterface<std::tuple<kind, kind>> {
- protected:
-  kind first() const { return std::get<0>(GetParam()); }
-  kind second() const { return std::get<1>(GetParam()); }
-  bool conflict() const { return conflicts(first(), second()); }
-};
 
 // A manual-reset event with a unique name, so a helper process can open it by name.
 class named_event {
