@@ -89,8 +89,8 @@ constexpr byte_range whole_file{0, 0};
 // deadlock (one thread waits while another of the same process will release), so a waiting call
 // waits on, pausing a little between tries; open-file-description locks never report it.
 //
-// A waiting call that a signal interrupts after `stop_at` returns EINTR instead of waiting on:
-// that is how the timer of a timed wait ends it (see take_with_timer()).
+// A waiting call interrupted by a signal, or refused with EDEADLK, after `stop_at` returns EINTR
+// instead of waiting on: that is how the timer of a timed wait ends it (see take_with_timer()).
 int fcntl_lock(int fd, bool wait, short type, byte_range range, deadline stop_at = no_deadline) {
   auto pause = std::chrono::microseconds(500);
   for (;;) {
@@ -104,12 +104,14 @@ int fcntl_lock(int fd, bool wait, short type, byte_range range, deadline stop_at
       return 0;
     const int error = errno;
     if (fall_back_from_ofd(error)) continue;
-    if (error == EINTR && stop_at != no_deadline && std::chrono::steady_clock::now() >= stop_at) {
-      return EINTR;
-    }
+    const bool past_stop = stop_at != no_deadline && std::chrono::steady_clock::now() >= stop_at;
+    if ((error == EINTR || error == EDEADLK) && past_stop) return EINTR;
     if (error == EINTR) continue;
     if (error == EDEADLK && wait) {
-      std::this_thread::sleep_for(pause);  // A cancellation point for timed waits.
+      // Never past the timer's deadline; also a cancellation point for the helper thread's waits.
+      auto nap = std::chrono::duration_cast<std::chrono::steady_clock::duration>(pause);
+      if (stop_at != no_deadline) nap = std::min(nap, stop_at - std::chrono::steady_clock::now());
+      std::this_thread::sleep_for(nap);
       pause = std::min(pause * 2, std::chrono::microseconds(20000));
       continue;
     }
