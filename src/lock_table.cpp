@@ -316,15 +316,15 @@ bool lock_object::acquire(lock_mode mode, platform::deadline until) {
     }
     if (result == lock_table::outcome::taken) {
       ++holds_;
-      if (!entry_) {
-        entry_ = entry;
-        ++entry->users;
+      if (entry_) {
+        table.release_use(std::move(entry));
+      } else {
+        entry_ = std::move(entry);  // This call's use becomes the object's binding.
       }
+      return true;
     }
     table.release_use(std::move(entry));
-    if (result != lock_table::outcome::start_again) {
-      return result == lock_table::outcome::taken;
-    }
+    if (result == lock_table::outcome::not_taken) return false;
   }
 }
 
@@ -346,10 +346,8 @@ bool lock_object::holds(lock_mode mode) const noexcept {
 platform::native_handle lock_object::native_handle() const noexcept {
   auto& table = lock_table::get();
   std::lock_guard<std::mutex> guard(table.mutex);
-  if (!entry_ || entry_->orphaned) return platform::invalid_handle;
-  const bool held = std::any_of(entry_->holdings.begin(), entry_->holdings.end(),
-                                [&](const holding& h) { return h.owner == this; });
-  return held ? entry_->file.handle : platform::invalid_handle;
+  if (!entry_ || entry_->orphaned || holds_ == 0) return platform::invalid_handle;
+  return entry_->file.handle;
 }
 
 }  // namespace fasteners::detail
