@@ -94,6 +94,7 @@ void evaluate_bars(results& r) {
   r.bars.clear();
   const auto* raw = find(r.handoff, "raw_ofd");
   const auto* lock = find(r.handoff, "fasteners_lock");
+  const auto* lock_keep_open = find(r.handoff, "fasteners_lock_keep_open");
   const auto* timed = find(r.handoff, "fasteners_try_lock_for");
   const double raw_median = raw ? raw->latency_ns.median : 0;
 
@@ -138,9 +139,10 @@ void evaluate_bars(results& r) {
     r.bars.push_back(b);
   }
   const auto* pair = find(r.uncontended, "raw_pair");
-  const auto uncontended_bar = [&](const char* name, const char* key) {
+  const auto uncontended_bar = [&](const char* name, const char* key, bool extra = false) {
     bar b;
     b.name = name;
+    b.extra = extra;
     const auto* row = find(r.uncontended, key);
     b.evaluated = row && pair && pair->ns > 0;
     if (b.evaluated) {
@@ -153,8 +155,6 @@ void evaluate_bars(results& r) {
   uncontended_bar("uncontended lock()+unlock() <= 1.5x raw fcntl pair", "fasteners_lock");
   uncontended_bar("uncontended try_lock_for()+unlock() <= 1.5x raw fcntl pair",
                   "fasteners_try_lock_for");
-  uncontended_bar("uncontended lock_shared()+unlock_shared() <= 1.5x raw fcntl pair",
-                  "fasteners_shared");
   const auto throughput_bar = [&](const std::string& name, const char* key) {
     bar b;
     b.name = name;
@@ -173,15 +173,20 @@ void evaluate_bars(results& r) {
       format("%d-process throughput of lock() >= 0.7x raw, no lost update", r.config.processes),
       "fasteners_lock");
   // The same bars for lock objects made with lock_options::keep_open.
+  handoff_bar("keep_open: blocking lock() hand-off median <= 1.3x raw", lock_keep_open, 1.3);
   uncontended_bar("keep_open: uncontended lock()+unlock() <= 1.5x raw fcntl pair",
                   "fasteners_lock_keep_open");
   uncontended_bar("keep_open: uncontended try_lock_for()+unlock() <= 1.5x raw fcntl pair",
                   "fasteners_try_lock_for_keep_open");
-  uncontended_bar("keep_open: uncontended lock_shared()+unlock_shared() <= 1.5x raw pair",
-                  "fasteners_shared_keep_open");
   throughput_bar(format("keep_open: %d-process throughput of lock() >= 0.7x raw, no lost update",
                         r.config.processes),
                  "fasteners_lock_keep_open");
+  // Shared locks, held to the same limit although the issue sets none for them: a reader passes
+  // the writers' gate, one call more than an exclusive lock.
+  uncontended_bar("uncontended lock_shared()+unlock_shared() <= 1.5x raw fcntl pair",
+                  "fasteners_shared", true);
+  uncontended_bar("keep_open: uncontended lock_shared()+unlock_shared() <= 1.5x raw pair",
+                  "fasteners_shared_keep_open", true);
 }
 
 void print_table(const results& r, std::FILE* out) {
@@ -284,14 +289,22 @@ void print_table(const results& r, std::FILE* out) {
                  duration(t.lateness_ns.max).c_str(), duration(t.elapsed_ns.p99).c_str(), t.early);
   }
 
+  const auto print_bars = [&](bool extra) {
+    for (const auto& b : r.bars) {
+      if (b.extra != extra) continue;
+      std::fprintf(out, "  %-4s  %-72s %s\n",
+                   !b.evaluated ? "n/a"
+                   : b.pass     ? "PASS"
+                                : "FAIL",
+                   b.name.c_str(), b.figure.c_str());
+    }
+  };
   std::fprintf(out, "\nBars (issue 3), as ratios against the raw baseline of this run:\n");
-  for (const auto& b : r.bars) {
-    std::fprintf(out, "  %-4s  %-72s %s\n",
-                 !b.evaluated ? "n/a"
-                 : b.pass     ? "PASS"
-                              : "FAIL",
-                 b.name.c_str(), b.figure.c_str());
-  }
+  print_bars(false);
+  std::fprintf(out,
+               "Beyond the bars: shared locks held to the same limit (a reader passes the "
+               "writers' gate, one more call):\n");
+  print_bars(true);
   std::fprintf(out, "\nThe run took %.0f s.\n", r.total_seconds);
 }
 
@@ -375,10 +388,12 @@ void write_json(const results& r, const std::string& path) {
   std::fprintf(out, "  ],\n  \"bars\": [\n");
   for (std::size_t i = 0; i < r.bars.size(); ++i) {
     const auto& b = r.bars[i];
-    std::fprintf(out, "    {\"name\": %s, \"figure\": %s, \"evaluated\": %s, \"pass\": %s}%s\n",
+    std::fprintf(out,
+                 "    {\"name\": %s, \"figure\": %s, \"evaluated\": %s, \"pass\": %s, "
+                 "\"extra\": %s}%s\n",
                  json_string(b.name).c_str(), json_string(b.figure).c_str(),
                  b.evaluated ? "true" : "false", b.pass ? "true" : "false",
-                 i + 1 < r.bars.size() ? "," : "");
+                 b.extra ? "true" : "false", i + 1 < r.bars.size() ? "," : "");
   }
   std::fprintf(out, "  ],\n  \"total_seconds\": %.1f\n}\n", r.total_seconds);
   if (std::ferror(out)) throw std::runtime_error("cannot write " + path);

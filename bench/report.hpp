@@ -76,6 +76,7 @@ struct bar {
   std::string figure;  // The measured value and what it was compared with.
   bool evaluated = false;
   bool pass = false;
+  bool extra = false;  // Not one of the bars: a check of this project's own.
 };
 
 struct results {

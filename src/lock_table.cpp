@@ -44,8 +44,15 @@ struct inode_entry {
   bool gate_closed = false;
   bool listed = true;     // In the table; unlisted once the file is deleted or after fork().
   bool orphaned = false;  // Left over in a child after fork(): its handles are closed.
+  int sleepers = 0;       // Threads waiting on `changed`.
   std::condition_variable changed;
   std::vector<holding> holdings;
+
+  // Wakes the threads waiting for this entry to change, if there are any; a release or grant
+  // that nobody in this process waits for stays clear of the condition variable.
+  void notify() {
+    if (sleepers > 0) changed.notify_all();
+  }
 };
 
 struct lock_table {
@@ -87,6 +94,8 @@ struct lock_table {
       } else {
         slot = std::make_shared<inode_entry>();
         slot->file = file;
+        // Allocated now, so that a waiter granted the lock records it without calling malloc.
+        slot->holdings.reserve(4);
       }
       entry = slot;
     }
@@ -98,8 +107,12 @@ struct lock_table {
   void release_use(std::shared_ptr<inode_entry> entry) noexcept {
     if (--entry->users > 0 || entry->orphaned) return;
     unlist(*entry);
-    platform::close(entry->file.handle);
     for (const auto handle : entry->spare_handles) platform::close(handle);
+    const auto handle = entry->file.handle;
+    entry.reset();
+    // Last: closing may drop the lock and wake a waiter of another process, which often runs on
+    // this CPU as soon as this thread blocks, so the work after it delays the hand-off.
+    platform::close(handle);
   }
 
   void unbind(lock_object& object) noexcept { release_use(std::move(object.entry_)); }
@@ -155,12 +168,14 @@ struct lock_table {
         return outcome::not_taken;
       }
       if (mode == lock_mode::exclusive) ++e.writers_waiting;
+      ++e.sleepers;
       if (until == platform::no_deadline) {
         e.changed.wait(guard);
       } else {
         e.changed.wait_until(guard, until);
       }
-      if (mode == lock_mode::exclusive && --e.writers_waiting == 0) e.changed.notify_all();
+      --e.sleepers;
+      if (mode == lock_mode::exclusive && --e.writers_waiting == 0) e.notify();
     }
     if (mode == lock_mode::exclusive || e.readers == 0) {
       // Nobody in this process holds the file: take the OS lock, outside the table's mutex.
@@ -176,12 +191,12 @@ struct lock_table {
       } catch (...) {
         guard.lock();
         e.os_busy = false;
-        e.changed.notify_all();
+        e.notify();
         throw;
       }
       guard.lock();
       e.os_busy = false;
-      e.changed.notify_all();
+      e.notify();
       if (!taken) return outcome::not_taken;
       const bool replaced = object.options_.remove_on_release && !still_at_path(e, object);
       if (replaced || bound_elsewhere()) {
@@ -243,7 +258,7 @@ struct lock_table {
       const bool closes = unbinds && entry->users == 1;
       if (!closes || !platform::closing_releases_locks()) ec = platform::unlock(entry->file.handle);
     }
-    entry->changed.notify_all();
+    entry->notify();
     if (unbinds) unbind(object);
     return ec;
   }
@@ -272,6 +287,7 @@ struct lock_table {
       entry->writer = false;
       entry->gate_closed = false;
       // Threads that waited on it in the parent do not exist here; start from a fresh one.
+      entry->sleepers = 0;
       new (&entry->changed) std::condition_variable();
     }
     table.entries.clear();

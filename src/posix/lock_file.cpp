@@ -364,8 +364,10 @@ bool lock(native_handle handle, lock_mode mode, deadline until, const std::files
     return true;
   }
   // A free file costs one call. Otherwise announce the wait at the gate, then wait for readers
-  // and writers that hold the main range to leave.
-  const int error = fcntl_lock(fd, false, F_WRLCK, main_and_gate);
+  // and writers that hold the main range to leave. A writer that holds the lock leaves the gate
+  // free, so that the next writer announces itself at once and waits in a single call, which
+  // the holder's release ends with the lock granted.
+  const int error = fcntl_lock(fd, false, F_WRLCK, main_range);
   if (error == 0) return true;
   if (!is_contention(error)) throw_lock_error(error, path);
   if (until == try_once) return false;
