@@ -148,9 +148,9 @@ def plot_bars(ax, data):
         shade = RAW if verdict == "n/a" else (PASS if verdict == "PASS" else FAIL)
         ax.text(0.0, y, verdict, color=shade, fontsize=8, fontweight="bold",
                 transform=ax.transAxes, va="top")
-        name = bar["name"] + (" (beyond the issue's bars)" if bar.get("extra") else "")
-        ax.text(0.1, y, name, fontsize=7.5, transform=ax.transAxes, va="top")
-        ax.text(0.1, y - 0.035, bar["figure"], fontsize=6.5, color="#555555",
+        ax.text(0.1, y, bar["name"], fontsize=7.5, transform=ax.transAxes, va="top")
+        figure = ("beyond the issue's bars: " if bar.get("extra") else "") + bar["figure"]
+        ax.text(0.1, y - 0.035, figure, fontsize=6.5, color="#555555",
                 transform=ax.transAxes, va="top")
         y -= min(0.115, 1.0 / max(len(data["bars"]), 1))
 
