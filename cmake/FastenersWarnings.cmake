@@ -4,7 +4,9 @@ function(fasteners_set_warnings target)
     target_compile_options(${target} PRIVATE /W4 $<$<BOOL:${FASTENERS_WERROR}>:/WX>)
   else()
     target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
-      -Wsign-conversion -Wnon-virtual-dtor -Wold-style-cast $<$<BOOL:${FASTENERS_WERROR}>:-Werror>)
+      -Wsign-conversion -Wnon-virtual-dtor -Wold-style-cast $<$<BOOL:${FASTENERS_WERROR}>:-Werror>
+      # Clang checks the locking rules written down with the annotations of src/thread_safety.hpp.
+      $<$<CXX_COMPILER_ID:Clang>:-Wthread-safety>)
   endif()
 endfunction()
 

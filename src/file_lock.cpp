@@ -1,13 +1,14 @@
-// The public lock types' shared core: argument checks and the hand-over to the lock table.
+// The public lock types' shared core: argument checks, cancellation, and the lock object.
 #include "fasteners/detail/file_lock.hpp"
-#include "fasteners/timed_waits.hpp"
 
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
+#include "deadline.hpp"
 #include "error.hpp"
-#include "lock_table.hpp"
+#include "lock_object.hpp"
+#include "platform.hpp"
 
 namespace fasteners::detail {
 namespace {
@@ -24,29 +25,49 @@ lock_object& object_of(const std::unique_ptr<lock_object>& impl) {
 
 file_lock::file_lock(std::filesystem::path path, const lock_options& options)
     : impl_(std::make_unique<lock_object>(std::move(path), options)) {}
-file_lock::~file_lock() = default;
+
+file_lock::~file_lock() {
+  // Thread cancellation is kept out of every call into the library (see platform.hpp): a cancel
+  // in the middle would leave its state half changed.
+  const platform::cancellation_off no_cancel;
+  impl_.reset();
+}
+
 file_lock::file_lock(file_lock&& other) noexcept = default;
-file_lock& file_lock::operator=(file_lock&& other) noexcept = default;
+
+file_lock& file_lock::operator=(file_lock&& other) noexcept {
+  const platform::cancellation_off no_cancel;
+  impl_ = std::move(other.impl_);
+  return *this;
+}
 
 bool file_lock::acquire(lock_mode mode, bool blocking, const timeout_type& timeout) {
   if (timeout && !(timeout->count() >= 0)) {
-    throw std::invalid_argument("fasteners: the timeout must not be negative, but it is " +
+    throw std::invalid_argument("fasteners: the timeout must not be negative or NaN, but it is " +
                                 std::to_string(timeout->count()) + " s");
   }
-  if (!blocking) return object_of(impl_).acquire(mode, platform::try_once);
-  if (!timeout) return object_of(impl_).acquire(mode, platform::no_deadline);
-  return object_of(impl_).acquire(mode, deadline_after(*timeout));
+  if (!blocking) return acquire_until(mode, try_once);
+  if (!timeout) return acquire_until(mode, no_deadline);
+  return acquire_until(mode, deadline_after(*timeout));
 }
 
-bool file_lock::acquire_until(lock_mode mode, std::chrono::steady_clock::time_point deadline) {
-  return object_of(impl_).acquire(mode, deadline);
+bool file_lock::acquire_until(lock_mode mode, std::chrono::steady_clock::time_point until) {
+  const platform::cancellation_off no_cancel;
+  return object_of(impl_).acquire(mode, until);
 }
 
-void file_lock::release(lock_mode mode) { object_of(impl_).release(mode); }
+void file_lock::release(lock_mode mode) {
+  const platform::cancellation_off no_cancel;
+  object_of(impl_).release(mode);
+}
 
-bool file_lock::holds(lock_mode mode) const noexcept { return impl_ && impl_->holds(mode); }
+bool file_lock::holds(lock_mode mode) const noexcept {
+  const platform::cancellation_off no_cancel;
+  return impl_ && impl_->holds(mode);
+}
 
 std::intptr_t file_lock::native_handle() const noexcept {
+  const platform::cancellation_off no_cancel;
   return impl_ ? impl_->native_handle() : platform::invalid_handle;
 }
 
@@ -56,13 +77,3 @@ const std::filesystem::path& file_lock::path() const noexcept {
 }
 
 }  // namespace fasteners::detail
-
-namespace fasteners {
-
-void set_timed_wait_signal(int signal_number) {
-  detail::platform::set_timed_wait_signal(signal_number);
-}
-
-int timed_wait_signal() noexcept { return detail::platform::timed_wait_signal(); }
-
-}  // namespace fasteners

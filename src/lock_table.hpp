@@ -1,11 +1,4 @@
-// The process-wide table of open lock files: how objects and threads of one process share a file.
-//
-// Each lock file that this process uses is opened once (one entry per (device, inode)), and the
-// OS lock on it stands for everything this process holds there: shared while only readers hold
-// it, exclusive while a writer does, released when the last holder leaves. Threads and lock
-// objects of the process are excluded from each other here, in memory, so the OS lock never has
-// to tell them apart, and closing or opening the file elsewhere in the process cannot drop a lock
-// that an entry still needs (its handles stay open until no object uses the entry).
+// The process-wide table of open lock files: one inode_state per (device, inode), and fork().
 #pragma once
 
 #include <filesystem>
@@ -13,36 +6,30 @@
 
 #include "fasteners/lock_options.hpp"
 #include "platform.hpp"
+#include "thread_safety.hpp"
 
 namespace fasteners::detail {
 
-struct inode_entry;
+class inode_state;
 
-// The state of one public lock object; every field is guarded by the table's mutex.
-class lock_object {
+// Guards the table and every lock object's binding to an inode_state. Held only briefly: never
+// across a system call or a wait. Taken inside an inode_state's mutex, never the other way round.
+extern mutex table_mutex;
+
+class lock_table {
  public:
-  lock_object(std::filesystem::path path, const lock_options& options)
-      : path_(std::move(path)), options_(options) {}
-  ~lock_object();  // Releases everything the object holds; never throws.
-  lock_object(const lock_object&) = delete;
-  lock_object& operator=(const lock_object&) = delete;
+  // The state of the lock file at `path`, opening the file if this process has no state for it.
+  // Throws std::system_error naming the path (see platform::open), with invalid_argument for an
+  // empty path or one with a NUL character.
+  static std::shared_ptr<inode_state> find_or_open(const std::filesystem::path& path,
+                                                   const lock_options& options)
+      FASTENERS_EXCLUDES(table_mutex);
 
-  // Waits for a lock of `mode` until `until` (platform::try_once or platform::no_deadline
-  // included). Returns whether it was taken. Throws std::system_error as the public API says.
-  bool acquire(lock_mode mode, platform::deadline until);
-  // Releases one lock of `mode` held by this object, preferring one the calling thread took.
-  void release(lock_mode mode);
-  bool holds(lock_mode mode) const noexcept;
-  platform::native_handle native_handle() const noexcept;
-  const std::filesystem::path& path() const noexcept { return path_; }
-
- private:
-  friend struct lock_table;
-  const std::filesystem::path path_;
-  const lock_options options_;
-  // The file this object holds locks on; also kept from the first acquire on with keep_open.
-  std::shared_ptr<inode_entry> entry_;
-  int holds_ = 0;  // Locks this object holds.
+  // Stops listing `inode`, so that the next lookup of its path opens the file anew (it was
+  // deleted or replaced). Its holders keep it.
+  static void unlist(inode_state& inode) FASTENERS_REQUIRES(table_mutex);
+  // Called by the last reference to `inode` as it goes.
+  static void forget(inode_state& inode) FASTENERS_EXCLUDES(table_mutex);
 };
 
 }  // namespace fasteners::detail

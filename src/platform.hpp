@@ -1,4 +1,4 @@
-// The small interface each platform implements: open a lock file, lock and unlock it, fork hooks.
+// The small interface each platform implements: files, byte-range locks, threads and fork.
 #pragma once
 
 #include <chrono>
@@ -26,6 +26,7 @@ struct file_identity {
   friend bool operator==(const file_identity& a, const file_identity& b) {
     return a.device == b.device && a.file == b.file;
   }
+  friend bool operator!=(const file_identity& a, const file_identity& b) { return !(a == b); }
 };
 
 struct open_file {
@@ -34,15 +35,7 @@ struct open_file {
   bool writable = false;  // Opened for writing, so exclusive locks are possible.
 };
 
-// The byte of the lock file that a writer holds while it waits, far beyond any real content; new
-// readers must pass it, so they queue behind a waiting writer (see lock()). Every platform and the
-// holder lookup use the same offset.
-inline constexpr std::uint64_t gate_offset = std::uint64_t{1} << 62;
-
-// When a wait ends: time_point::min() means one try, time_point::max() means no limit.
-using deadline = std::chrono::steady_clock::time_point;
-inline constexpr deadline try_once = deadline::min();
-inline constexpr deadline no_deadline = deadline::max();
+// ---- Files (open_file.cpp) ----
 
 // The identity of the regular file at `path`, or nothing if no file is there. Throws
 // std::system_error naming the path if something other than a regular file is there (a symbolic
@@ -62,28 +55,72 @@ void close(native_handle handle) noexcept;
 // so that unlocking first would be a wasted call; Windows releases them only eventually.
 bool closing_releases_locks() noexcept;
 
-// Takes the OS lock of `mode` through `handle`, which holds no lock yet. It conflicts with
-// whole-file locks of other programs, and once a writer waits for it, new readers wait behind
-// that writer. Waits until `until` (see deadline). Returns false if the lock was not taken by
-// then. Signals do not end the wait early. Throws std::system_error naming `path` for OS failures.
-bool lock(native_handle handle, lock_mode mode, deadline until, const std::filesystem::path& path);
-
-// Whether a writer of another process or handle waits for the lock that `handle` holds shared,
-// so that new readers must queue behind it. Best effort: false when it cannot be told.
-bool writer_waiting(native_handle handle) noexcept;
-
-// Releases the OS lock held through `handle`.
-std::error_code unlock(native_handle handle) noexcept;
-
-// Called while `handle` holds the OS lock in `held` mode: if no other handle anywhere holds or
-// waits for the lock, and `path` still names the file `id`, deletes the path (the lock stays
-// held until unlock()). Returns whether it did. Best effort: failures leave the file in place.
-bool remove_if_unused(native_handle handle, lock_mode held, const file_identity& id,
+// Deletes `path` if it still names the file `id` open as `handle`, and that file has no other
+// name (a hard link elsewhere would keep it alive and locked under that name). A symbolic link at
+// `path` is never deleted. Returns whether it deleted; failures leave the file in place.
+bool remove_sole_name(native_handle handle, const file_identity& id,
                       const std::filesystem::path& path) noexcept;
 
-// The signal that ends timed waits in the kernel (0: none; see fasteners::set_timed_wait_signal).
-void set_timed_wait_signal(int signal_number);
-int timed_wait_signal() noexcept;
+// ---- Byte-range locks (byte_range_lock.cpp) ----
+
+// The parts of a lock file the lock protocol locks (gate_protocol.hpp says how): the main region,
+// which every holder locks, and the gate, one byte far beyond any content that a writer holds
+// while it waits. Each platform maps them to byte ranges.
+enum class region { main, gate, main_and_gate };
+
+// The offset of the gate byte, on every platform and in the holder lookup.
+inline constexpr std::uint64_t gate_offset = std::uint64_t{1} << 62;
+
+// Whether locks belong to the handle that took them (open-file-description locks, Windows), so
+// that two handles of one process exclude each other; false for classic process-owned fcntl locks.
+bool handles_own_locks() noexcept;
+
+// Whether an unlock must name exactly a region that was locked (Windows), rather than any range,
+// splitting what it covers (POSIX).
+bool unlocks_exact_regions() noexcept;
+
+// Whether a call on a handle waits while another thread blocks in a lock call on that handle
+// (Windows serializes the calls on a synchronous handle), so a blocked handle must be left alone.
+bool blocked_handle_is_busy() noexcept;
+
+// Takes `r` in `mode` through `handle` if no other owner holds a conflicting lock; returns
+// whether it did. Replaces what the same owner held there. Throws std::system_error naming `path`
+// for failures other than contention.
+bool try_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path);
+
+// Takes `r` in `mode`, waiting in the kernel as long as it takes. Signals do not end the wait.
+// Throws std::system_error naming `path` on failure.
+void wait_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path);
+
+// Releases `r`, which `handle` holds.
+std::error_code unlock(native_handle handle, region r) noexcept;
+
+// Releases everything `handle` holds: the main region and the gate.
+std::error_code unlock_all(native_handle handle) noexcept;
+
+// Whether another owner holds a lock on `r` that conflicts with `mode`. Best effort: false
+// when it cannot be told.
+bool locked_elsewhere(native_handle handle, lock_mode mode, region r) noexcept;
+
+// ---- Threads and processes (thread.cpp) ----
+
+// Starts `run(arg)` on a new detached thread with a small stack and every signal blocked. Returns
+// the error if the thread could not be started.
+std::error_code start_thread(void (*run)(void*), void* arg) noexcept;
+
+// Turns thread cancellation off for the calling thread during its scope, and restores the
+// thread's previous state afterwards: a cancel requested meanwhile acts at the thread's next
+// cancellation point after the scope. Nothing where threads cannot be cancelled.
+class cancellation_off {
+ public:
+  cancellation_off() noexcept;
+  ~cancellation_off();
+  cancellation_off(const cancellation_off&) = delete;
+  cancellation_off& operator=(const cancellation_off&) = delete;
+
+ private:
+  int saved_ = 0;
+};
 
 // Runs `prepare` before a fork, `parent` after it in the parent and `child` in the child; nothing
 // where fork() does not exist.

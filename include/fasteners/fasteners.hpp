@@ -6,5 +6,5 @@
 #include "fasteners/interprocess_reader_writer_lock.hpp"
 #include "fasteners/lock_options.hpp"
 #include "fasteners/locked.hpp"
-#include "fasteners/timed_waits.hpp"
+#include "fasteners/timeout.hpp"
 #include "fasteners/version.hpp"

@@ -1,4 +1,4 @@
-// Function wrappers that run a callable under an inter-process lock (the seed's decorators).
+// Function wrappers that run a callable under an inter-process lock (python-fasteners' decorators).
 #pragma once
 
 #include <filesystem>

@@ -1,5 +1,6 @@
 // The shared-memory ledger of the randomized test: hold and wait records, the invariant checks.
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "random_test.hpp"
@@ -248,6 +250,32 @@ int count_fds() {
   }
   ::closedir(d);
   return n;
+}
+
+fd_census take_fd_census(const std::filesystem::path& lock_dir) {
+  fd_census census;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return census;
+  const std::string prefix = lock_dir.string() + "/";
+  std::map<std::pair<std::uint64_t, std::uint64_t>, int> per_file;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    char target[512] = {};
+    const std::string link = std::string("/proc/self/fd/") + e->d_name;
+    const auto n = ::readlink(link.c_str(), target, sizeof target - 1);
+    // A descriptor closed meanwhile (a queued wait's thread closes its own) is not counted.
+    if (n <= 0) continue;
+    if (std::string(target).rfind(prefix, 0) != 0) {
+      ++census.others;
+      continue;
+    }
+    struct stat st {};
+    if (::stat(link.c_str(), &st) != 0) continue;
+    const auto file = std::make_pair(std::uint64_t{st.st_dev}, std::uint64_t{st.st_ino});
+    census.most_per_lock_file = std::max(census.most_per_lock_file, ++per_file[file]);
+  }
+  ::closedir(d);
+  return census;
 }
 
 std::string list_fds() {

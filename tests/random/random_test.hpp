@@ -179,6 +179,13 @@ inline constexpr std::uint64_t unit(int slot, mode m) {
 int count_fds();
 // Their targets, for a report.
 std::string list_fds();
+// This process's descriptors: those of lock files under `lock_dir` (deleted ones included), at
+// most how many per file, and the others.
+struct fd_census {
+  int others = 0;
+  int most_per_lock_file = 0;
+};
+fd_census take_fd_census(const std::filesystem::path& lock_dir);
 
 // Runs one worker process in `slot`; returns its exit code.
 int run_worker(const options& opts, shared_state& s, int slot, std::uint64_t seed);

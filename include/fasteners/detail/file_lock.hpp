@@ -2,37 +2,61 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
-#include <optional>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 
 #include "fasteners/detail/export.hpp"
 #include "fasteners/lock_options.hpp"
+#include "fasteners/timeout.hpp"
 
 namespace fasteners {
-
-// The timeout parameter of the seed-style acquire calls: no value means no limit.
-using timeout_type = std::optional<std::chrono::duration<double>>;
-
 namespace detail {
 
 enum class lock_mode { shared, exclusive };
 
-class lock_object;  // Defined in src/lock_table.hpp; the state lives on the heap so moves are
+class lock_object;  // Defined in src/lock_object.hpp; the state lives on the heap so moves are
                     // cheap.
 
+// Throws std::invalid_argument if `count` is NaN: a wait of no known length has no deadline.
+template <class Rep>
+void check_not_nan(Rep count) {
+  if constexpr (std::is_floating_point_v<Rep>) {
+    if (std::isnan(count)) throw std::invalid_argument("fasteners: the timeout is NaN");
+  }
+}
+
 // Converts a relative wait to a steady-clock deadline once, saturating instead of overflowing.
+// Throws std::invalid_argument for NaN.
 template <class Rep, class Period>
 std::chrono::steady_clock::time_point deadline_after(const std::chrono::duration<Rep, Period>& d) {
   using std::chrono::steady_clock;
+  check_not_nan(d.count());
   const auto now = steady_clock::now();
   const std::chrono::duration<double> limit = steady_clock::time_point::max() - now;
   if (!(std::chrono::duration<double>(d) < limit)) return steady_clock::time_point::max();
   if (d <= d.zero()) return now;
   return now + std::chrono::ceil<steady_clock::duration>(d);
+}
+
+// `t` as a steady-clock deadline, saturating at the ends of its range instead of overflowing.
+template <class Duration>
+std::chrono::steady_clock::time_point saturated(
+    const std::chrono::time_point<std::chrono::steady_clock, Duration>& t) {
+  using std::chrono::steady_clock;
+  using seconds = std::chrono::duration<double>;
+  const seconds since_epoch = t.time_since_epoch();
+  if (!(since_epoch < seconds(steady_clock::time_point::max().time_since_epoch()))) {
+    return steady_clock::time_point::max();
+  }
+  if (!(since_epoch > seconds(steady_clock::time_point::min().time_since_epoch()))) {
+    return steady_clock::time_point::min();
+  }
+  return std::chrono::ceil<steady_clock::duration>(t);
 }
 
 // One lock object on one path. Thread-safe: any thread may call any member at any time, except
@@ -46,15 +70,17 @@ class FASTENERS_API file_lock {
   file_lock(const file_lock&) = delete;
   file_lock& operator=(const file_lock&) = delete;
 
-  // The seed's acquire: waits forever, tries once (blocking == false), or waits at most
+  // python-fasteners' acquire: waits forever, tries once (blocking == false), or waits at most
   // `timeout`. Throws std::invalid_argument for a negative or NaN timeout.
   bool acquire(lock_mode mode, bool blocking, const timeout_type& timeout);
   // Waits until `deadline`; a deadline in the past means one try.
   bool acquire_until(lock_mode mode, std::chrono::steady_clock::time_point deadline);
+  // Waits until `t` on `Clock`. Throws std::invalid_argument for a NaN time.
   template <class Clock, class Duration>
   bool acquire_until(lock_mode mode, const std::chrono::time_point<Clock, Duration>& t) {
+    check_not_nan(t.time_since_epoch().count());
     if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-      return acquire_until(mode, std::chrono::ceil<std::chrono::steady_clock::duration>(t));
+      return acquire_until(mode, saturated(t));
     } else {
       // Another clock may jump: wait in slices measured on the steady clock, re-checking it.
       for (;;) {

@@ -1,0 +1,71 @@
+// Clang's thread-safety annotations, and the annotated mutex the library's state is guarded by.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+#if defined(__clang__)
+#define FASTENERS_THREAD_ANNOTATION(x) __attribute__((x))
+#else
+#define FASTENERS_THREAD_ANNOTATION(x)
+#endif
+
+#define FASTENERS_CAPABILITY(name) FASTENERS_THREAD_ANNOTATION(capability(name))
+#define FASTENERS_SCOPED_CAPABILITY FASTENERS_THREAD_ANNOTATION(scoped_lockable)
+#define FASTENERS_GUARDED_BY(m) FASTENERS_THREAD_ANNOTATION(guarded_by(m))
+#define FASTENERS_REQUIRES(...) FASTENERS_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
+#define FASTENERS_ACQUIRE(...) FASTENERS_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
+#define FASTENERS_RELEASE(...) FASTENERS_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define FASTENERS_EXCLUDES(...) FASTENERS_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
+#define FASTENERS_ACQUIRED_AFTER(...) FASTENERS_THREAD_ANNOTATION(acquired_after(__VA_ARGS__))
+#define FASTENERS_NO_THREAD_SAFETY_ANALYSIS FASTENERS_THREAD_ANNOTATION(no_thread_safety_analysis)
+
+namespace fasteners::detail {
+
+// std::mutex with annotations, so that Clang checks who holds it where (-Wthread-safety). It is
+// never destroyed, so that lock objects destroyed after static destruction can still use the
+// process-wide one; a std::mutex owns no resource that this would leak.
+class FASTENERS_CAPABILITY("mutex") mutex {
+ public:
+  constexpr mutex() noexcept : mutex_() {}
+  ~mutex() {}
+  mutex(const mutex&) = delete;
+  mutex& operator=(const mutex&) = delete;
+
+  void lock() FASTENERS_ACQUIRE() { mutex_.lock(); }
+  void unlock() FASTENERS_RELEASE() { mutex_.unlock(); }
+
+  // Waits on `cv`, releasing the mutex meanwhile, until notified (or spuriously woken).
+  void wait(std::condition_variable& cv) FASTENERS_REQUIRES(this) {
+    std::unique_lock<std::mutex> lock(mutex_, std::adopt_lock);
+    cv.wait(lock);
+    lock.release();
+  }
+  // As wait(), but also returns at `until`.
+  void wait_until(std::condition_variable& cv, std::chrono::steady_clock::time_point until)
+      FASTENERS_REQUIRES(this) {
+    std::unique_lock<std::mutex> lock(mutex_, std::adopt_lock);
+    cv.wait_until(lock, until);
+    lock.release();
+  }
+
+ private:
+  union {
+    std::mutex mutex_;
+  };
+};
+
+// Holds a mutex for its scope.
+class FASTENERS_SCOPED_CAPABILITY mutex_lock {
+ public:
+  explicit mutex_lock(mutex& m) FASTENERS_ACQUIRE(m) : mutex_(m) { mutex_.lock(); }
+  ~mutex_lock() FASTENERS_RELEASE() { mutex_.unlock(); }
+  mutex_lock(const mutex_lock&) = delete;
+  mutex_lock& operator=(const mutex_lock&) = delete;
+
+ private:
+  mutex& mutex_;
+};
+
+}  // namespace fasteners::detail
