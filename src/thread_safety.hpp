@@ -21,6 +21,14 @@
 #define FASTENERS_ACQUIRED_AFTER(...) FASTENERS_THREAD_ANNOTATION(acquired_after(__VA_ARGS__))
 #define FASTENERS_NO_THREAD_SAFETY_ANALYSIS FASTENERS_THREAD_ANNOTATION(no_thread_safety_analysis)
 
+// Where std::mutex can be made at compile time, so can this mutex, so that the process-wide one is
+// ready before any static initializer runs.
+#if defined(_WIN32)
+#define FASTENERS_MUTEX_CONSTEXPR
+#else
+#define FASTENERS_MUTEX_CONSTEXPR constexpr
+#endif
+
 namespace fasteners::detail {
 
 // std::mutex with annotations, so that Clang checks who holds it where (-Wthread-safety). It is
@@ -28,7 +36,7 @@ namespace fasteners::detail {
 // process-wide one; a std::mutex owns no resource that this would leak.
 class FASTENERS_CAPABILITY("mutex") mutex {
  public:
-  constexpr mutex() noexcept : mutex_() {}
+  FASTENERS_MUTEX_CONSTEXPR mutex() noexcept : mutex_() {}
   ~mutex() {}
   mutex(const mutex&) = delete;
   mutex& operator=(const mutex&) = delete;

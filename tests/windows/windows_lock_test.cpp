@@ -506,13 +506,11 @@ TEST_F(WindowsLockTest, TheLibrarysLocksExcludeForeignLocksOnByteZero) {
   }
 }
 
-// ---- the two ways of waiting ----
+// ---- waiting for a foreign handle ----
 
-// Checks in a helper process with FASTENERS_WINDOWS_LOCK_WAIT set: "all" includes waits, which
-// Wine cannot do with overlapped handles; "immediate" only requests that are answered at once.
-FASTENERS_WINDOWS_HELPER(wait_style_checks) {
+// Checks, in a helper process, tries and waits against a lock held through a foreign handle.
+FASTENERS_WINDOWS_HELPER(foreign_wait_checks) {
   const fs::path dir = args.at(0);
-  const bool waits = args.at(1) == L"all";
   const auto path = dir / "lock";
   auto check = [](bool ok, const char* what) {
     if (!ok) throw std::runtime_error(what);
@@ -531,7 +529,7 @@ FASTENERS_WINDOWS_HELPER(wait_style_checks) {
       kind_lock lock(k, path);
       check(!lock.acquire(false), "a try while a foreign handle holds the lock");
     }
-    if (waits) {
+    {
       kind_lock timed(kind::write, path);
       const auto start = steady::now();
       check(!timed.acquire(true, k_short), "a timed wait while a foreign handle holds the lock");
@@ -552,8 +550,6 @@ FASTENERS_WINDOWS_HELPER(wait_style_checks) {
       check(timed.acquire(true, k_upper), "a timed wait that the holder ends in time");
       timed.release();
       unlocker2.join();
-    } else {
-      foreign.unlock();
     }
   };
   try {
@@ -567,18 +563,8 @@ FASTENERS_WINDOWS_HELPER(wait_style_checks) {
   return 0;
 }
 
-TEST_F(WindowsLockTest, OverlappedHandles) {
-  // Wine never completes a pending overlapped LockFileEx: only immediate answers are checked.
-  const std::wstring scope = running_on_wine() ? L"immediate" : L"all";
-  EXPECT_EQ(run_helper("wait_style_checks", {dir().native(), scope},
-                       {L"FASTENERS_WINDOWS_LOCK_WAIT=overlapped"}),
-            0);
-}
-
-TEST_F(WindowsLockTest, SynchronousHandles) {
-  EXPECT_EQ(run_helper("wait_style_checks", {dir().native(), L"all"},
-                       {L"FASTENERS_WINDOWS_LOCK_WAIT=synchronous"}),
-            0);
+TEST_F(WindowsLockTest, WaitsForAForeignHandle) {
+  EXPECT_EQ(run_helper("foreign_wait_checks", {dir().native()}), 0);
 }
 
 }  // namespace
