@@ -290,23 +290,28 @@ FASTENERS_TEST_HELPER(timed_waits_leave_no_trace) {
   for (const kind k : all_kinds) {
     kind_object free_lock(k, free_path);
     kind_object held_lock(k, held_path);
-    const std::string name = to_string(k);
-    if (free_lock.try_for(10ms)) free_lock.unlock();
-    if (free_lock.try_until(steady::now() + 10ms)) free_lock.unlock();
-    if (free_lock.try_until(std::chrono::system_clock::now() + 10ms)) free_lock.unlock();
-    if (held_lock.try_for(50ms)) errors += name + ": took a held lock; ";
-    if (held_lock.try_until(steady::now() + 50ms)) errors += name + ": took a held lock; ";
-    if (held_lock.try_until(std::chrono::system_clock::now() + 50ms)) errors += name + ": took; ";
     kind_lock seed_style(k, held_path);
-    if (seed_style.acquire(true, std::chrono::duration<double>(0.05))) errors += name + ": took; ";
+    const std::string name = to_string(k);
+    const bool free_taken[] = {
+        free_lock.try_for(10ms) && (free_lock.unlock(), true),
+        free_lock.try_until(steady::now() + 10ms) && (free_lock.unlock(), true),
+        free_lock.try_until(std::chrono::system_clock::now() + 10ms) && (free_lock.unlock(), true)};
+    for (const bool taken : free_taken) {
+      if (!taken) errors += name + ": a timed wait did not take a free lock; ";
+    }
+    const bool held_taken[] = {held_lock.try_for(50ms), held_lock.try_until(steady::now() + 50ms),
+                               held_lock.try_until(std::chrono::system_clock::now() + 50ms),
+                               seed_style.acquire(true, std::chrono::duration<double>(0.05))};
+    for (const bool taken : held_taken) {
+      if (taken) errors += name + ": a timed wait took a lock another process holds; ";
+    }
   }
-  std::string during;
   kind_object waiting(kind::lock, held_path);
   std::thread waiter([&] {
     if (waiting.try_for(600ms)) waiting.unlock();
   });
   std::this_thread::sleep_for(200ms);
-  during = posix_timers();
+  const std::string during = posix_timers();
   waiter.join();
   const std::string after = posix_timers();
   const auto later = dispositions();
