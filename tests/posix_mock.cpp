@@ -4,9 +4,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <string>
 
 namespace fasteners::mock {
 namespace {
@@ -34,6 +37,31 @@ int next_failure(call c) {
   return error;
 }
 
+// The path whose opens wait (see block_open), with its own mutex: a blocked open must not keep
+// other mocked calls waiting.
+struct open_blocker {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool active = false;
+  std::string path;
+  int waiting = 0;
+};
+
+open_blocker& the_blocker() {
+  static open_blocker b;
+  return b;
+}
+
+void wait_if_blocked(const char* path) {
+  auto& b = the_blocker();
+  std::unique_lock<std::mutex> guard(b.mutex);
+  if (!b.active || b.path != path) return;
+  ++b.waiting;
+  b.changed.notify_all();
+  b.changed.wait_for(guard, std::chrono::seconds(60), [&] { return !b.active; });
+  --b.waiting;
+}
+
 bool is_lock_command(int cmd) {
   return cmd == F_SETLK || cmd == F_SETLKW || cmd == F_OFD_SETLK || cmd == F_OFD_SETLKW;
 }
@@ -57,6 +85,27 @@ void reset() {
   std::lock_guard<std::mutex> guard(s.mutex);
   s.failures.clear();
   s.counts.clear();
+  unblock_open();
+}
+
+void block_open(const std::string& path) {
+  auto& b = the_blocker();
+  std::lock_guard<std::mutex> guard(b.mutex);
+  b.active = true;
+  b.path = path;
+}
+
+void unblock_open() {
+  auto& b = the_blocker();
+  std::lock_guard<std::mutex> guard(b.mutex);
+  b.active = false;
+  b.changed.notify_all();
+}
+
+int blocked_opens() {
+  auto& b = the_blocker();
+  std::lock_guard<std::mutex> guard(b.mutex);
+  return b.waiting;
 }
 
 int fcntl(int fd, int cmd, struct flock* fl) {
@@ -70,6 +119,7 @@ int fcntl(int fd, int cmd, struct flock* fl) {
 }
 
 int open(const char* path, int flags, mode_t mode) {
+  wait_if_blocked(path);
   if (const int error = next_failure(call::open)) {
     errno = error;
     return -1;

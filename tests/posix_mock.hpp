@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <string>
 #include <vector>
 
 namespace fasteners::mock {
@@ -17,8 +18,16 @@ enum class call { fcntl_lock, open, close };
 void fail_next(call c, std::vector<int> errors);
 // How often `c` was called since the last reset().
 int calls(call c);
-// Forgets the failures still queued and the counts.
+// Forgets the failures still queued and the counts, and lets blocked opens go (unblock_open).
 void reset();
+
+// Makes open() of exactly `path` wait, inside the call, until unblock_open() or reset(); a
+// blocked call goes on by itself after 60 s, so a broken test cannot hang for good.
+void block_open(const std::string& path);
+// Lets the opens that block_open() holds go on, and later ones pass.
+void unblock_open();
+// How many calls wait in a blocked open() now.
+int blocked_opens();
 
 int fcntl(int fd, int cmd, struct flock* fl);
 int open(const char* path, int flags, mode_t mode = 0);

@@ -2,9 +2,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <functional>
+#include <iostream>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -126,6 +131,81 @@ TEST_F(posix_mock_test, kernels_without_ofd_locks_fall_back_to_classic_locks) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// No process-wide mutex is held across a system call: while a thread is stuck in open() of one
+// lock file, other threads lock and unlock other files, in every way, as often as they like.
+TEST_F(posix_mock_test, a_blocked_open_holds_up_no_other_file) {
+  const auto x = dir() / "x";
+  const auto y = dir() / "y";
+  const auto z = dir() / "z";
+  fasteners::mock::block_open(x.string());
+  fasteners::interprocess_lock stuck(x);  // Default options: each acquire opens the file.
+  thread_holder opening(
+      [&] {
+        stuck.lock();
+        return true;
+      },
+      [&] { stuck.unlock(); });
+  const auto give_up = steady::now() + k_long;
+  while (fasteners::mock::blocked_opens() == 0 && steady::now() < give_up) {
+    std::this_thread::sleep_for(1ms);
+  }
+  if (fasteners::mock::blocked_opens() != 1) {
+    fasteners::mock::unblock_open();
+    FAIL() << "the acquire of " << x << " never reached open()";
+  }
+
+  fasteners::lock_options keep_open;
+  keep_open.keep_open = true;
+  fasteners::interprocess_lock y_lock(y);
+  fasteners::interprocess_reader_writer_lock y_rw(y);
+  fasteners::interprocess_lock z_lock(z, keep_open);
+  fasteners::interprocess_reader_writer_lock z_rw(z, keep_open);
+  const std::vector<std::function<void()>> rounds = {
+      [&] {
+        y_lock.lock();
+        y_lock.unlock();
+      },
+      [&] {
+        y_rw.lock_shared();
+        y_rw.unlock_shared();
+        if (!y_rw.try_lock_for(k_long)) throw std::runtime_error("no write lock on y");
+        y_rw.unlock();
+      },
+      [&] {
+        if (!z_lock.try_lock_for(k_long)) throw std::runtime_error("no lock on z");
+        z_lock.unlock();
+      },
+      [&] {
+        if (!z_rw.try_lock_shared_for(k_long)) throw std::runtime_error("no read lock on z");
+        z_rw.unlock_shared();
+        z_rw.lock();
+        z_rw.unlock();
+      }};
+  latch done(static_cast<int>(rounds.size()));
+  std::atomic<int> errors{0};
+  std::vector<std::thread> workers;
+  for (const auto& round : rounds) {
+    workers.emplace_back([&] {
+      try {
+        for (int i = 0; i < 200; ++i) round();
+      } catch (const std::exception& e) {
+        std::cerr << "worker: " << e.what() << std::endl;
+        ++errors;
+      }
+      done.count_down();
+    });
+  }
+  EXPECT_TRUE(done.wait_for(10s))
+      << "locks on other files did not complete within 10 s while one open() was blocked";
+  EXPECT_EQ(fasteners::mock::blocked_opens(), 1) << "the blocked open() ended too early";
+  EXPECT_FALSE(opening.done_acquiring());
+  fasteners::mock::unblock_open();
+  for (auto& worker : workers) worker.join();
+  EXPECT_EQ(errors, 0);
+  EXPECT_TRUE(opening.wait_held()) << "the acquire whose open() was blocked did not complete";
+  EXPECT_TRUE(opening.release());
 }
 
 }  // namespace

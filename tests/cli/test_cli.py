@@ -454,6 +454,37 @@ class run_(CliTest):
             self.assertGreaterEqual(took, 0.45)
             self.assertLess(took, WAIT / 3)
 
+    def test_timeout_without_queued_signals(self):
+        # With RLIMIT_SIGPENDING 0 no signal can be queued; a timed wait must still end at its
+        # timeout with the conflict code and leave nothing held. (bash: dash has no ulimit -i.)
+        holder, _ = self.hold()
+        script = 'ulimit -i 0 && exec "$0" run -w 0.5 "$1" echo got'
+        start = time.monotonic()
+        waiter = subprocess.Popen(["bash", "-c", script, FASTENERS, self.lock],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.stray_pids.append(waiter.pid)
+        try:
+            out, err = waiter.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            out = err = None
+        if out is None:
+            holder.release()
+            time.sleep(0.5)
+            held_by = [h["pid"] for h in self.status_json()["holders"]]
+            waiter.kill()
+            waiter.communicate()
+            self.fail("fasteners run -w 0.5 without a signal queue did not end within 10 s; once "
+                      "the holder left, the lock was held by %r (the waiter is %d)"
+                      % (held_by, waiter.pid))
+        took = time.monotonic() - start
+        self.assertEqual(waiter.returncode, 1, err)
+        self.assertEqual(out, "")
+        self.assertGreaterEqual(took, 0.45)
+        self.assertNotIn(waiter.pid, [h["pid"] for h in self.status_json()["holders"]])
+        self.assertEqual(holder.release(), 0)
+        self.assert_free(self.lock)
+
     def test_timeout_zero_is_one_try(self):
         self.hold()
         result, took = run_timed("run", "-w", "0", self.lock, "true")
