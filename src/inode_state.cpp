@@ -371,6 +371,7 @@ inode_state::dropped inode_state::drop(lock_object& owner, lock_mode mode, bool 
   }
   const bool last = readers_ == 0 && !writer_;
   bool closes = false;
+  bool only_waits_left = false;
   {
     mutex_lock table(table_mutex);
     --owner.holds_;
@@ -378,8 +379,9 @@ inode_state::dropped inode_state::drop(lock_object& owner, lock_mode mode, bool 
       result.unbound = std::move(owner.bound_);
       // When nobody else can reach this state any more, dropping the references closes the file,
       // which releases the lock at once: one call instead of two.
-      closes = last && result.unbound.use_count() == users + 1 && !os_busy_ && !pending_[0] &&
-               !pending_[1] && platform::closing_releases_locks();
+      only_waits_left = last && result.unbound.use_count() == users + 1 + queued_waits();
+      closes =
+          only_waits_left && queued_waits() == 0 && !os_busy_ && platform::closing_releases_locks();
       if (closes) lock_table::unlist(*this);
     }
   }
@@ -393,6 +395,8 @@ inode_state::dropped inode_state::drop(lock_object& owner, lock_mode mode, bool 
       give_back(std::move(held_));
     } else {
       result.error = release_held();
+      // Only queued waits keep this state now: no handle beyond theirs stays open.
+      if (only_waits_left) idle_.reset();
     }
   }
   notify();
@@ -416,6 +420,15 @@ platform::native_handle inode_state::handle_of(const lock_object& owner) {
   const bool holds = std::any_of(holdings_.begin(), holdings_.end(),
                                  [&](const holding& h) { return h.owner == &owner; });
   return holds ? held_.get() : platform::invalid_handle;
+}
+
+void inode_state::close_idle_if_unused(long users) {
+  mutex_lock lock(mu_);
+  {
+    mutex_lock table(table_mutex);
+    if (weak_from_this().use_count() != users + queued_waits()) return;
+  }
+  if (readers_ == 0 && !writer_ && !os_busy_) idle_.reset();
 }
 
 void inode_state::keep_spare(os_file file) {

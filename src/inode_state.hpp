@@ -127,6 +127,10 @@ class inode_state : public std::enable_shared_from_this<inode_state> {
   const platform::file_identity& id() const noexcept { return id_; }
   std::uint64_t generation() const noexcept { return generation_; }
 
+  // Closes the idle handle if only the caller's `users` references and queued waits keep this
+  // state alive, so that queued waits are all that keeps the file open.
+  void close_idle_if_unused(long users) FASTENERS_EXCLUDES(mu_);
+
   // Keeps another handle of this file open as long as this state lives (see lock_table).
   void keep_spare(os_file file) FASTENERS_EXCLUDES(mu_);
 
@@ -168,6 +172,9 @@ class inode_state : public std::enable_shared_from_this<inode_state> {
   void hand_over(kernel_wait& w) FASTENERS_REQUIRES(mu_);
 
   static std::size_t slot(lock_mode mode) { return mode == lock_mode::shared ? 0 : 1; }
+  long queued_waits() const FASTENERS_REQUIRES(mu_) {
+    return (pending_[0] ? 1 : 0) + (pending_[1] ? 1 : 0);
+  }
 
   const platform::file_identity id_;
   const bool writable_;

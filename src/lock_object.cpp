@@ -46,7 +46,7 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
     try {
       result = inode->take({*this, mode, path_, options_.follow_symlinks}, until);
     } catch (...) {
-      end_acquire();
+      end_acquire(inode);
       throw;
     }
     if (result == take_result::taken && options_.remove_on_release && !still_at_path(*inode)) {
@@ -59,7 +59,7 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
       inode->drop(*this, mode, false, path_, 1);
       result = take_result::start_again;
     }
-    end_acquire();
+    end_acquire(inode);
     if (result == take_result::taken) return true;
     if (result == take_result::not_taken) return false;
   }
@@ -106,11 +106,15 @@ std::shared_ptr<inode_state> lock_object::begin_acquire() {
   return bound_;
 }
 
-void lock_object::end_acquire() {
-  std::shared_ptr<inode_state> unbound;  // Dropped after the mutex.
-  mutex_lock lock(table_mutex);
-  --acquiring_;
-  if (unbinds()) unbound = std::move(bound_);
+void lock_object::end_acquire(const std::shared_ptr<inode_state>& inode) {
+  std::shared_ptr<inode_state> unbound;  // Dropped last: it may close the file.
+  {
+    mutex_lock lock(table_mutex);
+    --acquiring_;
+    if (unbinds()) unbound = std::move(bound_);
+  }
+  // A failed acquire may leave a wait queued (see inode_state); then only it keeps the file open.
+  if (unbound == inode) inode->close_idle_if_unused(2);
 }
 
 std::shared_ptr<inode_state> lock_object::bound() {

@@ -39,7 +39,7 @@ class lock_object {
 
   // The state to acquire on, binding this object to it; counts an acquire under way.
   std::shared_ptr<inode_state> begin_acquire() FASTENERS_EXCLUDES(table_mutex);
-  void end_acquire() FASTENERS_EXCLUDES(table_mutex);
+  void end_acquire(const std::shared_ptr<inode_state>& inode) FASTENERS_EXCLUDES(table_mutex);
   // The bound state, if any (forgetting one of the parent's after fork()).
   std::shared_ptr<inode_state> bound() FASTENERS_EXCLUDES(table_mutex);
   // Whether the binding may end now: nothing held, no acquire under way, no keep_open.
