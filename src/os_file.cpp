@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <new>
-#include <shared_mutex>
 #include <utility>
 #include <vector>
 
@@ -13,19 +13,28 @@
 namespace fasteners::detail {
 namespace {
 
-// Opens and closes hold the fork gate shared; fork() holds it alone, so no handle is ever between
-// its open and its registration, or its unregistration and its close, when a child is made. Held
-// across the open() and close() calls, but only shared: a slow open stalls fork(), nothing else.
-std::shared_mutex& fork_gate() {
-  static auto* const gate = new std::shared_mutex;
-  return *gate;
-}
-
+// Every handle the library has open, and the opens and closes under way. fork() waits until none
+// is under way and holds new ones off (see prepare_fork()), so no handle is ever between its open
+// and its registration, or its unregistration and its close, when a child is made. The mutex is
+// never held across open() or close(): a slow open stalls fork(), nothing else.
 struct registry {
   mutex mu;
+  std::condition_variable changed;
   std::vector<platform::native_handle> handles FASTENERS_GUARDED_BY(mu);
+  int under_way FASTENERS_GUARDED_BY(mu) = 0;  // Opens and closes between begin() and end().
+  bool forking FASTENERS_GUARDED_BY(mu) = false;
+
+  // Waits while a fork() is under way, then counts an open or close as under way.
+  void begin() FASTENERS_REQUIRES(mu) {
+    while (forking) mu.wait(changed);
+    ++under_way;
+  }
+  void end() FASTENERS_REQUIRES(mu) {
+    if (--under_way == 0 && forking) changed.notify_all();
+  }
 };
 
+// Never destroyed: lock objects may outlive static destruction.
 registry& open_handles() {
   static auto* const r = new registry;
   return *r;
@@ -37,18 +46,28 @@ std::atomic<std::uint64_t> fork_generation{0};
 
 os_file os_file::open(const std::filesystem::path& path, bool follow_symlinks,
                       platform::open_file& info) {
-  std::shared_lock<std::shared_mutex> gate(fork_gate());
   auto& r = open_handles();
   {
+    mutex_lock lock(r.mu);
+    r.begin();
     // Room first, so that registering the handle cannot fail once it is open.
-    mutex_lock lock(r.mu);
-    r.handles.reserve(r.handles.size() + 1);
+    try {
+      r.handles.reserve(r.handles.size() + 1);
+    } catch (...) {
+      r.end();
+      throw;
+    }
   }
-  info = platform::open(path, follow_symlinks);
-  {
+  try {
+    info = platform::open(path, follow_symlinks);
+  } catch (...) {
     mutex_lock lock(r.mu);
-    r.handles.push_back(info.handle);
+    r.end();
+    throw;
   }
+  mutex_lock lock(r.mu);
+  r.handles.push_back(info.handle);
+  r.end();
   os_file file;
   file.handle_ = info.handle;
   file.generation_ = generation();
@@ -71,10 +90,10 @@ os_file& os_file::operator=(os_file&& other) noexcept {
 void os_file::reset() noexcept {
   const auto handle = std::exchange(handle_, platform::invalid_handle);
   if (handle == platform::invalid_handle || generation_ != generation()) return;
-  std::shared_lock<std::shared_mutex> gate(fork_gate());
   auto& r = open_handles();
   {
     mutex_lock lock(r.mu);
+    r.begin();
     const auto it = std::find(r.handles.begin(), r.handles.end(), handle);
     if (it != r.handles.end()) {
       *it = r.handles.back();
@@ -82,22 +101,33 @@ void os_file::reset() noexcept {
     }
   }
   platform::close(handle);
+  mutex_lock lock(r.mu);
+  r.end();
 }
 
-void os_file::prepare_fork() { fork_gate().lock(); }
-
-void os_file::parent_after_fork() { fork_gate().unlock(); }
-
-void os_file::child_after_fork() {
+void os_file::prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   auto& r = open_handles();
-  // Single-threaded here, and no thread held the registry's mutex: the gate kept them out.
-  mutex_lock lock(r.mu);
+  r.mu.lock();  // Held until after the fork, in the parent and in the child.
+  r.forking = true;
+  while (r.under_way > 0) r.mu.wait(r.changed);
+}
+
+void os_file::parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  auto& r = open_handles();
+  r.forking = false;
+  r.changed.notify_all();
+  r.mu.unlock();
+}
+
+void os_file::child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  auto& r = open_handles();
   for (const auto handle : r.handles) platform::close(handle);
   r.handles.clear();
+  r.forking = false;
+  // Threads that waited on it in the parent do not exist here.
+  new (&r.changed) std::condition_variable();
   fork_generation.fetch_add(1, std::memory_order_relaxed);
-  // Made anew rather than unlocked: a read-write lock knows its writer by thread id, and the
-  // child's thread has another.
-  new (&fork_gate()) std::shared_mutex();
+  r.mu.unlock();
 }
 
 std::uint64_t os_file::generation() noexcept {

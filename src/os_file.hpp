@@ -9,9 +9,9 @@
 namespace fasteners::detail {
 
 // Owns one handle of a lock file. Every handle the library opens is registered while it is open,
-// and opening and closing exclude fork(), so a child made by fork() at any moment can close every
-// one (child_after_fork()): a child never keeps a lock file of its parent open, and so never keeps
-// its parent's open-file-description locks alive. Not thread-safe; move-only.
+// and fork() waits for opens and closes under way, so a child made by fork() at any moment can
+// close every one (child_after_fork()): a child never keeps a lock file of its parent open, and so
+// never keeps its parent's open-file-description locks alive. Not thread-safe; move-only.
 class os_file {
  public:
   os_file() noexcept = default;
