@@ -1,38 +1,19 @@
-// Timed waits in both of their forms (a timer signal, or a helper thread): the corner cases.
-#include <signal.h>
-
+// Timed waits: the corner cases (deadlines already passed, holders killed or releasing during the
+// wait, many waits at once).
 #include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "common/test_support.hpp"
 
 namespace fasteners_test {
 namespace {
 
-// Each test runs with the timer signal (the default) and with it turned off (a helper thread).
-class timed_wait_test : public lock_test, public ::testing::WithParamInterface<bool> {
- protected:
-  void SetUp() override {
-    saved_ = fasteners::timed_wait_signal();
-    if (!GetParam()) fasteners::set_timed_wait_signal(0);
-  }
-  void TearDown() override { fasteners::set_timed_wait_signal(saved_); }
+using timed_wait_test = lock_test;
 
- private:
-  int saved_ = 0;
-};
-
-std::string signal_name(const ::testing::TestParamInfo<bool>& info) {
-  return info.param ? "timer_signal" : "helper_thread";
-}
-
-TEST_P(timed_wait_test, a_deadline_already_passed_tries_once) {
+TEST_F(timed_wait_test, a_deadline_already_passed_tries_once) {
   child_process holder = hold_in_child(kind::lock, lock_path());
   fasteners::interprocess_lock lock(lock_path());
   const auto start = steady::now();
@@ -45,7 +26,7 @@ TEST_P(timed_wait_test, a_deadline_already_passed_tries_once) {
   lock.unlock();
 }
 
-TEST_P(timed_wait_test, a_holder_killed_during_the_wait_hands_over_at_once) {
+TEST_F(timed_wait_test, a_holder_killed_during_the_wait_hands_over_at_once) {
   for (const kind k : {kind::lock, kind::write, kind::read}) {
     child_process holder = hold_in_child(kind::write, lock_path());
     kind_lock waiter(k, lock_path());
@@ -54,40 +35,16 @@ TEST_P(timed_wait_test, a_holder_killed_during_the_wait_hands_over_at_once) {
                           [&] { waiter.release(); });
     std::this_thread::sleep_for(k_quiet);
     EXPECT_FALSE(waiting.done_acquiring());
-    holder.kill(SIGKILL);
+    holder.kill();
     EXPECT_TRUE(waiting.wait_held());
     EXPECT_LT(seconds_since(start), 10.0) << "the waiter did not get the lock at once";
     EXPECT_TRUE(waiting.release());
   }
 }
 
-TEST_P(timed_wait_test, the_applications_signals_do_not_end_the_wait_early) {
-  struct sigaction action {};
-  action.sa_handler = [](int) {};
-  ::sigemptyset(&action.sa_mask);
-  struct sigaction old {};
-  ASSERT_EQ(::sigaction(SIGUSR2, &action, &old), 0);
-  child_process holder = hold_in_child(kind::lock, lock_path());
-  fasteners::interprocess_lock lock(lock_path());
-  std::atomic<bool> done{false};
-  std::thread waiter([&] {
-    const auto start = steady::now();
-    EXPECT_FALSE(lock.try_lock_for(k_short));
-    EXPECT_GE(seconds_since(start), std::chrono::duration<double>(k_short).count());
-    done = true;
-  });
-  while (!done) {
-    ::pthread_kill(waiter.native_handle(), SIGUSR2);
-    std::this_thread::sleep_for(5ms);
-  }
-  waiter.join();
-  EXPECT_EQ(holder.finish(), 0);
-  ::sigaction(SIGUSR2, &old, nullptr);
-}
-
 // 64 threads of one process in timed waits at once, half of them on files nobody releases in
 // time and half on one file released while they wait.
-TEST_P(timed_wait_test, many_threads_in_timed_waits_at_once) {
+TEST_F(timed_wait_test, many_threads_in_timed_waits_at_once) {
   constexpr int threads = 64;
   const auto released = dir() / "released";
   child_process holder = hold_in_child(kind::write, released);
@@ -127,7 +84,7 @@ TEST_P(timed_wait_test, many_threads_in_timed_waits_at_once) {
 
 // A release that lands right at a waiter's deadline: whatever the waiter answers must be true
 // of the lock. It never reports failure while holding, nor success without holding.
-TEST_P(timed_wait_test, a_release_racing_the_deadline_gives_a_truthful_answer) {
+TEST_F(timed_wait_test, a_release_racing_the_deadline_gives_a_truthful_answer) {
   for (int round = 0; round < 40; ++round) {
     fasteners::interprocess_lock holder(lock_path());
     ASSERT_TRUE(holder.try_lock());
@@ -144,34 +101,6 @@ TEST_P(timed_wait_test, a_release_racing_the_deadline_gives_a_truthful_answer) {
     if (probe.acquired()) probe.unlock();
     if (taken) waiter.unlock();
   }
-}
-
-INSTANTIATE_TEST_SUITE_P(both_ways, timed_wait_test, ::testing::Bool(), signal_name);
-
-TEST(timed_wait_signal, an_application_handler_is_never_replaced) {
-  const int sig = fasteners::timed_wait_signal();
-  ASSERT_GT(sig, 0);
-  static std::atomic<int> calls{0};
-  struct sigaction action {};
-  action.sa_handler = [](int) { ++calls; };
-  ::sigemptyset(&action.sa_mask);
-  struct sigaction old {};
-  ASSERT_EQ(::sigaction(sig, &action, &old), 0);
-  temp_dir dir;
-  child_process holder = hold_in_child(kind::lock, dir.path() / "lock");
-  fasteners::interprocess_lock lock(dir.path() / "lock");
-  EXPECT_FALSE(lock.try_lock_for(50ms));  // Waits with the helper thread instead.
-  struct sigaction now {};
-  ASSERT_EQ(::sigaction(sig, nullptr, &now), 0);
-  EXPECT_EQ(now.sa_handler, action.sa_handler);
-  EXPECT_EQ(calls, 0) << "the library sent the application's signal";
-  EXPECT_EQ(holder.finish(), 0);
-  ::sigaction(sig, &old, nullptr);
-}
-
-TEST(timed_wait_signal, a_number_that_is_no_signal_is_refused) {
-  EXPECT_THROW(fasteners::set_timed_wait_signal(-1), std::invalid_argument);
-  EXPECT_THROW(fasteners::set_timed_wait_signal(100000), std::invalid_argument);
 }
 
 }  // namespace
