@@ -100,12 +100,13 @@ TEST_P(errors_test, a_regular_file_as_parent_directory_is_an_error_naming_the_pa
   EXPECT_TRUE(fs::is_regular_file(dir() / "file"));
 }
 
+// Which error depends on the platform (hostile_input_test checks POSIX's ENAMETOOLONG).
 TEST_P(errors_test, a_name_too_long_is_an_error_naming_the_path) {
   const fs::path path = dir() / std::string(300, 'x');
   kind_lock lock(GetParam(), path);
-  const auto code = expect_error_naming(
+  expect_error_naming(
       path, [&] { lock.acquire(); }, "an acquire");
-  EXPECT_EQ(code, std::errc::filename_too_long) << code.message();
+  EXPECT_FALSE(lock.held());
 }
 
 INSTANTIATE_TEST_SUITE_P(each_kind, errors_test, ::testing::ValuesIn(all_kinds), kind_name);

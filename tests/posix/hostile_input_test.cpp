@@ -257,7 +257,8 @@ TEST_F(hostile_input_test, a_waiter_follows_a_lock_file_deleted_or_replaced_whil
   }
 }
 
-// Each kind of lock on a FIFO: an error, never a hang (opening a FIFO may block).
+// Each kind of lock on a FIFO (an error, never a hang: opening a FIFO may block) and on a name
+// too long.
 class hostile_path_test : public lock_test, public ::testing::WithParamInterface<kind> {};
 
 TEST_P(hostile_path_test, a_fifo_at_the_path_is_an_error_naming_it_without_hanging) {
@@ -269,6 +270,18 @@ TEST_P(hostile_path_test, a_fifo_at_the_path_is_an_error_naming_it_without_hangi
   struct stat st {};
   ASSERT_EQ(::stat(lock_path().c_str(), &st), 0);
   EXPECT_TRUE(S_ISFIFO(st.st_mode));
+}
+
+TEST_P(hostile_path_test, a_name_too_long_is_filename_too_long) {
+  const fs::path path = dir() / std::string(300, 'x');
+  kind_lock lock(GetParam(), path);
+  try {
+    lock.acquire();
+    ADD_FAILURE() << "a name too long was locked";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::filename_too_long) << e.what();
+    EXPECT_TRUE(names(e, path)) << e.what();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(each_kind, hostile_path_test, ::testing::ValuesIn(all_kinds), kind_name);

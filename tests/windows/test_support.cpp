@@ -1,5 +1,7 @@
 // The Windows mechanics of the test support (common/test_support.hpp, windows_support.hpp): temp
 // directories, helper processes through CreateProcessW and pipes, handles, the counter file.
+#include "windows/windows_support.hpp"  // First: <windows.h> before <shellapi.h>.
+
 #include <shellapi.h>
 
 #include <algorithm>
@@ -10,9 +12,8 @@
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <utility>
-
-#include "windows/windows_support.hpp"
 
 namespace fasteners_test {
 
@@ -277,6 +278,35 @@ int child_process::wait(std::chrono::milliseconds timeout) {
 }
 
 std::size_t count_open_handles() {
+  // The first count comes after locks on a file of its own, waits and threads that contend, so
+  // that what the runtime creates once per process and keeps (winpthreads keeps a handle once two
+  // threads have waited on a condition variable at once, for example) counts from the start.
+  static const bool settled = [] {
+    temp_dir dir;
+    const auto path = dir.path() / "lock";
+    kind_lock holder(kind::write, path);
+    thread_holder held(holder);
+    kind_lock waiter(kind::write, path);
+    bool ok = held.wait_held() && !waiter.acquire(false) && !waiter.acquire(true, 10ms);
+    ok = held.release() && ok;
+    fasteners::interprocess_reader_writer_lock shared(path);
+    latch all_reading(4);
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 4; ++t) {
+      readers.emplace_back([&] {
+        for (int i = 0; i < 100; ++i) {
+          shared.lock_shared();
+          shared.unlock_shared();
+        }
+        shared.lock_shared();
+        all_reading.arrive_and_wait_for();
+        shared.unlock_shared();
+      });
+    }
+    for (auto& r : readers) r.join();
+    return ok;
+  }();
+  if (!settled) throw std::runtime_error("the lock cycle before counting handles failed");
   // GetProcessHandleCount reports 0 under Wine; the system's handle table is read there.
   DWORD count = 0;
   if (::GetProcessHandleCount(::GetCurrentProcess(), &count) && count > 0) return count;
