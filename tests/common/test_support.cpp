@@ -98,6 +98,13 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
+void report_and_wait(const std::string& line) {
+  std::cout << line << std::endl;
+  std::string ignored;
+  while (std::getline(std::cin, ignored)) {
+  }
+}
+
 bool names(const std::exception& e, const fs::path& path) {
   return std::string(e.what()).find(arg_of(path)) != std::string::npos;
 }
@@ -114,6 +121,20 @@ int check_error_naming(const fs::path& path, const std::function<void()>& f,
     }
   }
   return 0;
+}
+
+std::optional<std::string> child_process::read_line(std::chrono::milliseconds timeout) {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    const auto newline = output_.find('\n');
+    if (newline != std::string::npos) {
+      std::string line = output_.substr(0, newline);
+      output_.erase(0, newline + 1);
+      if (!line.empty() && line.back() == '\r') line.pop_back();  // Windows' text mode
+      return line;
+    }
+    if (!read_output(deadline)) return std::nullopt;
+  }
 }
 
 int child_process::finish(std::chrono::milliseconds timeout) {
@@ -239,10 +260,7 @@ FASTENERS_TEST_HELPER(try) {
 FASTENERS_TEST_HELPER(hold) {
   kind_lock lock(parse_kind(args.at(0)), path_of(args.at(1)));
   if (!lock.acquire()) return fail(1, "blocking acquire returned false");
-  std::cout << "held" << std::endl;
-  std::string line;
-  while (std::getline(std::cin, line)) {
-  }
+  report_and_wait("held");
   lock.release();
   return 0;
 }
@@ -266,10 +284,7 @@ FASTENERS_TEST_HELPER(expect_error) {
 
 // Helper "idle": prints "ready", then does nothing until its stdin ends.
 FASTENERS_TEST_HELPER(idle) {
-  std::cout << "ready" << std::endl;
-  std::string line;
-  while (std::getline(std::cin, line)) {
-  }
+  report_and_wait("ready");
   return 0;
 }
 

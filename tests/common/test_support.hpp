@@ -70,8 +70,13 @@ class child_process {
   int finish(std::chrono::milliseconds timeout = k_long);
 
  private:
+  // Appends what the child wrote to its stdout to `output_`; false if nothing came by `deadline`
+  // or the child closed its stdout.
+  bool read_output(steady::time_point deadline);
+
   struct state;  // The platform's process and pipes.
   std::unique_ptr<state> state_;
+  std::string output_;  // What read_line has not returned yet.
 };
 
 // The program and arguments that run this test program as the helper `name` (see
@@ -109,6 +114,8 @@ bool register_helper(const char* name, helper_function f);
 
 // In a helper: prints `message` to stderr and returns `code`, for `return fail(code, "...")`.
 int fail(int code, const std::string& message);
+// In a helper: prints `line` to stdout, then waits until stdin ends (the test's finish()).
+void report_and_wait(const std::string& line);
 
 // Whether the message of `e` names `path` (in UTF-8, as the library's errors do).
 bool names(const std::exception& e, const std::filesystem::path& path);

@@ -1,5 +1,4 @@
 // Tests of the locks' process life cycle: killed holders and waiters, child processes.
-#include <iostream>
 #include <optional>
 #include <string>
 
@@ -14,10 +13,7 @@ FASTENERS_TEST_HELPER(lock_file_not_open) {
   if (!handles_referring_to(path_of(args.at(0))).empty()) {
     return fail(1, "a child process inherited a descriptor of the lock file");
   }
-  std::cout << "checked" << std::endl;
-  std::string line;
-  while (std::getline(std::cin, line)) {
-  }
+  report_and_wait("checked");
   return 0;
 }
 

@@ -83,7 +83,6 @@ struct child_process::state {
   pid_t pid = -1;
   int in = -1;   // writes to the child's stdin
   int out = -1;  // reads the child's stdout
-  std::string buffer;
 };
 
 child_process::child_process(const std::vector<std::string>& argv) : state_(new state) {
@@ -130,31 +129,23 @@ child_process::child_process(child_process&& other) noexcept = default;
 
 int child_process::id() const noexcept { return state_->pid; }
 
-std::optional<std::string> child_process::read_line(std::chrono::milliseconds timeout) {
-  const auto deadline = steady::now() + timeout;
-  std::string& buffer = state_->buffer;
-  for (;;) {
-    const auto newline = buffer.find('\n');
-    if (newline != std::string::npos) {
-      std::string line = buffer.substr(0, newline);
-      buffer.erase(0, newline + 1);
-      return line;
-    }
-    if (state_->out < 0) return std::nullopt;
+bool child_process::read_output(steady::time_point deadline) {
+  while (state_->out >= 0) {
     pollfd p{state_->out, POLLIN, 0};
     const int ready = ::poll(&p, 1, static_cast<int>(remaining(deadline).count()));
     if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) return std::nullopt;
+    if (ready <= 0) return false;
     char chunk[256];
     const ssize_t n = ::read(state_->out, chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(state_->out);
-      state_->out = -1;
-      continue;
+    if (n > 0) {
+      output_.append(chunk, static_cast<std::size_t>(n));
+      return true;
     }
-    buffer.append(chunk, static_cast<std::size_t>(n));
+    ::close(state_->out);  // The child closed its stdout.
+    state_->out = -1;
   }
+  return false;
 }
 
 bool child_process::write_line(const std::string& line) {

@@ -151,7 +151,6 @@ struct child_process::state {
   DWORD id = 0;
   HANDLE in = nullptr;   // writes to the child's stdin
   HANDLE out = nullptr;  // reads the child's stdout
-  std::string buffer;
 
   ~state() {
     for (const HANDLE h : {process, in, out}) {
@@ -208,18 +207,8 @@ child_process::child_process(child_process&& other) noexcept = default;
 
 int child_process::id() const noexcept { return static_cast<int>(state_->id); }
 
-std::optional<std::string> child_process::read_line(std::chrono::milliseconds timeout) {
-  const auto deadline = steady::now() + timeout;
-  std::string& buffer = state_->buffer;
-  for (;;) {
-    const auto newline = buffer.find('\n');
-    if (newline != std::string::npos) {
-      std::string line = buffer.substr(0, newline);
-      buffer.erase(0, newline + 1);
-      if (!line.empty() && line.back() == '\r') line.pop_back();  // Text mode's line end.
-      return line;
-    }
-    if (state_->out == nullptr) return std::nullopt;
+bool child_process::read_output(steady::time_point deadline) {
+  while (state_->out != nullptr) {
     DWORD available = 0;
     char chunk[256];
     DWORD n = 0;
@@ -228,17 +217,19 @@ std::optional<std::string> child_process::read_line(std::chrono::milliseconds ti
         (available > 0 &&
          (!::ReadFile(state_->out, chunk, std::min<DWORD>(available, sizeof chunk), &n, nullptr) ||
           n == 0));
-    if (ended) {  // The child closed its end of the pipe.
+    if (ended) {  // The child closed its stdout.
       ::CloseHandle(state_->out);
       state_->out = nullptr;
     } else if (n > 0) {
-      buffer.append(chunk, n);
+      output_.append(chunk, n);
+      return true;
     } else if (steady::now() >= deadline) {
-      return std::nullopt;
+      return false;
     } else {
       ::Sleep(1);
     }
   }
+  return false;
 }
 
 bool child_process::write_line(const std::string& line) {

@@ -1,7 +1,6 @@
 // The byte range python-fasteners locks on Windows (byte 0, through LockFileEx or msvcrt's
 // LockFile): the library's locks and such foreign locks exclude each other, in one process and
 // across processes, and the library's default waits end when a foreign lock is released.
-#include <iostream>
 #include <string>
 #include <thread>
 
@@ -59,10 +58,7 @@ TEST_F(windows_byte_range_test, the_librarys_locks_exclude_foreign_locks_on_byte
 FASTENERS_TEST_HELPER(foreign_hold) {
   foreign_handle foreign(path_of(args.at(0)));
   if (!foreign.try_lock(args.at(1) == "exclusive")) return k_busy;
-  std::cout << "held" << std::endl;
-  std::string line;
-  while (std::getline(std::cin, line)) {
-  }
+  report_and_wait("held");
   foreign.unlock();
   return 0;
 }
