@@ -282,12 +282,6 @@ FASTENERS_TEST_HELPER(expect_error) {
   return code;
 }
 
-// Helper "idle": prints "ready", then does nothing until its stdin ends.
-FASTENERS_TEST_HELPER(idle) {
-  report_and_wait("ready");
-  return 0;
-}
-
 // Helper "count KIND LOCK COUNTER THREADS ITERATIONS shared|own": see run_counting_processes.
 FASTENERS_TEST_HELPER(count) {
   const kind k = parse_kind(args.at(0));
