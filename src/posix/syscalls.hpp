@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #if defined(FASTENERS_MOCK_SYSCALLS)
-#include "posix_mock.hpp"  // From tests/: the same calls, with failures a test asked for.
+#include "posix_mock.hpp"  // From tests/posix/: the same calls, with failures a test asked for.
 #define FASTENERS_SYSCALL(name) ::fasteners::mock::name
 #else
 #define FASTENERS_SYSCALL(name) ::name

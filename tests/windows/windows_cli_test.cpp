@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "fasteners/version.hpp"
-#include "windows_test_util.hpp"
+#include "windows/windows_support.hpp"
 
-namespace fasteners_windows_test {
+namespace fasteners_test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -127,7 +127,7 @@ class running_tool {
   HANDLE process_ = nullptr;
 };
 
-class WindowsCliTest : public lock_test {
+class windows_cli_test : public lock_test {
  protected:
   tool_result run(const std::vector<std::wstring>& args) {
     return running_tool(dir() / "output", args).wait();
@@ -146,7 +146,7 @@ class WindowsCliTest : public lock_test {
   }
 };
 
-TEST_F(WindowsCliTest, PrintsItsVersion) {
+TEST_F(windows_cli_test, prints_its_version) {
   for (const wchar_t* flag : {L"--version", L"-V"}) {
     const auto r = run({flag});
     EXPECT_EQ(r.exit_code, 0);
@@ -154,7 +154,7 @@ TEST_F(WindowsCliTest, PrintsItsVersion) {
   }
 }
 
-TEST_F(WindowsCliTest, HelpSaysWhatDiffersOnWindows) {
+TEST_F(windows_cli_test, help_says_what_differs_on_windows) {
   const auto r = run({L"run", L"--help"});
   EXPECT_EQ(r.exit_code, 0);
   for (const char* word : {"-o is implied", "%COMSPEC%", "--flock is not available"}) {
@@ -164,20 +164,20 @@ TEST_F(WindowsCliTest, HelpSaysWhatDiffersOnWindows) {
   EXPECT_NE(status.out.find("69 where holders cannot be listed (on Windows"), std::string::npos);
 }
 
-TEST_F(WindowsCliTest, ExitsWithTheCommandsExitCodeAndReleasesTheLock) {
+TEST_F(windows_cli_test, exits_with_the_commands_exit_code_and_releases_the_lock) {
   EXPECT_EQ(run({L"run", lock_path(), L"cmd", L"/c", L"exit 7"}).exit_code, 7);
   EXPECT_EQ(run({L"run", lock_path(), L"--", L"cmd", L"/c", L"exit", L"0"}).exit_code, 0);
   EXPECT_EQ(try_in_child(kind::write, lock_path()), k_acquired);
 }
 
-TEST_F(WindowsCliTest, HoldsTheLockWhileTheCommandRuns) {
+TEST_F(windows_cli_test, holds_the_lock_while_the_command_runs) {
   // The command is a helper that tries the lock itself: fasteners holds it, not the command.
   auto attempt = [&](const std::vector<std::wstring>& options, kind k) {
     std::vector<std::wstring> args{L"run"};
     args.insert(args.end(), options.begin(), options.end());
     args.push_back(lock_path());
-    for (const auto& word : helper_command("attempt", {to_wide(to_string(k)), lock_path()}))
-      args.push_back(word);
+    for (const auto& word : helper_command("try", {to_string(k), arg_of(lock_path())}))
+      args.push_back(to_wide(word));
     return run(args).exit_code;
   };
   EXPECT_EQ(attempt({}, kind::write), k_busy);
@@ -188,26 +188,33 @@ TEST_F(WindowsCliTest, HoldsTheLockWhileTheCommandRuns) {
   EXPECT_EQ(try_in_child(kind::write, lock_path()), k_acquired);
 }
 
-// The arguments that ArgumentsReachTheCommandUnchanged passes through the tool.
+// The arguments that arguments_reach_the_command_unchanged passes through the tool.
 const std::vector<std::wstring> awkward_arguments = {
     L"a b", L"c\"d", L"e\\", L"f\\\\\"g", L"", L"\t", L"\u00fc\u20ac", L"h\\ i\\\\"};
 
-FASTENERS_WINDOWS_HELPER(expect_arguments) {
-  if (args == awkward_arguments) return 0;
-  std::string got;
-  for (const auto& arg : args) got += "[" + to_narrow(arg) + "]";
-  return fail("unexpected arguments " + got);
+// The awkward arguments in UTF-8, as a helper gets them.
+std::vector<std::string> awkward_arguments_utf8() {
+  std::vector<std::string> utf8;
+  for (const auto& arg : awkward_arguments) utf8.push_back(to_narrow(arg));
+  return utf8;
 }
 
-TEST_F(WindowsCliTest, ArgumentsReachTheCommandUnchanged) {
+FASTENERS_TEST_HELPER(expect_arguments) {
+  if (args == awkward_arguments_utf8()) return 0;
+  std::string got;
+  for (const auto& arg : args) got += "[" + arg + "]";
+  return fail(k_error, "unexpected arguments " + got);
+}
+
+TEST_F(windows_cli_test, arguments_reach_the_command_unchanged) {
   std::vector<std::wstring> args{L"run", lock_path()};
-  for (const auto& word : helper_command("expect_arguments", awkward_arguments))
-    args.push_back(word);
+  for (const auto& word : helper_command("expect_arguments", awkward_arguments_utf8()))
+    args.push_back(to_wide(word));
   const auto r = run(args);
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
-TEST_F(WindowsCliTest, ShellCommandRunsWithCmd) {
+TEST_F(windows_cli_test, shell_command_runs_with_cmd) {
   for (const auto& args : std::vector<std::vector<std::wstring>>{
            {L"run", lock_path(), L"-c", L"echo hello \"a  b\"& exit 3"},
            {L"run", L"-c", L"echo hello \"a  b\"& exit 3", lock_path()}}) {
@@ -217,9 +224,8 @@ TEST_F(WindowsCliTest, ShellCommandRunsWithCmd) {
   }
 }
 
-TEST_F(WindowsCliTest, NonBlockingConflictExitsWithTheConflictCode) {
-  held_in_child holder(kind::write, lock_path());
-  ASSERT_TRUE(holder.ready());
+TEST_F(windows_cli_test, non_blocking_conflict_exits_with_the_conflict_code) {
+  child_process holder = hold_in_child(kind::write, lock_path());
   const auto command = {L"cmd", L"/c", L"exit 0"};
   auto run_with = [&](std::vector<std::wstring> args) {
     args.push_back(lock_path());
@@ -233,21 +239,19 @@ TEST_F(WindowsCliTest, NonBlockingConflictExitsWithTheConflictCode) {
   EXPECT_EQ(verbose.exit_code, 75);
   EXPECT_NE(verbose.err.find("failed to get the exclusive lock"), std::string::npos);
   EXPECT_NE(verbose.err.find("cannot be looked up on Windows"), std::string::npos);
-  EXPECT_EQ(holder.release(), 0);
+  EXPECT_EQ(holder.finish(), 0);
   EXPECT_EQ(run_with({L"run", L"-n", L"-E", L"75"}).exit_code, 0);
 }
 
-TEST_F(WindowsCliTest, SharedLocksShareAndExcludeWriters) {
-  held_in_child reader(kind::read, lock_path());
-  ASSERT_TRUE(reader.ready());
+TEST_F(windows_cli_test, shared_locks_share_and_exclude_writers) {
+  child_process reader = hold_in_child(kind::read, lock_path());
   EXPECT_EQ(run({L"run", L"-s", L"-n", lock_path(), L"cmd", L"/c", L"exit 5"}).exit_code, 5);
   EXPECT_EQ(run({L"run", L"-n", L"-E", L"9", lock_path(), L"cmd", L"/c", L"exit 5"}).exit_code, 9);
-  EXPECT_EQ(reader.release(), 0);
+  EXPECT_EQ(reader.finish(), 0);
 }
 
-TEST_F(WindowsCliTest, TimedWaitGivesUpAfterItsTimeout) {
-  held_in_child holder(kind::lock, lock_path());
-  ASSERT_TRUE(holder.ready());
+TEST_F(windows_cli_test, timed_wait_gives_up_after_its_timeout) {
+  child_process holder = hold_in_child(kind::lock, lock_path());
   const auto r = run({L"run", L"-v", L"-w", L"0.2", lock_path(), L"cmd", L"/c", L"exit 0"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   // "...timed out waiting for the exclusive lock on '...' after 0.2xx seconds: ..."
@@ -258,20 +262,19 @@ TEST_F(WindowsCliTest, TimedWaitGivesUpAfterItsTimeout) {
   const double took = std::strtod(r.err.c_str() + after + 7, nullptr);
   EXPECT_GE(took, 0.2);
   EXPECT_LT(took, 5.0);
-  EXPECT_EQ(holder.release(), 0);
+  EXPECT_EQ(holder.finish(), 0);
 }
 
-TEST_F(WindowsCliTest, BlockingWaitEndsWhenTheHolderReleases) {
-  held_in_child holder(kind::write, lock_path());
-  ASSERT_TRUE(holder.ready());
+TEST_F(windows_cli_test, blocking_wait_ends_when_the_holder_releases) {
+  child_process holder = hold_in_child(kind::write, lock_path());
   running_tool waiter(dir() / "output", {L"run", lock_path(), L"cmd", L"/c", L"exit 4"});
   ::Sleep(static_cast<DWORD>(k_quiet.count()));
   EXPECT_TRUE(waiter.running());
-  EXPECT_EQ(holder.release(), 0);
+  EXPECT_EQ(holder.finish(), 0);
   EXPECT_EQ(waiter.wait().exit_code, 4);
 }
 
-TEST_F(WindowsCliTest, BadUsageExits64WithOneLine) {
+TEST_F(windows_cli_test, bad_usage_exits_64_with_one_line) {
   const std::wstring lock = lock_path();
   expect_one_line_error(run({}), 64, {"run or status"});
   expect_one_line_error(run({L"lock"}), 64, {"'lock'"});
@@ -289,7 +292,7 @@ TEST_F(WindowsCliTest, BadUsageExits64WithOneLine) {
   EXPECT_FALSE(fs::exists(lock_path()));
 }
 
-TEST_F(WindowsCliTest, OtherFailuresExitWithFlocksCodes) {
+TEST_F(windows_cli_test, other_failures_exit_with_flocks_codes) {
   expect_one_line_error(run({L"run", dir() / L"no" / L"lock", L"cmd", L"/c", L"exit 0"}), 66,
                         {"does not exist"});
   expect_one_line_error(run({L"run", dir(), L"cmd", L"/c", L"exit 0"}), 66, {"directory"});
@@ -298,33 +301,31 @@ TEST_F(WindowsCliTest, OtherFailuresExitWithFlocksCodes) {
   EXPECT_EQ(try_in_child(kind::write, lock_path()), k_acquired);
 }
 
-TEST_F(WindowsCliTest, StatusSaysHolderLookupIsNotAvailable) {
+TEST_F(windows_cli_test, status_says_holder_lookup_is_not_available) {
   const auto missing = run({L"status", lock_path()});
   EXPECT_EQ(missing.exit_code, 0);
   EXPECT_NE(missing.out.find("free"), std::string::npos);
-  held_in_child holder(kind::write, lock_path());
-  ASSERT_TRUE(holder.ready());
+  child_process holder = hold_in_child(kind::write, lock_path());
   for (const auto& args : std::vector<std::vector<std::wstring>>{
            {L"status", lock_path()}, {L"status", lock_path(), L"--json"}}) {
     expect_one_line_error(run(args), 69, {"holder lookup is not available on Windows"});
   }
-  EXPECT_EQ(holder.release(), 0);
+  EXPECT_EQ(holder.finish(), 0);
 }
 
-TEST_F(WindowsCliTest, LockFilesMayHaveAnyName) {
+TEST_F(windows_cli_test, lock_files_may_have_any_name) {
   const fs::path lock = dir() / L"l\u00f6ck \u20ac \u4e2d";
   EXPECT_EQ(run({L"run", lock, L"cmd", L"/c", L"exit 0"}).exit_code, 0);
   EXPECT_TRUE(fs::exists(lock));
-  held_in_child holder(kind::write, lock);
-  ASSERT_TRUE(holder.ready());
+  child_process holder = hold_in_child(kind::write, lock);
   const auto r = run({L"run", L"-n", L"-v", lock, L"cmd", L"/c", L"exit 0"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("l\xc3\xb6"
                        "ck \xe2\x82\xac \xe4\xb8\xad"),
             std::string::npos)
       << r.err;
-  EXPECT_EQ(holder.release(), 0);
+  EXPECT_EQ(holder.finish(), 0);
 }
 
 }  // namespace
-}  // namespace fasteners_windows_test
+}  // namespace fasteners_test

@@ -11,11 +11,8 @@
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "posix_mock.hpp"
-#include "test_util.hpp"
+#include "common/test_support.hpp"
+#include "posix/posix_mock.hpp"
 
 namespace fasteners_test {
 namespace {
@@ -33,7 +30,7 @@ class posix_mock_test : public lock_test {
 TEST_F(posix_mock_test, refused_locks_are_errors_for_every_wait) {
   for (const int error : {ENOLCK, ENOSYS}) {
     for (const int wait : {0, 1, 2}) {  // try, blocking, timed
-      const auto before = count_open_fds();
+      const auto before = count_open_handles();
       fasteners::interprocess_lock lock(lock_path());
       fasteners::mock::fail_next(call::fcntl_lock, {error});
       try {
@@ -46,7 +43,7 @@ TEST_F(posix_mock_test, refused_locks_are_errors_for_every_wait) {
         EXPECT_NE(std::string(e.what()).find(lock_path().string()), std::string::npos) << e.what();
       }
       EXPECT_FALSE(lock.acquired());
-      EXPECT_EQ(count_open_fds(), before);
+      EXPECT_EQ(count_open_handles(), before);
       EXPECT_TRUE(lock.try_lock());  // Nothing was left locked.
       lock.unlock();
     }

@@ -9,10 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "common/test_support.hpp"
 
 namespace fasteners_test {
 namespace {

@@ -11,10 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "common/test_support.hpp"
 
 namespace fasteners_test {
 namespace {
@@ -152,8 +149,8 @@ TEST_F(interprocess_lock_test, zero_negative_and_past_deadlines_try_once) {
 // Helper "extreme_deadlines PATH": while another process holds the lock on PATH, tries with
 // deadlines at the ends of the clocks' ranges; each must be one quick try that fails.
 FASTENERS_TEST_HELPER(extreme_deadlines) {
-  interprocess_lock lock(args.at(0));
-  fasteners::interprocess_reader_writer_lock rw(args.at(0));
+  interprocess_lock lock(path_of(args.at(0)));
+  fasteners::interprocess_reader_writer_lock rw(path_of(args.at(0)));
   const std::vector<std::pair<const char*, std::function<bool()>>> tries = {
       {"try_lock_until(system_clock min)",
        [&] { return lock.try_lock_until(std::chrono::system_clock::time_point::min()); }},
@@ -186,7 +183,7 @@ TEST_F(interprocess_lock_test, extreme_deadlines_neither_overflow_nor_wait) {
   lock.unlock();
   EXPECT_TRUE(lock.acquire(true, std::chrono::duration<double>(1e300)));
   // Deadlines in the past, in a child that gets killed if one of them waits for the holder.
-  child_process child = spawn_helper("extreme_deadlines", {lock_path().string()});
+  child_process child = spawn_helper("extreme_deadlines", {arg_of(lock_path())});
   std::string last = "(none)";
   const auto deadline = steady::now() + 10s;
   while (const auto line = child.read_line(
@@ -422,7 +419,7 @@ TEST_F(interprocess_lock_test, excludes_other_processes) {
 TEST_F(interprocess_lock_test, waiter_in_another_process_gets_the_lock_after_release) {
   interprocess_lock lock(lock_path());
   ASSERT_TRUE(lock.acquire());
-  child_process waiter = spawn_helper("hold", {"lock", lock_path().string()});
+  child_process waiter = spawn_helper("hold", {"lock", arg_of(lock_path())});
   EXPECT_EQ(waiter.read_line(k_quiet), std::nullopt);
   lock.release();
   EXPECT_EQ(waiter.read_line(), std::optional<std::string>("held"));

@@ -1,21 +1,17 @@
-// Timed waits: the corner cases.
-#include <signal.h>
-
+// Timed waits: the corner cases (deadlines already passed, holders killed or releasing during the
+// wait, many waits at once).
 #include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "common/test_support.hpp"
 
 namespace fasteners_test {
 namespace {
 
-class timed_wait_test : public lock_test {};
+using timed_wait_test = lock_test;
 
 TEST_F(timed_wait_test, a_deadline_already_passed_tries_once) {
   child_process holder = hold_in_child(kind::lock, lock_path());
@@ -39,35 +35,11 @@ TEST_F(timed_wait_test, a_holder_killed_during_the_wait_hands_over_at_once) {
                           [&] { waiter.release(); });
     std::this_thread::sleep_for(k_quiet);
     EXPECT_FALSE(waiting.done_acquiring());
-    holder.kill(SIGKILL);
+    holder.kill();
     EXPECT_TRUE(waiting.wait_held());
     EXPECT_LT(seconds_since(start), 10.0) << "the waiter did not get the lock at once";
     EXPECT_TRUE(waiting.release());
   }
-}
-
-TEST_F(timed_wait_test, the_applications_signals_do_not_end_the_wait_early) {
-  struct sigaction action {};
-  action.sa_handler = [](int) {};
-  ::sigemptyset(&action.sa_mask);
-  struct sigaction old {};
-  ASSERT_EQ(::sigaction(SIGUSR2, &action, &old), 0);
-  child_process holder = hold_in_child(kind::lock, lock_path());
-  fasteners::interprocess_lock lock(lock_path());
-  std::atomic<bool> done{false};
-  std::thread waiter([&] {
-    const auto start = steady::now();
-    EXPECT_FALSE(lock.try_lock_for(k_short));
-    EXPECT_GE(seconds_since(start), std::chrono::duration<double>(k_short).count());
-    done = true;
-  });
-  while (!done) {
-    ::pthread_kill(waiter.native_handle(), SIGUSR2);
-    std::this_thread::sleep_for(5ms);
-  }
-  waiter.join();
-  EXPECT_EQ(holder.finish(), 0);
-  ::sigaction(SIGUSR2, &old, nullptr);
 }
 
 // 64 threads of one process in timed waits at once, half of them on files nobody releases in

@@ -35,7 +35,7 @@
 #include <gtest/gtest.h>
 
 #include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "posix/posix_support.hpp"
 
 namespace fasteners_test {
 namespace {

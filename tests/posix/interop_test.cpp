@@ -3,10 +3,7 @@
 #include <tuple>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "common/test_support.hpp"
 
 #ifndef FASTENERS_PYTHON
 #error "FASTENERS_PYTHON must name the Python interpreter that has python-fasteners"

@@ -1,8 +1,6 @@
-// Tests of what the locks do to the file system and to the process's descriptors.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
+// Tests of what the locks do to the file system, to paths and to the process's descriptors
+// (handles on Windows).
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -11,10 +9,7 @@
 #include <system_error>
 #include <thread>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "common/test_support.hpp"
 
 namespace fasteners_test {
 namespace {
@@ -64,8 +59,9 @@ TEST_P(files_test, a_non_blocking_or_timed_acquire_creates_the_file_too) {
 TEST_P(files_test, an_existing_file_is_never_truncated_or_written) {
   const std::string contents = "precious contents\nthat must survive\n";
   std::ofstream(lock_path(), std::ios::binary) << contents;
-  struct stat before {};
-  ASSERT_EQ(::stat(lock_path().c_str(), &before), 0);
+  const auto identity = file_identity(lock_path());
+  const auto modified = fs::last_write_time(lock_path());
+  const auto status = fs::status(lock_path());
   std::this_thread::sleep_for(20ms);  // so that a write would show in the modification time
   {
     kind_lock lock(GetParam(), lock_path());
@@ -75,13 +71,11 @@ TEST_P(files_test, an_existing_file_is_never_truncated_or_written) {
     ASSERT_TRUE(lock.acquire(false));
   }
   EXPECT_EQ(read_file(lock_path()), contents);
-  struct stat after {};
-  ASSERT_EQ(::stat(lock_path().c_str(), &after), 0);
-  EXPECT_EQ(after.st_size, before.st_size);
-  EXPECT_EQ(after.st_ino, before.st_ino) << "the lock file was replaced";
-  EXPECT_EQ(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
-  EXPECT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
-  EXPECT_EQ(after.st_mode, before.st_mode);
+  EXPECT_EQ(fs::file_size(lock_path()), contents.size());
+  EXPECT_EQ(file_identity(lock_path()), identity) << "the lock file was replaced";
+  EXPECT_EQ(fs::last_write_time(lock_path()), modified);
+  EXPECT_EQ(fs::status(lock_path()).type(), status.type());
+  EXPECT_EQ(fs::status(lock_path()).permissions(), status.permissions());
 }
 
 TEST_P(files_test, destruction_leaves_the_file_in_place) {
@@ -93,66 +87,73 @@ TEST_P(files_test, destruction_leaves_the_file_in_place) {
 }
 
 TEST_P(files_test, descriptor_count_returns_to_its_start) {
-  const std::size_t start = count_open_fds();
+  const std::size_t start = count_open_handles();
   {
     kind_lock lock(GetParam(), lock_path());
     ASSERT_TRUE(lock.acquire());
     lock.release();
-    EXPECT_EQ(count_open_fds(), start) << "after a release";
+    EXPECT_EQ(count_open_handles(), start) << "after a release";
     ASSERT_TRUE(lock.acquire());
   }
-  EXPECT_EQ(count_open_fds(), start) << "after destroying a held lock";
+  EXPECT_EQ(count_open_handles(), start) << "after destroying a held lock";
 
-  // Failed acquires, against a holder in this process.
-  kind_lock holder(kind::write, lock_path());
-  thread_holder held(holder);
-  ASSERT_TRUE(held.wait_held());
-  const std::size_t while_held = count_open_fds();
+  // Failed acquires, against a holder in this process. The first wait on a file may set up what
+  // waits need for as long as objects use the file (on Windows, a condition variable's
+  // semaphores), so the count while held is taken after one.
   {
+    kind_lock holder(kind::write, lock_path());
+    thread_holder held(holder);
+    ASSERT_TRUE(held.wait_held());
     kind_lock lock(GetParam(), lock_path());
-    EXPECT_FALSE(lock.acquire(false));
-    EXPECT_EQ(count_open_fds(), while_held) << "after a failed try";
     EXPECT_FALSE(lock.acquire(true, std::chrono::duration<double>(0.05)));
-    EXPECT_EQ(count_open_fds(), while_held) << "after a timed out acquire";
+    const std::size_t while_held = count_open_handles();
+    EXPECT_FALSE(lock.acquire(false));
+    EXPECT_EQ(count_open_handles(), while_held) << "after a failed try";
+    EXPECT_FALSE(lock.acquire(true, std::chrono::duration<double>(0.05)));
+    EXPECT_EQ(count_open_handles(), while_held) << "after a timed out acquire";
+    ASSERT_TRUE(held.release());
   }
-  ASSERT_TRUE(held.release());
-  EXPECT_EQ(count_open_fds(), start);
+  EXPECT_EQ(count_open_handles(), start) << "after the holder and the failed object are gone";
 }
 
 // A timed wait that gives up stays queued in the kernel, with one descriptor, until the holder
 // lets go; later timed waits adopt it instead of adding their own.
 TEST_P(files_test, descriptor_count_returns_to_its_start_after_failing_against_another_process) {
-  const std::size_t before = count_open_fds();
+  const std::size_t before = count_open_handles();
   {
     child_process holder = hold_in_child(kind::write, lock_path());
-    const std::size_t start = count_open_fds();
+    const std::size_t start = count_open_handles();
     {
       kind_lock lock(GetParam(), lock_path());
       EXPECT_FALSE(lock.acquire(false));
-      EXPECT_EQ(count_open_fds(), start) << "after a failed try";
+      EXPECT_EQ(count_open_handles(), start) << "after a failed try";
       for (int i = 0; i < 20; ++i) {
         EXPECT_FALSE(lock.acquire(true, std::chrono::duration<double>(0.01)));
       }
-      EXPECT_LE(count_open_fds(), start + 1) << "after timed out acquires";
+      EXPECT_LE(count_open_handles(), start + k_handles_per_queued_wait)
+          << "after timed out acquires";
     }
-    EXPECT_LE(count_open_fds(), start + 1) << "after destruction, while the other process holds";
+    EXPECT_LE(count_open_handles(), start + k_handles_per_queued_wait)
+        << "after destruction, while the other process holds";
     EXPECT_EQ(holder.finish(), 0);
   }
   const auto until = steady::now() + k_long;
-  while (count_open_fds() != before && steady::now() < until) std::this_thread::sleep_for(1ms);
-  EXPECT_EQ(count_open_fds(), before) << "once the other process released";
+  while (count_open_handles() != before && steady::now() < until) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(count_open_handles(), before) << "once the other process released";
 }
 
 TEST_P(files_test, descriptor_count_returns_to_its_start_after_errors) {
   fs::create_directory(lock_path());
-  const std::size_t start = count_open_fds();
+  const std::size_t start = count_open_handles();
   {
     kind_lock lock(GetParam(), lock_path());
     EXPECT_THROW(lock.acquire(), std::system_error);
     EXPECT_THROW(lock.acquire(false), std::system_error);
-    EXPECT_EQ(count_open_fds(), start);
+    EXPECT_EQ(count_open_handles(), start);
   }
-  EXPECT_EQ(count_open_fds(), start);
+  EXPECT_EQ(count_open_handles(), start);
 }
 
 TEST_P(files_test, other_lock_objects_on_the_file_do_not_release_it) {
@@ -182,9 +183,10 @@ TEST_P(files_test, closing_another_descriptor_of_the_file_does_not_release_it) {
   }
   kind_lock lock(GetParam(), lock_path());
   ASSERT_TRUE(lock.acquire());
-  const int fd = ::open(lock_path().c_str(), O_RDWR | O_CLOEXEC);
-  ASSERT_GE(fd, 0);
-  ::close(fd);
+  {
+    std::fstream both(lock_path(), std::ios::in | std::ios::out | std::ios::binary);
+    EXPECT_TRUE(both.is_open());
+  }
   { std::ifstream in(lock_path()); }
   { std::ofstream out(lock_path(), std::ios::app); }
   EXPECT_TRUE(lock.held());
@@ -212,11 +214,106 @@ TEST_P(files_test, a_hard_link_names_the_same_lock) {
   EXPECT_EQ(try_in_child(kind::write, link), k_acquired);
 }
 
+TEST_P(files_test, another_spelling_of_the_path_names_the_same_lock) {
+  kind_lock lock(GetParam(), lock_path());
+  ASSERT_TRUE(lock.acquire());
+  fs::create_directory(dir() / "sub");
+  for (const fs::path& spelling : {dir() / "sub" / ".." / "lock", dir() / "." / "lock"}) {
+    SCOPED_TRACE(spelling.u8string());
+    kind_lock other(kind::write, spelling);
+    // Only an object on the same file in this process makes this thread's wait a deadlock.
+    try {
+      other.acquire();
+      ADD_FAILURE() << "a blocking acquire by the holding thread returned";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::resource_deadlock_would_occur) << e.what();
+    }
+    EXPECT_FALSE(on_other_thread([&] { return other.acquire(false); }));
+    EXPECT_EQ(try_in_child(kind::write, spelling), k_busy);
+  }
+  lock.release();
+}
+
+TEST_P(files_test, a_non_ascii_path_works_and_errors_name_it_in_utf8) {
+  // "κλειδιά" (Greek: keys) / "锁文件.lock" (Chinese: lock file).
+  const auto name = fs::u8path(u8"\u9501\u6587\u4ef6.lock");
+  const auto path = dir() / fs::u8path(u8"\u03ba\u03bb\u03b5\u03b9\u03b4\u03b9\u03ac") / name;
+  kind_lock lock(GetParam(), path);
+  ASSERT_TRUE(lock.acquire());
+  kind_lock other(kind::write, path);
+  EXPECT_FALSE(on_other_thread([&] { return other.acquire(false); }));
+  EXPECT_EQ(try_in_child(kind::write, path), k_busy);
+  lock.release();
+  {
+    child_process holder = hold_in_child(kind::write, path);
+    EXPECT_FALSE(lock.acquire(false));
+    EXPECT_EQ(holder.finish(), 0);
+  }
+  EXPECT_TRUE(lock.acquire(false));
+  lock.release();
+  std::vector<fs::path> names;
+  for (const auto& entry : fs::directory_iterator(path.parent_path())) {
+    names.push_back(entry.path().filename());
+  }
+  EXPECT_EQ(names, std::vector<fs::path>{name});
+  // "κατάλογος" (Greek: directory).
+  const auto directory =
+      dir() / fs::u8path(u8"\u03ba\u03b1\u03c4\u03ac\u03bb\u03bf\u03b3\u03bf\u03c2");
+  fs::create_directory(directory);
+  kind_lock bad(GetParam(), directory);
+  try {
+    bad.acquire();
+    ADD_FAILURE() << "a directory was locked";
+  } catch (const std::system_error& e) {
+    EXPECT_NE(std::string(e.what()).find(directory.u8string()), std::string::npos) << e.what();
+  }
+}
+
+TEST_P(files_test, the_native_handle_refers_to_the_lock_file_while_held) {
+  kind_lock lock(GetParam(), lock_path());
+  EXPECT_EQ(lock.native_handle(), -1);
+  ASSERT_TRUE(lock.acquire());
+  EXPECT_TRUE(lock.held());
+  ASSERT_NE(lock.native_handle(), -1);
+  const auto handles = handles_referring_to(lock_path());
+  EXPECT_NE(std::find(handles.begin(), handles.end(), lock.native_handle()), handles.end())
+      << "the native handle is not open on the lock file";
+  lock.release();
+  EXPECT_FALSE(lock.held());
+  EXPECT_EQ(lock.native_handle(), -1);
+  try {
+    lock.release();
+    ADD_FAILURE() << "releasing a lock that is not held returned";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::operation_not_permitted);
+  }
+}
+
+TEST_P(files_test, keep_open_keeps_one_descriptor_until_destruction) {
+  const std::size_t start = count_open_handles();
+  {
+    fasteners::lock_options options;
+    options.keep_open = true;
+    kind_lock lock(GetParam(), lock_path(), options);
+    ASSERT_TRUE(lock.acquire());
+    const auto first = lock.native_handle();
+    lock.release();
+    const std::size_t kept = count_open_handles();
+    EXPECT_EQ(try_in_child(kind::write, lock_path()), k_acquired);
+    ASSERT_TRUE(lock.acquire());
+    EXPECT_EQ(lock.native_handle(), first);
+    EXPECT_EQ(try_in_child(kind::write, lock_path()), k_busy);
+    lock.release();
+    EXPECT_EQ(count_open_handles(), kept) << "a second acquire opened the file again";
+  }
+  EXPECT_EQ(count_open_handles(), start) << "destruction did not close the kept file";
+}
+
 INSTANTIATE_TEST_SUITE_P(each_kind, files_test, ::testing::ValuesIn(all_kinds), kind_name);
 
 TEST(files, descriptor_count_returns_to_its_start_after_many_readers) {
   temp_dir dir;
-  const std::size_t start = count_open_fds();
+  const std::size_t start = count_open_handles();
   {
     fasteners::interprocess_reader_writer_lock shared(dir.path() / "lock");
     latch all_acquired(4);
@@ -238,7 +335,7 @@ TEST(files, descriptor_count_returns_to_its_start_after_many_readers) {
     shared.release_read_lock();
     EXPECT_TRUE(shared.read_acquired());
   }
-  EXPECT_EQ(count_open_fds(), start);
+  EXPECT_EQ(count_open_handles(), start);
 }
 
 }  // namespace

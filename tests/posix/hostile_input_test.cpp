@@ -1,5 +1,5 @@
-// Hostile lock paths: links, NUL bytes, unreachable or unreadable files, full descriptor tables,
-// and lock files deleted or replaced under their holders and waiters.
+// Hostile lock paths on POSIX systems: links, FIFOs, unreachable, unreadable or read-only files,
+// full descriptor tables, and lock files deleted or replaced under their holders and waiters.
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -8,14 +8,14 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <system_error>
+#include <thread>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "posix/posix_support.hpp"
 
 namespace fasteners_test {
 namespace {
@@ -94,6 +94,16 @@ TEST_F(hostile_input_test, a_dangling_symlink_creates_its_target_or_is_refused) 
   EXPECT_TRUE(fs::is_regular_file(target));
 }
 
+TEST_F(hostile_input_test, a_symlink_at_the_path_is_never_deleted) {
+  const fs::path target = dir() / "target";
+  fs::create_symlink(target, lock_path());
+  fasteners::interprocess_lock lock(lock_path(), removing());
+  ASSERT_TRUE(lock.try_lock());
+  lock.unlock();
+  EXPECT_TRUE(fs::is_symlink(lock_path()));
+  EXPECT_TRUE(fs::exists(target));
+}
+
 TEST_F(hostile_input_test, a_symlink_loop_is_an_error_naming_the_path) {
   const fs::path a = dir() / "a";
   const fs::path b = dir() / "b";
@@ -106,20 +116,6 @@ TEST_F(hostile_input_test, a_symlink_loop_is_an_error_naming_the_path) {
     EXPECT_EQ(e.code(), std::errc::too_many_symbolic_link_levels) << e.what();
     EXPECT_NE(std::string(e.what()).find(a.string()), std::string::npos) << e.what();
   }
-}
-
-TEST_F(hostile_input_test, an_embedded_nul_is_an_error_and_creates_nothing) {
-  const std::string name = (dir() / "lock").string() + std::string(1, '\0') + "tail";
-  const fs::path path(name);
-  fasteners::interprocess_lock lock(path);
-  try {
-    lock.lock();
-    ADD_FAILURE() << "a path with a NUL byte was locked";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::invalid_argument) << e.what();
-    EXPECT_NE(std::string(e.what()).find("NUL"), std::string::npos) << e.what();
-  }
-  EXPECT_FALSE(fs::exists(dir() / "lock")) << "the part before the NUL must not be created";
 }
 
 // A process whose descriptor table is full gets EMFILE naming the path, leaks nothing, and
@@ -259,6 +255,154 @@ TEST_F(hostile_input_test, a_waiter_follows_a_lock_file_deleted_or_replaced_whil
         << "the waiter holds a lock on a file no longer at the path";
     EXPECT_TRUE(waiting.release());
   }
+}
+
+// Each kind of lock on a FIFO (an error, never a hang: opening a FIFO may block) and on a name
+// too long.
+class hostile_path_test : public lock_test, public ::testing::WithParamInterface<kind> {};
+
+TEST_P(hostile_path_test, a_fifo_at_the_path_is_an_error_naming_it_without_hanging) {
+  ASSERT_EQ(::mkfifo(lock_path().c_str(), 0666), 0);
+  const auto start = steady::now();
+  const int code = run_helper("expect_error", {to_string(GetParam()), arg_of(lock_path())}, 20s);
+  EXPECT_EQ(code, 0) << (code == -1 ? "locking a FIFO hung" : "see the helper's message above");
+  EXPECT_LT(seconds_since(start), 20.0);
+  struct stat st {};
+  ASSERT_EQ(::stat(lock_path().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+}
+
+TEST_P(hostile_path_test, a_name_too_long_is_filename_too_long) {
+  const fs::path path = dir() / std::string(300, 'x');
+  kind_lock lock(GetParam(), path);
+  try {
+    lock.acquire();
+    ADD_FAILURE() << "a name too long was locked";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::filename_too_long) << e.what();
+    EXPECT_TRUE(names(e, path)) << e.what();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(each_kind, hostile_path_test, ::testing::ValuesIn(all_kinds), kind_name);
+
+// Helper "unprivileged_checks READ_ONLY_FILE LOCKED_DIR": drops privileges (when root), then
+// checks that read locks on READ_ONLY_FILE work and write locks fail with permission_denied;
+// holds a read lock ("read-held") until a line or the end of stdin; and checks that locks in
+// LOCKED_DIR (which it cannot write) fail with permission_denied.
+FASTENERS_TEST_HELPER(unprivileged_checks) {
+  const fs::path read_only = args.at(0);
+  const fs::path locked_dir = args.at(1);
+  if (!drop_privileges()) return fail(50, "could not drop privileges to uid/gid 65534");
+  struct stat st {};
+  if (::stat(read_only.c_str(), &st) != 0) {
+    return fail(52, "an unprivileged user cannot reach the test directory " +
+                        read_only.parent_path().string() +
+                        " (set TMPDIR to a world-searchable directory)");
+  }
+  if (::access(read_only.c_str(), W_OK) == 0) return fail(53, "the read-only file is writable");
+
+  const std::size_t fds = count_open_handles();
+  {
+    fasteners::interprocess_reader_writer_lock lock(read_only);
+    fasteners::interprocess_reader_writer_lock other(read_only);
+    if (!lock.acquire_read_lock()) return fail(54, "a read lock on a read-only file failed");
+    bool shared = false;
+    std::thread([&] {
+      shared = other.try_lock_shared();
+      if (shared) other.unlock_shared();
+    }).join();
+    if (!shared) return fail(55, "a second read lock on a read-only file failed");
+    lock.release_read_lock();
+    if (!lock.acquire_read_lock(true, std::chrono::duration<double>(1.0))) {
+      return fail(56, "a timed read lock on a read-only file failed");
+    }
+    lock.release_read_lock();
+  }
+  {
+    const auto denied = std::errc::permission_denied;
+    fasteners::interprocess_reader_writer_lock rw(read_only);
+    fasteners::interprocess_lock exclusive(read_only);
+    int code = check_error_naming(
+        read_only, [&] { rw.acquire_write_lock(); }, "a write lock on a read-only file", denied);
+    if (code == 0) {
+      code = check_error_naming(
+          read_only, [&] { rw.try_lock(); }, "a write try on a read-only file", denied);
+    }
+    if (code == 0) {
+      code = check_error_naming(
+          read_only, [&] { rw.try_lock_for(100ms); }, "a timed write lock on a read-only file",
+          denied);
+    }
+    if (code == 0) {
+      code = check_error_naming(
+          read_only, [&] { exclusive.acquire(); }, "an exclusive lock on a read-only file", denied);
+    }
+    if (code == 0) {
+      code = check_error_naming(
+          read_only, [&] { exclusive.try_lock(); }, "an exclusive try on a read-only file", denied);
+    }
+    if (code != 0) return code;
+    if (rw.write_acquired() || exclusive.acquired()) return fail(57, "a failed lock is held");
+  }
+  if (count_open_handles() != fds) return fail(58, "descriptors leaked on a read-only file");
+
+  {
+    fasteners::interprocess_reader_writer_lock holder(read_only);
+    if (!holder.acquire_read_lock()) return fail(59, "a read lock on a read-only file failed");
+    std::cout << "read-held" << std::endl;
+    std::string line;
+    std::getline(std::cin, line);
+    holder.release_read_lock();
+  }
+
+  for (const fs::path& path : {locked_dir / "lock", locked_dir / "sub" / "lock"}) {
+    for (const kind k : all_kinds) {
+      kind_lock lock(k, path);
+      const int code = check_error_naming(
+          path, [&] { lock.acquire(); },
+          std::string("a ") + to_string(k) + " lock in a directory the user cannot write",
+          std::errc::permission_denied);
+      if (code != 0) return code;
+    }
+  }
+  if (count_open_handles() != fds) return fail(60, "descriptors leaked on permission errors");
+  return 0;
+}
+
+using permissions_test = lock_test;
+
+TEST_F(permissions_test, a_read_only_lock_file_allows_read_locks_only_for_an_unprivileged_user) {
+  fs::permissions(dir(), fs::perms(0755));
+  const fs::path read_only_dir = dir() / "ro";
+  fs::create_directory(read_only_dir);
+  fs::permissions(read_only_dir, fs::perms(0755));
+  const fs::path read_only = read_only_dir / "lock";
+  std::ofstream(read_only) << "keep\n";
+  fs::permissions(read_only, fs::perms(0444));
+  const fs::path locked_dir = dir() / "locked";
+  fs::create_directory(locked_dir);
+  fs::permissions(locked_dir, fs::perms(0555));
+
+  child_process checker =
+      spawn_helper("unprivileged_checks", {arg_of(read_only), arg_of(locked_dir)});
+  const auto line = checker.read_line();
+  EXPECT_EQ(line, std::optional<std::string>("read-held"));
+  if (line && ::geteuid() == 0) {
+    // A writer (root can open the file for writing) is kept out by the unprivileged reader.
+    fasteners::interprocess_reader_writer_lock writer(read_only);
+    EXPECT_FALSE(writer.try_lock());
+    fasteners::interprocess_reader_writer_lock reader(read_only);
+    EXPECT_TRUE(reader.try_lock_shared());
+    reader.unlock_shared();
+  }
+  EXPECT_EQ(checker.finish(), 0) << "see the helper's message above";
+
+  std::ifstream in(read_only);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()),
+            "keep\n");
+  EXPECT_FALSE(fs::exists(locked_dir / "lock"));
+  EXPECT_FALSE(fs::exists(locked_dir / "sub"));
 }
 
 }  // namespace

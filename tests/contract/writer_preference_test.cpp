@@ -4,10 +4,7 @@
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "common/test_support.hpp"
 
 namespace fasteners_test {
 namespace {
@@ -22,7 +19,7 @@ constexpr auto k_writer_bound = 3s;
 // on PATH in a loop, holding each for k_read_hold, so that the lock is shared without a break.
 // Prints "reading" once the first read lock is held; runs until killed.
 FASTENERS_TEST_HELPER(overlapping_readers) {
-  fasteners::interprocess_reader_writer_lock lock(args.at(0));
+  fasteners::interprocess_reader_writer_lock lock(path_of(args.at(0)));
   const int threads = std::stoi(args.at(1));
   latch first(1);
   auto read_forever = [&] {
@@ -48,7 +45,7 @@ TEST(writer_preference, a_writer_gets_in_among_four_reader_processes) {
   const auto path = dir.path() / "lock";
   std::vector<child_process> readers;
   for (int i = 0; i < 4; ++i) {
-    readers.push_back(spawn_helper("overlapping_readers", {path.string(), "2"}));
+    readers.push_back(spawn_helper("overlapping_readers", {arg_of(path), "2"}));
   }
   for (auto& reader : readers) ASSERT_EQ(reader.read_line(), std::optional<std::string>("reading"));
   fasteners::interprocess_reader_writer_lock writer(path);
@@ -61,7 +58,7 @@ TEST(writer_preference, a_writer_gets_in_among_four_reader_processes) {
     std::cout << "writer waited " << seconds_since(start) * 1000 << " ms\n";
     std::this_thread::sleep_for(50ms);  // The readers take over again.
   }
-  for (auto& reader : readers) reader.kill(SIGKILL);
+  for (auto& reader : readers) reader.kill();
 }
 
 // The same with the writer blocking in lock() on a thread, and the readers in this process too.
@@ -80,7 +77,7 @@ TEST(writer_preference, a_blocking_writer_gets_in_among_readers_of_its_own_proce
       }
     });
   }
-  child_process other_readers = spawn_helper("overlapping_readers", {path.string(), "2"});
+  child_process other_readers = spawn_helper("overlapping_readers", {arg_of(path), "2"});
   ASSERT_EQ(other_readers.read_line(), std::optional<std::string>("reading"));
   fasteners::interprocess_reader_writer_lock writer(path);
   const auto start = steady::now();
@@ -96,7 +93,7 @@ TEST(writer_preference, a_blocking_writer_gets_in_among_readers_of_its_own_proce
   EXPECT_TRUE(writing.release());
   stop = true;
   for (auto& t : pool) t.join();
-  other_readers.kill(SIGKILL);
+  other_readers.kill();
 }
 
 // A writer of another process waiting at the gate holds back readers of this process that would
@@ -106,15 +103,41 @@ TEST(writer_preference, readers_do_not_join_their_process_lock_past_a_waiting_wr
   const auto path = dir.path() / "lock";
   fasteners::interprocess_reader_writer_lock first_reader(path);
   ASSERT_TRUE(first_reader.try_lock_shared());
-  child_process writer = spawn_helper("hold", {"write", path.string()});
-  std::this_thread::sleep_for(k_quiet);  // The writer is now waiting at the gate.
   fasteners::interprocess_reader_writer_lock second_reader(path);
+  std::thread([&] {  // Before a writer waits, they join.
+    EXPECT_TRUE(second_reader.try_lock_shared());
+    second_reader.unlock_shared();
+  })
+      .join();
+  child_process writer = spawn_helper("hold", {"write", arg_of(path)});
+  EXPECT_EQ(writer.read_line(k_quiet), std::nullopt) << "the writer got in past a reader";
+  ASSERT_TRUE(wait_for_waiting_writer(path));
   std::thread([&] { EXPECT_FALSE(second_reader.try_lock_shared()); }).join();
   first_reader.unlock_shared();
   EXPECT_EQ(writer.read_line(), std::optional<std::string>("held"));
   EXPECT_EQ(writer.finish(), 0);
   EXPECT_TRUE(second_reader.try_lock_shared());
   second_reader.unlock_shared();
+}
+
+// Readers of other processes share a lock until a writer waits; then they queue behind it.
+TEST(writer_preference, a_waiting_writer_holds_back_new_readers_of_other_processes) {
+  temp_dir dir;
+  const auto path = dir.path() / "lock";
+  child_process reader = hold_in_child(kind::read, path);
+  EXPECT_EQ(try_in_child(kind::read, path), k_acquired);
+  child_process writer = spawn_helper("hold", {"write", arg_of(path)});
+  ASSERT_TRUE(wait_for_waiting_writer(path));
+  EXPECT_EQ(try_in_child(kind::read, path), k_busy);
+  fasteners::interprocess_reader_writer_lock here(path);
+  EXPECT_FALSE(here.try_lock_shared());
+  EXPECT_EQ(writer.read_line(10ms), std::nullopt) << "the writer got in past a reader";
+  EXPECT_EQ(reader.finish(), 0);
+  EXPECT_EQ(writer.read_line(), std::optional<std::string>("held"));
+  EXPECT_FALSE(here.try_lock_shared());
+  EXPECT_EQ(writer.finish(), 0);
+  EXPECT_TRUE(here.try_lock_shared());
+  here.unlock_shared();
 }
 
 }  // namespace

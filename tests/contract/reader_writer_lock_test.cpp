@@ -9,10 +9,7 @@
 #include <tuple>
 #include <vector>
 
-#include <gtest/gtest.h>
-
-#include "fasteners/fasteners.hpp"
-#include "test_util.hpp"
+#include "common/test_support.hpp"
 
 namespace fasteners_test {
 namespace {
@@ -147,11 +144,66 @@ TEST_P(conflict_matrix, holding_thread_gets_deadlock_error_instead_of_waiting) {
 TEST_P(conflicting_pairs, waiter_in_another_process_gets_the_lock_after_release) {
   kind_lock held(first(), lock_path());
   ASSERT_TRUE(held.acquire());
-  child_process waiter = spawn_helper("hold", {to_string(second()), lock_path().string()});
+  child_process waiter = spawn_helper("hold", {to_string(second()), arg_of(lock_path())});
   EXPECT_EQ(waiter.read_line(k_quiet), std::nullopt);
   held.release();
   EXPECT_EQ(waiter.read_line(), std::optional<std::string>("held"));
   EXPECT_EQ(waiter.finish(), 0);
+}
+
+TEST_P(conflicting_pairs, a_blocking_waiter_gets_the_lock_another_thread_releases) {
+  kind_lock held_lock(first(), lock_path());
+  thread_holder held(held_lock);
+  ASSERT_TRUE(held.wait_held());
+  kind_lock waiting_lock(second(), lock_path());
+  thread_holder waiter(waiting_lock);
+  EXPECT_FALSE(waiter.wait_held(k_quiet));
+  ASSERT_TRUE(held.release());
+  EXPECT_TRUE(waiter.wait_held());
+  EXPECT_EQ(try_in_child(kind::write, lock_path()), k_busy);
+  EXPECT_TRUE(waiter.release());
+}
+
+TEST_P(conflicting_pairs, a_blocking_waiter_gets_the_lock_another_process_releases) {
+  child_process holder = hold_in_child(first(), lock_path());
+  kind_lock waiting_lock(second(), lock_path());
+  thread_holder waiter(waiting_lock);
+  EXPECT_FALSE(waiter.wait_held(k_quiet));
+  EXPECT_EQ(holder.finish(), 0);
+  EXPECT_TRUE(waiter.wait_held());
+  EXPECT_TRUE(waiter.release());
+}
+
+TEST_P(conflicting_pairs, a_timed_waiter_gets_the_lock_another_thread_releases_in_time) {
+  kind_lock held_lock(first(), lock_path());
+  thread_holder held(held_lock);
+  ASSERT_TRUE(held.wait_held());
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(k_short);
+    EXPECT_TRUE(held.release());
+  });
+  kind_lock waiting(second(), lock_path());
+  const auto start = steady::now();
+  EXPECT_TRUE(waiting.acquire(true, k_upper));
+  EXPECT_LT(seconds_since(start), 5.0);
+  releaser.join();
+  if (waiting.held()) waiting.release();
+}
+
+TEST_P(conflicting_pairs, a_timed_waiter_gets_the_lock_another_process_releases_in_time) {
+  child_process holder = hold_in_child(first(), lock_path());
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(k_short);
+    EXPECT_EQ(holder.finish(), 0);
+  });
+  kind_lock waiting(second(), lock_path());
+  const auto start = steady::now();
+  EXPECT_TRUE(waiting.acquire(true, k_upper));
+  const double took = seconds_since(start);
+  EXPECT_GE(took, 0.15);
+  EXPECT_LT(took, 5.0);
+  releaser.join();
+  if (waiting.held()) waiting.release();
 }
 
 INSTANTIATE_TEST_SUITE_P(all_pairs, conflict_matrix, ::testing::ValuesIn(all_kind_pairs()),
@@ -465,6 +517,13 @@ TEST_F(reader_writer_lock_test, works_with_shared_lock_and_unique_lock) {
     std::lock_guard<interprocess_reader_writer_lock> guard(lock);
     EXPECT_TRUE(lock.write_acquired());
   }
+  {
+    std::unique_lock<interprocess_reader_writer_lock> guard(lock, std::defer_lock);
+    EXPECT_FALSE(lock.write_acquired());
+    EXPECT_TRUE(guard.try_lock_for(k_short));
+    EXPECT_TRUE(lock.write_acquired());
+  }
+  EXPECT_FALSE(lock.write_acquired());
   child_process holder = hold_in_child(kind::write, lock_path());
   {
     std::shared_lock<interprocess_reader_writer_lock> guard(lock, std::try_to_lock);
