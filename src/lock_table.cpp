@@ -12,7 +12,7 @@
 
 namespace fasteners::detail {
 
-mutex table_mutex;
+mutex table_mutex(mutex::forever);
 
 namespace {
 

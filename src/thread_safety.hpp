@@ -31,13 +31,18 @@
 
 namespace fasteners::detail {
 
-// std::mutex with annotations, so that Clang checks who holds it where (-Wthread-safety). It is
-// never destroyed, so that lock objects destroyed after static destruction can still use the
-// process-wide one; a std::mutex owns no resource that this would leak.
+// std::mutex with annotations, so that Clang checks who holds it where (-Wthread-safety).
 class FASTENERS_CAPABILITY("mutex") mutex {
  public:
-  FASTENERS_MUTEX_CONSTEXPR mutex() noexcept : mutex_() {}
-  ~mutex() {}
+  // A mutex made with `forever` is never destroyed, so that lock objects destroyed after static
+  // destruction can still use a process-wide one.
+  enum lifetime { scoped, forever };
+
+  explicit FASTENERS_MUTEX_CONSTEXPR mutex(lifetime l = scoped) noexcept
+      : mutex_(), forever_(l == forever) {}
+  ~mutex() {
+    if (!forever_) mutex_.~mutex();
+  }
   mutex(const mutex&) = delete;
   mutex& operator=(const mutex&) = delete;
 
@@ -62,6 +67,7 @@ class FASTENERS_CAPABILITY("mutex") mutex {
   union {
     std::mutex mutex_;
   };
+  const bool forever_;
 };
 
 // Holds a mutex for its scope.
