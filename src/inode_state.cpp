@@ -38,6 +38,7 @@ inode_state::~inode_state() {
   held_gate_.reset();
   held_.reset();
   idle_.reset();
+  lock_table::closed(*this);
 }
 
 take_result inode_state::take(const lock_request& r, deadline until) {
@@ -396,7 +397,7 @@ inode_state::dropped inode_state::drop(lock_object& owner, lock_mode mode, bool 
     } else {
       result.error = release_held();
       // Only queued waits keep this state now: no handle beyond theirs stays open.
-      if (only_waits_left) idle_.reset();
+      if (only_waits_left && queued_waits() > 0) idle_.reset();
     }
   }
   notify();
@@ -424,6 +425,10 @@ platform::native_handle inode_state::handle_of(const lock_object& owner) {
 
 void inode_state::close_idle_if_unused(long users) {
   mutex_lock lock(mu_);
+  // Without queued waits the state goes with the caller's references, and the handle with it.
+  // (Queued waits exist only where handles own their locks, so a handle opened again later
+  // cannot drop a lock of this process when it is closed.)
+  if (queued_waits() == 0) return;
   {
     mutex_lock table(table_mutex);
     if (weak_from_this().use_count() != users + queued_waits()) return;

@@ -2,7 +2,9 @@
 #include "lock_table.hpp"
 
 #include <cassert>
+#include <condition_variable>
 #include <map>
+#include <new>
 #include <optional>
 #include <utility>
 
@@ -24,6 +26,21 @@ entry_map& entries() {
   return *map;
 }
 
+// Where locks belong to the process (classic fcntl), closing any handle of a file drops every
+// lock the process holds on it, and two states of one file would not exclude each other. So from
+// the moment a state is unlisted until its handles are closed, its file is "retiring", and no new
+// state of that file is made meanwhile (see find_or_open()). Guarded by table_mutex.
+std::map<platform::file_identity, int>& retiring() {
+  static auto* const map = new std::map<platform::file_identity, int>;
+  return *map;
+}
+
+// Notified when a file stops retiring. Never destroyed.
+std::condition_variable& retired() {
+  static auto* const cv = new std::condition_variable;
+  return *cv;
+}
+
 // fork() copies the table and the open handles into the child, which must neither use nor keep
 // them: an open-file-description lock lives as long as any copy of its descriptor, so a child
 // that kept one would keep its parent's lock alive. The child forgets every state (os_file
@@ -41,6 +58,8 @@ void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   // The parent's states stay allocated (lock objects may still point at them) but unlisted.
   entries().clear();
+  retiring().clear();
+  new (&retired()) std::condition_variable();
   table_mutex.unlock();
   os_file::child_after_fork();
 }
@@ -51,6 +70,15 @@ void install_fork_handlers() {
     return true;
   }();
   static_cast<void>(installed);
+}
+
+// Whether a new state of the file `id` must wait: the file is retiring, or its state is going
+// (expired, and not yet forgotten).
+bool must_wait_to_open(const platform::file_identity& id) FASTENERS_REQUIRES(table_mutex) {
+  if (platform::handles_own_locks()) return false;
+  if (retiring().count(id) != 0) return true;
+  const auto it = entries().find(id);
+  return it != entries().end() && it->second.expired();
 }
 
 // The listed state of `id`, or nothing (an expired one is not listed any more).
@@ -92,6 +120,7 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
   std::shared_ptr<inode_state> existing;
   {
     mutex_lock lock(table_mutex);
+    while (must_wait_to_open(info.id)) table_mutex.wait(retired());
     existing = lookup(info.id);
     if (!existing) {
       auto inode = std::make_shared<inode_state>(std::move(file), info);
@@ -107,6 +136,7 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
 void lock_table::unlist(inode_state& inode) {
   if (!inode.listed) return;
   inode.listed = false;
+  if (!platform::handles_own_locks()) ++retiring()[inode.id()];
   const auto it = entries().find(inode.id());
   const auto self = inode.weak_from_this();
   if (it != entries().end() && !it->second.owner_before(self) && !self.owner_before(it->second)) {
@@ -119,8 +149,17 @@ void lock_table::forget(inode_state& inode) {
   mutex_lock lock(table_mutex);
   if (!inode.listed) return;
   inode.listed = false;
+  if (!platform::handles_own_locks()) ++retiring()[inode.id()];
   const auto it = entries().find(inode.id());
   if (it != entries().end() && it->second.expired()) entries().erase(it);
+}
+
+void lock_table::closed(inode_state& inode) {
+  if (platform::handles_own_locks() || inode.generation() != os_file::generation()) return;
+  mutex_lock lock(table_mutex);
+  const auto it = retiring().find(inode.id());
+  if (it != retiring().end() && --it->second == 0) retiring().erase(it);
+  retired().notify_all();
 }
 
 }  // namespace fasteners::detail

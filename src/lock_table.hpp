@@ -28,8 +28,9 @@ class lock_table {
   // Stops listing `inode`, so that the next lookup of its path opens the file anew (it was
   // deleted or replaced). Its holders keep it.
   static void unlist(inode_state& inode) FASTENERS_REQUIRES(table_mutex);
-  // Called by the last reference to `inode` as it goes.
+  // Called by the last reference to `inode` as it goes, before it closes its handles, and after.
   static void forget(inode_state& inode) FASTENERS_EXCLUDES(table_mutex);
+  static void closed(inode_state& inode) FASTENERS_EXCLUDES(table_mutex);
 };
 
 }  // namespace fasteners::detail
