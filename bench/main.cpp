@@ -1,4 +1,4 @@
-// fasteners_bench: this library against raw fcntl locks and its peers, in one run (issue 3).
+// fasteners_bench: this library against raw fcntl locks and its peers, in one run.
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -31,7 +31,7 @@ const char* const k_usage = R"(usage: fasteners_bench [options] [--benchmark_* f
 
 Measures, in one run, this library against a raw fcntl baseline and its peers:
 hand-off latency, the waiter's CPU, uncontended cost, 4-process throughput and
-timeout accuracy; prints a table and marks issue 3's bars PASS or FAIL.
+timeout accuracy; prints a table and marks the project's speed targets PASS or FAIL.
 
   --json FILE            also write the results as JSON (for bench/plot.py)
   --csv FILE             also write the results as CSV
@@ -53,14 +53,14 @@ timeout accuracy; prints a table and marks issue 3's bars PASS or FAIL.
                          (raw_ofd, fasteners_lock, fasteners_lock_keep_open,
                          fasteners_try_lock_for, boost_lock,
                          boost_timed_lock, python_acquire, python_acquire_timeout)
-  --fail-on-bars         exit with status 2 if a bar fails
+  --fail-on-targets      exit with status 2 if a target is missed
 )";
 
 struct options {
   settings config;
   std::string json;
   std::string csv;
-  bool fail_on_bars = false;
+  bool fail_on_targets = false;
   std::vector<std::string> benchmark_flags;
 };
 
@@ -128,8 +128,8 @@ options parse(int argc, char** argv) {
       c.use_boost = false;
     } else if (arg == "--only") {
       c.only = split_keys(value(i));
-    } else if (arg == "--fail-on-bars") {
-      o.fail_on_bars = true;
+    } else if (arg == "--fail-on-targets") {
+      o.fail_on_targets = true;
     } else if (arg.rfind("--benchmark_", 0) == 0) {
       o.benchmark_flags.push_back(arg);
     } else {
@@ -324,7 +324,7 @@ int run(int argc, char** argv) {
 
   r.machine.load_after = load_average();
   r.total_seconds = static_cast<double>(now_ns() - started) / 1e9;
-  evaluate_bars(r);
+  evaluate_targets(r);
   print_table(r, stdout);
   std::fflush(stdout);
   if (!o.json.empty()) write_json(r, o.json);
@@ -333,8 +333,8 @@ int run(int argc, char** argv) {
     std::error_code ec;
     std::filesystem::remove_all(c.dir, ec);
   }
-  if (o.fail_on_bars) {
-    for (const auto& b : r.bars) {
+  if (o.fail_on_targets) {
+    for (const auto& b : r.targets) {
       if (!b.extra && (!b.evaluated || !b.pass)) return 2;
     }
   }

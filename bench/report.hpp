@@ -1,4 +1,4 @@
-// The benchmark's results, the bars, and their table, JSON and CSV forms.
+// The benchmark's results, the speed targets, and their table, JSON and CSV forms.
 #pragma once
 
 #include <cstdint>
@@ -71,12 +71,12 @@ struct timeout_result {
   int acquired = 0;  // Wrongly acquired a lock that was held.
 };
 
-struct bar {
+struct target {
   std::string name;
   std::string figure;  // The measured value and what it was compared with.
   bool evaluated = false;
   bool pass = false;
-  bool extra = false;  // Not one of the bars: a check of this project's own.
+  bool extra = false;  // Reported beside the targets, not one of them.
 };
 
 struct results {
@@ -89,12 +89,12 @@ struct results {
   std::vector<uncontended_result> uncontended;
   std::vector<throughput_result> throughput;
   std::vector<timeout_result> timeout;
-  std::vector<bar> bars;
+  std::vector<target> targets;
   double total_seconds = 0;
 };
 
-// Fills results.bars from the measurements.
-void evaluate_bars(results& r);
+// Fills results.targets from the measurements.
+void evaluate_targets(results& r);
 void print_table(const results& r, std::FILE* out);
 // Throw std::runtime_error if the file cannot be written.
 void write_json(const results& r, const std::string& path);
