@@ -12,6 +12,7 @@
 #include "error.hpp"
 #include "gate_protocol.hpp"
 #include "lock_object.hpp"
+#include "thread_pool.hpp"
 
 namespace fasteners::detail {
 
@@ -263,7 +264,7 @@ take_result inode_state::start_wait(const lock_request& r, os_file file, deadlin
   w.inode = shared_from_this();
   w.wanters.reserve(1);
   pending_[slot(r.mode)] = std::move(owned);
-  if (const auto ec = platform::start_thread(&run_wait, &w)) {
+  if (const auto ec = run_on_pool_thread(&run_wait, &w)) {
     owned = std::move(pending_[slot(r.mode)]);
     give_back(std::move(owned->file));
     owned->inode.reset();  // Not the last reference: the caller holds one.
@@ -461,7 +462,11 @@ std::unique_ptr<kernel_wait> inode_state::wait_in_kernel(kernel_wait& w) {
       {
         mutex_lock lock(mu_);
         w.gate_held = true;
-        if (w.wanters.empty()) return complete(w, {}, false);  // Every caller gave up.
+        if (w.wanters.empty()) {  // Every caller gave up.
+          auto done = complete(w, {}, false);
+          notify();
+          return done;
+        }
         w.waiting_for_main = true;
       }
       auto main = handle;
@@ -488,12 +493,20 @@ std::unique_ptr<kernel_wait> inode_state::wait_in_kernel(kernel_wait& w) {
     outcome = end::failed;
     error = std::make_error_code(std::errc::not_enough_memory);
   }
-  mutex_lock lock(mu_);
-  if (outcome == end::replaced) {
-    for (wanter* x : w.wanters) x->outcome = wanter::state::start_again;
-    w.wanters.clear();
+  std::unique_ptr<kernel_wait> done;
+  bool wake = false;
+  {
+    mutex_lock lock(mu_);
+    if (outcome == end::replaced) {
+      for (wanter* x : w.wanters) x->outcome = wanter::state::start_again;
+      w.wanters.clear();
+    }
+    done = complete(w, error, outcome == end::granted);
+    wake = sleepers_ > 0;
   }
-  return complete(w, error, outcome == end::granted);
+  // Outside the mutex, so that the woken caller does not wait for it at once.
+  if (wake) changed_.notify_all();
+  return done;
 }
 
 std::unique_ptr<kernel_wait> inode_state::complete(kernel_wait& w, std::error_code error,
@@ -513,7 +526,6 @@ std::unique_ptr<kernel_wait> inode_state::complete(kernel_wait& w, std::error_co
     give_back(std::move(w.main_file));
     give_back(std::move(w.file));
   }
-  notify();
   return done;
 }
 

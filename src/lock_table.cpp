@@ -11,6 +11,7 @@
 #include "error.hpp"
 #include "inode_state.hpp"
 #include "os_file.hpp"
+#include "thread_pool.hpp"
 
 namespace fasteners::detail {
 
@@ -48,9 +49,11 @@ std::condition_variable& retired() {
 void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   os_file::prepare_fork();
   table_mutex.lock();
+  pool_prepare_fork();
 }
 
 void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  pool_parent_after_fork();
   table_mutex.unlock();
   os_file::parent_after_fork();
 }
@@ -60,6 +63,7 @@ void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   entries().clear();
   retiring().clear();
   new (&retired()) std::condition_variable();
+  pool_child_after_fork();
   table_mutex.unlock();
   os_file::child_after_fork();
 }

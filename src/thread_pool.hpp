@@ -1,0 +1,20 @@
+// The threads of the library's own that wait in the kernel for timed waits, kept for reuse.
+#pragma once
+
+#include <system_error>
+
+namespace fasteners::detail {
+
+// Runs `job(arg)` on a thread of the library's own: an idle one if there is one, else a new one
+// (platform::start_thread: every signal blocked, cancellation off, a small stack). A thread waits
+// idle for the next job for a while after each one, then ends; no signal or timer is involved.
+// Returns the error if no thread could be started. Thread-safe; after fork() the child starts
+// with no idle thread.
+std::error_code run_on_pool_thread(void (*job)(void*), void* arg) noexcept;
+
+// The fork() hooks, run by the lock table's.
+void pool_prepare_fork();
+void pool_parent_after_fork();
+void pool_child_after_fork();
+
+}  // namespace fasteners::detail
