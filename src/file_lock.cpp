@@ -26,20 +26,14 @@ lock_object& object_of(const std::unique_ptr<lock_object>& impl) {
 file_lock::file_lock(std::filesystem::path path, const lock_options& options)
     : impl_(std::make_unique<lock_object>(std::move(path), options)) {}
 
-file_lock::~file_lock() {
-  // Thread cancellation is kept out of every call into the library (see platform.hpp): a cancel
-  // in the middle would leave its state half changed.
-  const platform::cancellation_off no_cancel;
-  impl_.reset();
-}
+// Thread cancellation is kept out of every call into the library: none of the calls it makes is a
+// cancellation point (see platform::cancellation_off and src/posix/syscalls.hpp), since a cancel
+// in the middle would leave its state half changed.
+file_lock::~file_lock() = default;
 
 file_lock::file_lock(file_lock&& other) noexcept = default;
 
-file_lock& file_lock::operator=(file_lock&& other) noexcept {
-  const platform::cancellation_off no_cancel;
-  impl_ = std::move(other.impl_);
-  return *this;
-}
+file_lock& file_lock::operator=(file_lock&& other) noexcept = default;
 
 bool file_lock::acquire(lock_mode mode, bool blocking, const timeout_type& timeout) {
   if (timeout && !(timeout->count() >= 0)) {
@@ -52,22 +46,14 @@ bool file_lock::acquire(lock_mode mode, bool blocking, const timeout_type& timeo
 }
 
 bool file_lock::acquire_until(lock_mode mode, std::chrono::steady_clock::time_point until) {
-  const platform::cancellation_off no_cancel;
   return object_of(impl_).acquire(mode, until);
 }
 
-void file_lock::release(lock_mode mode) {
-  const platform::cancellation_off no_cancel;
-  object_of(impl_).release(mode);
-}
+void file_lock::release(lock_mode mode) { object_of(impl_).release(mode); }
 
-bool file_lock::holds(lock_mode mode) const noexcept {
-  const platform::cancellation_off no_cancel;
-  return impl_ && impl_->holds(mode);
-}
+bool file_lock::holds(lock_mode mode) const noexcept { return impl_ && impl_->holds(mode); }
 
 std::intptr_t file_lock::native_handle() const noexcept {
-  const platform::cancellation_off no_cancel;
   return impl_ ? impl_->native_handle() : platform::invalid_handle;
 }
 

@@ -12,6 +12,7 @@
 #include "error.hpp"
 #include "gate_protocol.hpp"
 #include "lock_object.hpp"
+#include "object_mutex.hpp"
 #include "thread_pool.hpp"
 
 namespace fasteners::detail {
@@ -26,10 +27,7 @@ inode_state::inode_state(os_file file, const platform::open_file& info)
     : id_(info.id),
       writable_(info.writable),
       generation_(os_file::generation()),
-      idle_(std::move(file)) {
-  // Allocated now, so that a grant is recorded without calling malloc.
-  holdings_.reserve(4);
-}
+      idle_(std::move(file)) {}
 
 inode_state::~inode_state() {
   lock_table::forget(*this);
@@ -60,9 +58,9 @@ take_result inode_state::take(const lock_request& r, deadline until) {
         throw_error(std::errc::resource_deadlock_would_occur, "wait for a lock on", r.path,
                     "the calling thread already holds a lock on this file in this process");
       }
-      {
-        mutex_lock table(table_mutex);
-        if (!listed && r.owner.holds_ == 0) {
+      if (!listed.load(std::memory_order_acquire)) {
+        object_lock owner(r.owner.mu_);
+        if (r.owner.holds_ == 0) {
           result = take_result::start_again;  // The file was deleted or replaced meanwhile.
           break;
         }
@@ -137,7 +135,7 @@ void inode_state::record(const holding& h) {
     assert(readers_ == 0 && !writer_);
     writer_ = true;
   }
-  mutex_lock table(table_mutex);
+  object_lock owner(h.owner->mu_);
   ++h.owner->holds_;
 }
 
@@ -230,6 +228,7 @@ take_result inode_state::poll(const lock_request& r, os_file file, deadline unti
       }
       const auto now = std::chrono::steady_clock::now();
       if (now >= until) break;
+      const platform::cancellation_off no_cancel;
       std::this_thread::sleep_for(
           std::min<std::chrono::steady_clock::duration>(pause, until - now));
       pause = std::min(pause * 2, std::chrono::milliseconds(10));
@@ -375,17 +374,19 @@ inode_state::dropped inode_state::drop(lock_object& owner, lock_mode mode, bool 
   bool closes = false;
   bool only_waits_left = false;
   {
-    mutex_lock table(table_mutex);
+    object_lock lock_owner(owner.mu_);
     --owner.holds_;
-    if (owner.unbinds()) {
-      result.unbound = std::move(owner.bound_);
-      // When nobody else can reach this state any more, dropping the references closes the file,
-      // which releases the lock at once: one call instead of two.
-      only_waits_left = last && result.unbound.use_count() == users + 1 + queued_waits();
-      closes =
-          only_waits_left && queued_waits() == 0 && !os_busy_ && platform::closing_releases_locks();
-      if (closes) lock_table::unlist(*this);
-    }
+    if (owner.unbinds()) result.unbound = std::move(owner.bound_);
+  }
+  if (result.unbound && last) {
+    // When nobody else can reach this state any more (no other reference, and none can be made
+    // once it is unlisted), dropping the references closes the file, which releases the lock at
+    // once: one call instead of two.
+    mutex_lock table(table_mutex);
+    only_waits_left = result.unbound.use_count() == users + 1 + queued_waits();
+    closes =
+        only_waits_left && queued_waits() == 0 && !os_busy_ && platform::closing_releases_locks();
+    if (closes) lock_table::unlist(*this);
   }
   if (last) {
     gate_closed_ = false;

@@ -22,7 +22,9 @@
 // non-blocking lock calls of its own file only.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
@@ -50,6 +52,34 @@ struct holding {
   std::uint64_t thread;
   lock_object* owner;
   lock_mode mode;
+};
+
+// The locks held on one file in this process, without allocating for the first four.
+class holding_list {
+ public:
+  holding* begin() { return heap_.empty() ? inline_.data() : heap_.data(); }
+  holding* end() { return begin() + size_; }
+  const holding* begin() const { return heap_.empty() ? inline_.data() : heap_.data(); }
+  const holding* end() const { return begin() + size_; }
+  void push_back(const holding& h) {
+    if (heap_.empty() && size_ < inline_.size()) {
+      inline_[size_++] = h;
+      return;
+    }
+    if (heap_.empty()) heap_.assign(inline_.begin(), inline_.end());
+    heap_.push_back(h);
+    ++size_;
+  }
+  void erase(holding* it) {
+    std::copy(it + 1, end(), it);
+    --size_;
+    if (!heap_.empty()) heap_.pop_back();
+  }
+
+ private:
+  std::array<holding, 4> inline_{};
+  std::vector<holding> heap_;  // All of them, once there were more than fit inline.
+  std::size_t size_ = 0;
 };
 
 // An acquire: the object that asks, for what, and how to find its file again.
@@ -134,8 +164,9 @@ class inode_state : public std::enable_shared_from_this<inode_state> {
   // Keeps another handle of this file open as long as this state lives (see lock_table).
   void keep_spare(os_file file) FASTENERS_EXCLUDES(mu_);
 
-  // Whether the lock table lists this state under its file's identity.
-  bool listed FASTENERS_GUARDED_BY(table_mutex) = true;
+  // Whether the lock table lists this state under its file's identity. Changed under the table's
+  // mutex; read anywhere.
+  std::atomic<bool> listed{true};
 
  private:
   enum class step { join, request, adopt, wait };
@@ -196,7 +227,7 @@ class inode_state : public std::enable_shared_from_this<inode_state> {
   std::vector<os_file> spares_ FASTENERS_GUARDED_BY(mu_);
 
   // The locks held in this process. readers_ > 0 or writer_ exactly when `held_` holds the OS lock.
-  std::vector<holding> holdings_ FASTENERS_GUARDED_BY(mu_);
+  holding_list holdings_ FASTENERS_GUARDED_BY(mu_);
   int readers_ FASTENERS_GUARDED_BY(mu_) = 0;
   bool writer_ FASTENERS_GUARDED_BY(mu_) = false;
 

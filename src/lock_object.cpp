@@ -34,8 +34,8 @@ lock_object::~lock_object() {
       }
     }
   }
-  std::shared_ptr<inode_state> unbound;  // Dropped after the mutex: it may be the last reference.
-  mutex_lock lock(table_mutex);
+  std::shared_ptr<inode_state> unbound;  // Dropped after the lock: it may be the last reference.
+  object_lock lock(mu_);
   unbound = std::move(bound_);
 }
 
@@ -53,7 +53,7 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
       // The holder deleted the file while this process waited for it: a lock on a file that
       // nobody can find any more excludes nobody.
       {
-        mutex_lock lock(table_mutex);
+        mutex_lock table(table_mutex);
         lock_table::unlist(*inode);
       }
       inode->drop(*this, mode, false, path_, 1);
@@ -88,19 +88,21 @@ platform::native_handle lock_object::native_handle() {
 }
 
 std::shared_ptr<inode_state> lock_object::begin_acquire() {
-  std::shared_ptr<inode_state> gone;  // Dropped after the mutex.
+  std::shared_ptr<inode_state> gone;  // Dropped after the lock.
   {
-    mutex_lock lock(table_mutex);
+    object_lock lock(mu_);
     forget_if_stale();
     // A binding kept (keep_open) to a file that was deleted or replaced since is given up.
-    if (bound_ && !bound_->listed && holds_ == 0) gone = std::move(bound_);
+    if (bound_ && !bound_->listed.load(std::memory_order_acquire) && holds_ == 0) {
+      gone = std::move(bound_);
+    }
     if (bound_) {
       ++acquiring_;
       return bound_;
     }
   }
   const auto inode = lock_table::find_or_open(path_, options_);
-  mutex_lock lock(table_mutex);
+  object_lock lock(mu_);
   if (!bound_) bound_ = inode;  // Otherwise another thread bound this object meanwhile.
   ++acquiring_;
   return bound_;
@@ -109,7 +111,7 @@ std::shared_ptr<inode_state> lock_object::begin_acquire() {
 void lock_object::end_acquire(const std::shared_ptr<inode_state>& inode) {
   std::shared_ptr<inode_state> unbound;  // Dropped last: it may close the file.
   {
-    mutex_lock lock(table_mutex);
+    object_lock lock(mu_);
     --acquiring_;
     if (unbinds()) unbound = std::move(bound_);
   }
@@ -118,13 +120,14 @@ void lock_object::end_acquire(const std::shared_ptr<inode_state>& inode) {
 }
 
 std::shared_ptr<inode_state> lock_object::bound() {
-  mutex_lock lock(table_mutex);
+  object_lock lock(mu_);
   forget_if_stale();
   return bound_;
 }
 
 void lock_object::forget_if_stale() {
   if (!bound_ || bound_->generation() == os_file::generation()) return;
+  mutex_lock table(table_mutex);
   parent_states().push_back(std::move(bound_));
   holds_ = 0;
   acquiring_ = 0;

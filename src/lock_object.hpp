@@ -9,6 +9,7 @@
 #include "fasteners/lock_options.hpp"
 #include "inode_state.hpp"
 #include "lock_table.hpp"
+#include "object_mutex.hpp"
 #include "platform.hpp"
 #include "thread_safety.hpp"
 
@@ -27,34 +28,37 @@ class lock_object {
 
   // Waits for a lock of `mode` until `until` (try_once and no_deadline included). Returns whether
   // it was taken. Throws std::system_error as the public API says.
-  bool acquire(lock_mode mode, deadline until) FASTENERS_EXCLUDES(table_mutex);
+  bool acquire(lock_mode mode, deadline until) FASTENERS_EXCLUDES(mu_);
   // Releases one lock of `mode` held by this object, preferring one the calling thread took.
-  void release(lock_mode mode) FASTENERS_EXCLUDES(table_mutex);
-  bool holds(lock_mode mode) FASTENERS_EXCLUDES(table_mutex);
-  platform::native_handle native_handle() FASTENERS_EXCLUDES(table_mutex);
+  void release(lock_mode mode) FASTENERS_EXCLUDES(mu_);
+  bool holds(lock_mode mode) FASTENERS_EXCLUDES(mu_);
+  platform::native_handle native_handle() FASTENERS_EXCLUDES(mu_);
   const std::filesystem::path& path() const noexcept { return path_; }
 
  private:
   friend class inode_state;
 
   // The state to acquire on, binding this object to it; counts an acquire under way.
-  std::shared_ptr<inode_state> begin_acquire() FASTENERS_EXCLUDES(table_mutex);
-  void end_acquire(const std::shared_ptr<inode_state>& inode) FASTENERS_EXCLUDES(table_mutex);
+  std::shared_ptr<inode_state> begin_acquire() FASTENERS_EXCLUDES(mu_);
+  void end_acquire(const std::shared_ptr<inode_state>& inode) FASTENERS_EXCLUDES(mu_);
   // The bound state, if any (forgetting one of the parent's after fork()).
-  std::shared_ptr<inode_state> bound() FASTENERS_EXCLUDES(table_mutex);
+  std::shared_ptr<inode_state> bound() FASTENERS_EXCLUDES(mu_);
   // Whether the binding may end now: nothing held, no acquire under way, no keep_open.
-  bool unbinds() const FASTENERS_REQUIRES(table_mutex) {
+  bool unbinds() const FASTENERS_REQUIRES(mu_) {
     return holds_ == 0 && acquiring_ == 0 && !options_.keep_open;
   }
-  void forget_if_stale() FASTENERS_REQUIRES(table_mutex);
+  void forget_if_stale() FASTENERS_REQUIRES(mu_);
   // Whether the path still names the file of `inode` (remove_on_release checks after the grant).
   bool still_at_path(const inode_state& inode) const;
 
   const std::filesystem::path path_;
   const lock_options options_;
-  std::shared_ptr<inode_state> bound_ FASTENERS_GUARDED_BY(table_mutex);
-  int holds_ FASTENERS_GUARDED_BY(table_mutex) = 0;      // Locks held through bound_.
-  int acquiring_ FASTENERS_GUARDED_BY(table_mutex) = 0;  // Acquires under way on bound_.
+  // Taken inside an inode_state's mutex, never the other way round; the lock table's mutex may be
+  // taken inside it.
+  object_mutex mu_;
+  std::shared_ptr<inode_state> bound_ FASTENERS_GUARDED_BY(mu_);
+  int holds_ FASTENERS_GUARDED_BY(mu_) = 0;      // Locks held through bound_.
+  int acquiring_ FASTENERS_GUARDED_BY(mu_) = 0;  // Acquires under way on this object.
 };
 
 }  // namespace fasteners::detail

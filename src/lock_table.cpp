@@ -1,12 +1,15 @@
 // The process-wide table of open lock files, and what fork() does to it.
 #include "lock_table.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <condition_variable>
 #include <map>
 #include <new>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "error.hpp"
 #include "inode_state.hpp"
@@ -19,7 +22,50 @@ mutex table_mutex(mutex::forever);
 
 namespace {
 
-using entry_map = std::map<platform::file_identity, std::weak_ptr<inode_state>>;
+// The listed states by file identity. A process has few lock files open at once, so a vector
+// searched from the front costs less than a tree and does not allocate once it has grown.
+class entry_map {
+ public:
+  struct entry {
+    platform::file_identity first;
+    std::weak_ptr<inode_state> second;
+    const inode_state* state;  // What `second` points to, to compare without a reference.
+  };
+  using iterator = std::vector<entry>::iterator;
+
+  iterator begin() { return entries_.begin(); }
+  iterator end() { return entries_.end(); }
+  iterator find(const platform::file_identity& id) {
+    return std::find_if(entries_.begin(), entries_.end(),
+                        [&](const entry& e) { return e.first == id; });
+  }
+  // Lists `state` under `id`, in place of an expired state there.
+  void put(const platform::file_identity& id, const std::shared_ptr<inode_state>& state) {
+    const auto it = find(id);
+    if (it != end()) {
+      it->second = state;
+      it->state = state.get();
+    } else {
+      entries_.push_back({id, state, state.get()});
+      size_.store(entries_.size(), std::memory_order_relaxed);
+    }
+  }
+  void erase(iterator it) {
+    *it = std::move(entries_.back());
+    entries_.pop_back();
+    size_.store(entries_.size(), std::memory_order_relaxed);
+  }
+  void clear() {
+    entries_.clear();
+    size_.store(0, std::memory_order_relaxed);
+  }
+  // Read without the mutex: whether any file is listed, as a hint.
+  bool empty_hint() const { return size_.load(std::memory_order_relaxed) == 0; }
+
+ private:
+  std::vector<entry> entries_;
+  std::atomic<std::size_t> size_{0};
+};
 
 // Guarded by table_mutex. Never destroyed: lock objects may outlive static destruction.
 entry_map& entries() {
@@ -93,7 +139,7 @@ std::shared_ptr<inode_state> lookup(const platform::file_identity& id)
   // A state in the map is listed (unlist() and forget() take it out), so a reference made here
   // is returned, never dropped while the mutex is held, where it could be the last.
   auto found = it->second.lock();
-  assert(!found || found->listed);
+  assert(!found || found->listed.load(std::memory_order_relaxed));
   return found;
 }
 
@@ -108,12 +154,7 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
   install_fork_handlers();
   // With files open already, look for this one before opening it again: a second open and close
   // of a file would drop the classic fcntl locks this process holds on it.
-  bool any_open;
-  {
-    mutex_lock lock(table_mutex);
-    any_open = !entries().empty();
-  }
-  if (any_open) {
+  if (!entries().empty_hint()) {
     if (const auto id = platform::identify(path, options.follow_symlinks)) {
       mutex_lock lock(table_mutex);
       if (auto found = lookup(*id)) return found;
@@ -128,7 +169,7 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
     existing = lookup(info.id);
     if (!existing) {
       auto inode = std::make_shared<inode_state>(std::move(file), info);
-      entries()[info.id] = inode;
+      entries().put(info.id, inode);
       return inode;
     }
   }
@@ -138,21 +179,20 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
 }
 
 void lock_table::unlist(inode_state& inode) {
-  if (!inode.listed) return;
-  inode.listed = false;
+  if (!inode.listed.load(std::memory_order_relaxed)) return;
+  inode.listed.store(false, std::memory_order_release);
   if (!platform::handles_own_locks()) ++retiring()[inode.id()];
   const auto it = entries().find(inode.id());
-  const auto self = inode.weak_from_this();
-  if (it != entries().end() && !it->second.owner_before(self) && !self.owner_before(it->second)) {
-    entries().erase(it);
-  }
+  if (it != entries().end() && it->state == &inode) entries().erase(it);
 }
 
 void lock_table::forget(inode_state& inode) {
   if (inode.generation() != os_file::generation()) return;  // The parent's, before fork().
+  // Unlisted already (under the mutex, by the thread that dropped the last reference or earlier).
+  if (!inode.listed.load(std::memory_order_acquire)) return;
   mutex_lock lock(table_mutex);
-  if (!inode.listed) return;
-  inode.listed = false;
+  if (!inode.listed.load(std::memory_order_relaxed)) return;
+  inode.listed.store(false, std::memory_order_release);
   if (!platform::handles_own_locks()) ++retiring()[inode.id()];
   const auto it = entries().find(inode.id());
   if (it != entries().end() && it->second.expired()) entries().erase(it);

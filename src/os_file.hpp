@@ -1,6 +1,7 @@
 // The lock-file handles the library owns: each one closed once, and all closed in a forked child.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 
@@ -28,7 +29,9 @@ class os_file {
   platform::native_handle get() const noexcept { return handle_; }
   explicit operator bool() const noexcept { return handle_ != platform::invalid_handle; }
   // Closes the handle, if there is one and this process opened it (not a parent before fork()).
-  void reset() noexcept;
+  void reset() noexcept {
+    if (handle_ != platform::invalid_handle) close();
+  }
 
   // The fork() hooks, run by the lock table's: prepare waits for opens and closes under way and
   // holds them off; the child closes every registered handle.
@@ -37,9 +40,14 @@ class os_file {
   static void child_after_fork();
   // How many times this process went through fork() as a child: state of an earlier generation
   // was its parent's.
-  static std::uint64_t generation() noexcept;
+  static std::uint64_t generation() noexcept {
+    return fork_generation.load(std::memory_order_relaxed);
+  }
 
  private:
+  void close() noexcept;
+  static std::atomic<std::uint64_t> fork_generation;
+
   platform::native_handle handle_ = platform::invalid_handle;
   std::uint64_t generation_ = 0;
 };

@@ -122,6 +122,9 @@ class cancellation_off {
   int saved_ = 0;
 };
 
+// Whether processes can fork(), so that the library must keep its handles out of children.
+bool forks() noexcept;
+
 // Runs `prepare` before a fork, `parent` after it in the parent and `child` in the child; nothing
 // where fork() does not exist.
 void at_fork(void (*prepare)(), void (*parent)(), void (*child)());

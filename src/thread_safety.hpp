@@ -5,6 +5,8 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "platform.hpp"
+
 #if defined(__clang__)
 #define FASTENERS_THREAD_ANNOTATION(x) __attribute__((x))
 #else
@@ -49,8 +51,10 @@ class FASTENERS_CAPABILITY("mutex") mutex {
   void lock() FASTENERS_ACQUIRE() { mutex_.lock(); }
   void unlock() FASTENERS_RELEASE() { mutex_.unlock(); }
 
-  // Waits on `cv`, releasing the mutex meanwhile, until notified (or spuriously woken).
+  // Waits on `cv`, releasing the mutex meanwhile, until notified (or spuriously woken). Not a
+  // cancellation point, as nothing in the library is (see platform::cancellation_off).
   void wait(std::condition_variable& cv) FASTENERS_REQUIRES(this) {
+    const platform::cancellation_off no_cancel;
     std::unique_lock<std::mutex> lock(mutex_, std::adopt_lock);
     cv.wait(lock);
     lock.release();
@@ -58,6 +62,7 @@ class FASTENERS_CAPABILITY("mutex") mutex {
   // As wait(), but also returns at `until`.
   void wait_until(std::condition_variable& cv, std::chrono::steady_clock::time_point until)
       FASTENERS_REQUIRES(this) {
+    const platform::cancellation_off no_cancel;
     std::unique_lock<std::mutex> lock(mutex_, std::adopt_lock);
     cv.wait_until(lock, until);
     lock.release();

@@ -80,7 +80,10 @@ int fcntl_lock(int fd, bool wait, short type, byte_range range) {
     const int error = errno;
     if (fall_back_from_ofd(error) || error == EINTR) continue;
     if (error == EDEADLK && wait) {
-      std::this_thread::sleep_for(pause);
+      {
+        const cancellation_off no_cancel;
+        std::this_thread::sleep_for(pause);
+      }
       pause = std::min(pause * 2, std::chrono::microseconds(20000));
       continue;
     }

@@ -54,6 +54,8 @@ cancellation_off::cancellation_off() noexcept {
 
 cancellation_off::~cancellation_off() { ::pthread_setcancelstate(saved_, nullptr); }
 
+bool forks() noexcept { return true; }
+
 void at_fork(void (*prepare)(), void (*parent)(), void (*child)()) {
   ::pthread_atfork(prepare, parent, child);
 }

@@ -35,6 +35,8 @@ cancellation_off::cancellation_off() noexcept = default;
 
 cancellation_off::~cancellation_off() = default;
 
+bool forks() noexcept { return false; }
+
 void at_fork(void (*)(), void (*)(), void (*)()) {}
 
 }  // namespace fasteners::detail::platform
