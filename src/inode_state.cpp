@@ -17,6 +17,54 @@
 
 namespace fasteners::detail {
 
+namespace {
+
+// Takes the lock of `mode` through `handle`, blocking in the kernel as long as it takes.
+bool wait_blocking(platform::native_handle handle, lock_mode mode,
+                   const std::filesystem::path& path) {
+  bool gate = false;
+  try {
+    if (mode == lock_mode::exclusive) {
+      gate_protocol::wait_gate(handle, path);
+      gate = true;
+    }
+    gate_protocol::wait_main(handle, mode, path);
+  } catch (...) {
+    if (gate) gate_protocol::release_gate(handle);
+    throw;
+  }
+  return true;
+}
+
+// Takes the lock of `mode` through `handle`, retrying at intervals growing from 1 to 10 ms until
+// `until`; a writer holds the gate meanwhile. Returns whether it took it.
+bool wait_polling(platform::native_handle handle, lock_mode mode, const std::filesystem::path& path,
+                  deadline until) {
+  bool gate = false;
+  try {
+    auto pause = std::chrono::milliseconds(1);
+    for (;;) {
+      if (mode == lock_mode::exclusive && !gate) gate = gate_protocol::try_gate(handle, path);
+      if ((mode == lock_mode::shared || gate) && gate_protocol::try_lock(handle, mode, path)) {
+        return true;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= until) break;
+      const platform::cancellation_off no_cancel;
+      std::this_thread::sleep_for(
+          std::min<std::chrono::steady_clock::duration>(pause, until - now));
+      pause = std::min(pause * 2, std::chrono::milliseconds(10));
+    }
+  } catch (...) {
+    if (gate) gate_protocol::release_gate(handle);
+    throw;
+  }
+  if (gate) gate_protocol::release_gate(handle);
+  return false;
+}
+
+}  // namespace
+
 std::uint64_t this_thread_token() noexcept {
   static std::atomic<std::uint64_t> next{1};
   thread_local const std::uint64_t token = next.fetch_add(1, std::memory_order_relaxed);
@@ -177,75 +225,32 @@ take_result inode_state::request(const lock_request& r, deadline until) {
     give_back(std::move(file));
     return take_result::not_taken;
   }
-  if (until == no_deadline) return wait_here(r, std::move(file));
-  if (!platform::handles_own_locks()) return poll(r, std::move(file), until);
+  // Process-owned locks (classic fcntl) cannot have a kernel wait queued beside other requests of
+  // the process (see next_step()), so there a timed wait retries instead.
+  if (until == no_deadline || !platform::handles_own_locks()) {
+    return wait_here(r, std::move(file), until);
+  }
   return start_wait(r, std::move(file), until);
 }
 
-take_result inode_state::wait_here(const lock_request& r, os_file file) {
-  os_busy_ = true;
-  const auto handle = file.get();
-  std::exception_ptr failure;
-  mu_.unlock();
-  bool gate = false;
-  try {
-    if (r.mode == lock_mode::exclusive) {
-      gate_protocol::wait_gate(handle, r.path);
-      gate = true;
-    }
-    gate_protocol::wait_main(handle, r.mode, r.path);
-  } catch (...) {
-    failure = std::current_exception();
-    if (gate) gate_protocol::release_gate(handle);
-  }
-  mu_.lock();
-  os_busy_ = false;
-  notify();
-  if (failure) {
-    give_back(std::move(file));
-    std::rethrow_exception(failure);
-  }
-  held_ = std::move(file);
-  record({this_thread_token(), &r.owner, r.mode});
-  return take_result::taken;
-}
-
-take_result inode_state::poll(const lock_request& r, os_file file, deadline until) {
+take_result inode_state::wait_here(const lock_request& r, os_file file, deadline until) {
   os_busy_ = true;
   const auto handle = file.get();
   std::exception_ptr failure;
   bool taken = false;
-  bool gate = false;
   mu_.unlock();
   try {
-    auto pause = std::chrono::milliseconds(1);
-    for (;;) {
-      if (r.mode == lock_mode::exclusive && !gate) gate = gate_protocol::try_gate(handle, r.path);
-      if ((r.mode == lock_mode::shared || gate) &&
-          gate_protocol::try_lock(handle, r.mode, r.path)) {
-        taken = true;
-        break;
-      }
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= until) break;
-      const platform::cancellation_off no_cancel;
-      std::this_thread::sleep_for(
-          std::min<std::chrono::steady_clock::duration>(pause, until - now));
-      pause = std::min(pause * 2, std::chrono::milliseconds(10));
-    }
+    taken = until == no_deadline ? wait_blocking(handle, r.mode, r.path)
+                                 : wait_polling(handle, r.mode, r.path, until);
   } catch (...) {
     failure = std::current_exception();
   }
-  if (!taken && gate) gate_protocol::release_gate(handle);
   mu_.lock();
   os_busy_ = false;
   notify();
-  if (failure) {
+  if (failure || !taken) {
     give_back(std::move(file));
-    std::rethrow_exception(failure);
-  }
-  if (!taken) {
-    give_back(std::move(file));
+    if (failure) std::rethrow_exception(failure);
     return take_result::not_taken;
   }
   held_ = std::move(file);

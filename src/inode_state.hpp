@@ -179,8 +179,10 @@ class inode_state : public std::enable_shared_from_this<inode_state> {
 
   // The steps of take(), each called with the mutex held.
   take_result request(const lock_request& r, deadline until) FASTENERS_REQUIRES(mu_);
-  take_result wait_here(const lock_request& r, os_file file) FASTENERS_REQUIRES(mu_);
-  take_result poll(const lock_request& r, os_file file, deadline until) FASTENERS_REQUIRES(mu_);
+  // Waits in the calling thread, outside the mutex: without a deadline, or with one where locks
+  // belong to the process.
+  take_result wait_here(const lock_request& r, os_file file, deadline until)
+      FASTENERS_REQUIRES(mu_);
   take_result start_wait(const lock_request& r, os_file file, deadline until)
       FASTENERS_REQUIRES(mu_);
   take_result adopt(const lock_request& r, kernel_wait& w, deadline until) FASTENERS_REQUIRES(mu_);
