@@ -67,7 +67,8 @@ bool wait_polling(platform::native_handle handle, lock_mode mode, const std::fil
 
 std::uint64_t this_thread_token() noexcept {
   static std::atomic<std::uint64_t> next{1};
-  thread_local const std::uint64_t token = next.fetch_add(1, std::memory_order_relaxed);
+  thread_local std::uint64_t token = 0;  // Zero-initialized: no guard on each call.
+  if (token == 0) token = next.fetch_add(1, std::memory_order_relaxed);
   return token;
 }
 
@@ -183,8 +184,6 @@ void inode_state::record(const holding& h) {
     assert(readers_ == 0 && !writer_);
     writer_ = true;
   }
-  object_lock owner(h.owner->mu_);
-  ++h.owner->holds_;
 }
 
 void inode_state::sleep(deadline until) {
@@ -358,16 +357,16 @@ std::error_code inode_state::release_held() {
 inode_state::dropped inode_state::drop(lock_object& owner, lock_mode mode, bool remove,
                                        const std::filesystem::path& path, long users) {
   mutex_lock lock(mu_);
+  // One of the owner's locks of `mode`, the calling thread's if it took one.
   const auto self = this_thread_token();
-  auto it = std::find_if(holdings_.begin(), holdings_.end(), [&](const holding& h) {
-    return h.owner == &owner && h.mode == mode && h.thread == self;
-  });
-  if (it == holdings_.end()) {
-    it = std::find_if(holdings_.begin(), holdings_.end(),
-                      [&](const holding& h) { return h.owner == &owner && h.mode == mode; });
+  holding* it = nullptr;
+  for (auto& h : holdings_) {
+    if (h.owner != &owner || h.mode != mode) continue;
+    it = &h;
+    if (h.thread == self) break;
   }
   dropped result;
-  if (it == holdings_.end()) return result;
+  if (it == nullptr) return result;
   result.found = true;
   holdings_.erase(it);
   if (mode == lock_mode::shared) {

@@ -46,9 +46,10 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
     try {
       result = inode->take({*this, mode, path_, options_.follow_symlinks}, until);
     } catch (...) {
-      end_acquire(inode);
+      end_acquire(inode, false);
       throw;
     }
+    end_acquire(inode, result == take_result::taken);
     if (result == take_result::taken && options_.remove_on_release && !still_at_path(*inode)) {
       // The holder deleted the file while this process waited for it: a lock on a file that
       // nobody can find any more excludes nobody.
@@ -57,9 +58,8 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
         lock_table::unlist(*inode);
       }
       inode->drop(*this, mode, false, path_, 1);
-      result = take_result::start_again;
+      continue;
     }
-    end_acquire(inode);
     if (result == take_result::taken) return true;
     if (result == take_result::not_taken) return false;
   }
@@ -108,10 +108,11 @@ std::shared_ptr<inode_state> lock_object::begin_acquire() {
   return bound_;
 }
 
-void lock_object::end_acquire(const std::shared_ptr<inode_state>& inode) {
+void lock_object::end_acquire(const std::shared_ptr<inode_state>& inode, bool taken) {
   std::shared_ptr<inode_state> unbound;  // Dropped last: it may close the file.
   {
     object_lock lock(mu_);
+    if (taken) ++holds_;
     --acquiring_;
     if (unbinds()) unbound = std::move(bound_);
   }

@@ -40,7 +40,8 @@ class lock_object {
 
   // The state to acquire on, binding this object to it; counts an acquire under way.
   std::shared_ptr<inode_state> begin_acquire() FASTENERS_EXCLUDES(mu_);
-  void end_acquire(const std::shared_ptr<inode_state>& inode) FASTENERS_EXCLUDES(mu_);
+  // Ends an acquire begun with begin_acquire(); counts the lock if it was `taken`.
+  void end_acquire(const std::shared_ptr<inode_state>& inode, bool taken) FASTENERS_EXCLUDES(mu_);
   // The bound state, if any (forgetting one of the parent's after fork()).
   std::shared_ptr<inode_state> bound() FASTENERS_EXCLUDES(mu_);
   // Whether the binding may end now: nothing held, no acquire under way, no keep_open.
@@ -57,7 +58,9 @@ class lock_object {
   // taken inside it.
   object_mutex mu_;
   std::shared_ptr<inode_state> bound_ FASTENERS_GUARDED_BY(mu_);
-  int holds_ FASTENERS_GUARDED_BY(mu_) = 0;      // Locks held through bound_.
+  // Locks held through bound_, counted once their acquire ends (and briefly below zero when
+  // another thread of the object releases one before that).
+  int holds_ FASTENERS_GUARDED_BY(mu_) = 0;
   int acquiring_ FASTENERS_GUARDED_BY(mu_) = 0;  // Acquires under way on this object.
 };
 
