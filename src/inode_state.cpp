@@ -252,6 +252,7 @@ take_result inode_state::wait_here(const lock_request& r, os_file file, deadline
     if (failure) std::rethrow_exception(failure);
     return take_result::not_taken;
   }
+  assert(!held_ && "while this thread waited, no other request of the process could succeed");
   held_ = std::move(file);
   record({this_thread_token(), &r.owner, r.mode});
   return take_result::taken;
