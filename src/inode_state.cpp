@@ -510,9 +510,13 @@ std::unique_ptr<kernel_wait> inode_state::wait_in_kernel(kernel_wait& w) {
     done = complete(w, error, outcome == end::granted);
     wake = sleepers_ > 0;
   }
-  // Outside the mutex, so that the woken caller does not wait for it at once.
+  // Outside the mutex (closing its handles is a system call), and before the caller is woken:
+  // the caller often runs on this CPU once this thread sleeps, so what this thread does after
+  // waking it delays the hand-off.
+  done.reset();
+  // Outside the mutex too, so that the woken caller does not wait for it at once.
   if (wake) changed_.notify_all();
-  return done;
+  return nullptr;
 }
 
 std::unique_ptr<kernel_wait> inode_state::complete(kernel_wait& w, std::error_code error,
