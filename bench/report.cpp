@@ -149,10 +149,9 @@ void evaluate_targets(results& r) {
     if (row) {
       const double limit = static_cast<double>(row->timeout_ns);
       t.pass = row->elapsed_ns.p99 <= limit * 1.1 && row->early == 0 && row->acquired == 0;
-      t.figure =
-          format("p99 %s, min %s, max %s, %d early", duration(row->elapsed_ns.p99).c_str(),
-                 duration(row->elapsed_ns.min).c_str(), duration(row->elapsed_ns.max).c_str(),
-                 row->early);
+      t.figure = format("p99 %s, min %s, max %s, %d early", duration(row->elapsed_ns.p99).c_str(),
+                        duration(row->elapsed_ns.min).c_str(),
+                        duration(row->elapsed_ns.max).c_str(), row->early);
     }
     r.targets.push_back(t);
   }

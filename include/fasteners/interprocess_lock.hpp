@@ -16,7 +16,8 @@ namespace fasteners {
 // reentrant. Movable, not copyable; destruction releases and never throws. Thread-safe.
 //
 // The lock file and its missing parent directories are created on first acquire; the file is
-// never truncated, written or deleted. It is held open only while the lock is held.
+// never truncated, written or deleted. It is held open only while the lock is held, and after a
+// timed wait that gave up, until the holder it waited for lets go (see the README).
 //
 // Satisfies the standard TimedLockable requirements (std::lock_guard, std::unique_lock,
 // std::scoped_lock, std::lock).
@@ -29,10 +30,12 @@ class interprocess_lock {
   // Takes the lock. With `blocking` and no timeout it waits as long as needed; with
   // `blocking == false` it tries once; with a timeout it waits at most that long. Returns whether
   // the lock was taken.
-  // Throws std::invalid_argument for a negative timeout; std::system_error naming the path for
-  // OS failures, a path that is not a regular file, and, when waiting, with
+  // Throws std::invalid_argument for a negative or NaN timeout; std::system_error naming the path
+  // for OS failures, a path that is not a regular file, when waiting, with
   // std::errc::resource_deadlock_would_occur if the calling thread already holds a lock on this
-  // file in this process (through this object or another).
+  // file in this process (through this object or another), and for a timed wait that no thread
+  // can be started for (EAGAIN when the process may start no more). Not a cancellation point: a
+  // thread cancelled meanwhile is cancelled after the call returns.
   bool acquire(bool blocking = true, timeout_type timeout = std::nullopt) {
     return lock_.acquire(detail::lock_mode::exclusive, blocking, timeout);
   }
@@ -52,12 +55,13 @@ class interprocess_lock {
   void lock() { acquire(true); }
   // Tries once; throws only for OS failures.
   bool try_lock() { return acquire(false); }
-  // Waits at most `d` (a duration of zero or less means one try).
+  // Waits at most `d` (a duration of zero or less means one try; NaN throws
+  // std::invalid_argument).
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& d) {
     return lock_.acquire_until(detail::lock_mode::exclusive, detail::deadline_after(d));
   }
-  // Waits until `t` on `Clock` (a past time means one try).
+  // Waits until `t` on `Clock` (a past time means one try; NaN throws std::invalid_argument).
   template <class Clock, class Duration>
   bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
     return lock_.acquire_until(detail::lock_mode::exclusive, t);

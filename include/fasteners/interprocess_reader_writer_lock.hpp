@@ -24,7 +24,8 @@ using write_guard = detail::basic_guard<detail::lock_mode::exclusive>;
 //
 // The lock file and its missing parent directories are created on first acquire; the file is
 // never truncated, written or deleted. If it can only be opened for reading, read locks work and
-// write locks fail with std::errc::permission_denied.
+// write locks fail with std::errc::permission_denied. Timed waits, errors and cancellation are as
+// for interprocess_lock.
 //
 // Satisfies the standard SharedTimedLockable requirements (std::shared_lock for reading,
 // std::unique_lock and std::lock_guard for writing).

@@ -168,6 +168,47 @@ FASTENERS_TEST_HELPER(wait_without_signal_queue) {
   return 0;
 }
 
+// Helper "wait_without_threads KIND PATH": with the file already open (keep_open), forbids this
+// process to start threads (RLIMIT_NPROC 0, as an unprivileged user, since root is exempt), then
+// checks that a timed wait on the lock another process holds fails with EAGAIN, holding nothing
+// and opening nothing, and that it works again once threads may be started.
+FASTENERS_TEST_HELPER(wait_without_threads) {
+  fasteners::lock_options options;
+  options.keep_open = true;
+  kind_object lock(parse_kind(args.at(0)), args.at(1), options);
+  if (lock.try_for(0s)) return fail(20, "took a lock another process holds");
+  if (!drop_privileges()) return fail(2, "could not run as an unprivileged user");
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "getrlimit failed");
+  const rlimit none{0, limit.rlim_max};
+  if (::setrlimit(RLIMIT_NPROC, &none) != 0) return fail(2, "setrlimit failed");
+  const auto before = count_open_handles();
+  try {
+    lock.try_for(300ms);
+    return fail(21, "a timed wait without a thread to wait in did not throw");
+  } catch (const std::system_error& e) {
+    if (e.code() != std::errc::resource_unavailable_try_again) {
+      return fail(22, std::string("unexpected error: ") + e.what());
+    }
+  }
+  if (lock.held()) return fail(23, "the object holds a lock after the error");
+  if (count_open_handles() != before) return fail(24, "the error left a descriptor open");
+  if (::setrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "setrlimit failed");
+  const auto start = steady::now();
+  if (lock.try_for(300ms)) return fail(25, "took a lock another process holds");
+  if (seconds_since(start) < 0.3) return fail(26, "the timed wait ended early");
+  return 0;
+}
+
+// Proves that a timed wait that cannot start its thread fails with a clear error and leaves
+// nothing behind.
+TEST_P(hostile_kind_test, a_timed_wait_without_threads_is_an_error) {
+  child_process holder = hold_in_child(kind::write, lock_path());
+  EXPECT_EQ(run_helper("wait_without_threads", {to_string(GetParam()), lock_path().string()}), 0)
+      << "see the helper's message above";
+  EXPECT_EQ(holder.finish(), 0);
+}
+
 // Proves that a timed wait ends at its timeout without signals, and that the waiting process
 // keeps nothing: once the holder leaves, a third process takes the lock at once.
 TEST_P(hostile_kind_test, a_timed_wait_needs_no_queued_signals) {
