@@ -41,7 +41,7 @@ lock_object::~lock_object() {
 
 bool lock_object::acquire(lock_mode mode, deadline until) {
   for (;;) {
-    const auto inode = begin_acquire();
+    inode_state* const inode = begin_acquire();
     auto result = take_result::not_taken;
     try {
       result = inode->take({*this, mode, path_, options_.follow_symlinks}, until);
@@ -57,7 +57,7 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
         mutex_lock table(table_mutex);
         lock_table::unlist(*inode);
       }
-      inode->drop(*this, mode, false, path_, 1);
+      inode->drop(*this, mode, false, path_, 0);
       continue;
     }
     if (result == take_result::taken) return true;
@@ -87,37 +87,43 @@ platform::native_handle lock_object::native_handle() {
   return inode ? inode->handle_of(*this) : platform::invalid_handle;
 }
 
-std::shared_ptr<inode_state> lock_object::begin_acquire() {
+inode_state* lock_object::begin_acquire() {
   std::shared_ptr<inode_state> gone;  // Dropped after the lock.
   {
     object_lock lock(mu_);
     forget_if_stale();
-    // A binding kept (keep_open) to a file that was deleted or replaced since is given up.
+    // A binding kept (keep_open) to a file that was deleted or replaced since is given up; acquires
+    // under way may still use it, so it stays alive until they end.
     if (bound_ && !bound_->listed.load(std::memory_order_acquire) && holds_ == 0) {
-      gone = std::move(bound_);
+      if (acquiring_ > 0) {
+        retired_.push_back(std::move(bound_));
+      } else {
+        gone = std::move(bound_);
+      }
     }
     if (bound_) {
       ++acquiring_;
-      return bound_;
+      return bound_.get();
     }
   }
-  const auto inode = lock_table::find_or_open(path_, options_);
+  auto inode = lock_table::find_or_open(path_, options_);
   object_lock lock(mu_);
-  if (!bound_) bound_ = inode;  // Otherwise another thread bound this object meanwhile.
+  if (!bound_) bound_ = std::move(inode);  // Otherwise another thread bound this object meanwhile.
   ++acquiring_;
-  return bound_;
+  return bound_.get();
 }
 
-void lock_object::end_acquire(const std::shared_ptr<inode_state>& inode, bool taken) {
+void lock_object::end_acquire(inode_state* inode, bool taken) {
   std::shared_ptr<inode_state> unbound;  // Dropped last: it may close the file.
+  std::vector<std::shared_ptr<inode_state>> retired;
   {
     object_lock lock(mu_);
     if (taken) ++holds_;
-    --acquiring_;
+    if (--acquiring_ == 0) retired.swap(retired_);
     if (unbinds()) unbound = std::move(bound_);
   }
   // A failed acquire may leave a wait queued (see inode_state); then only it keeps the file open.
-  if (unbound == inode) inode->close_idle_if_unused(2);
+  if (unbound.get() == inode) inode->close_idle_if_unused(1);
 }
 
 std::shared_ptr<inode_state> lock_object::bound() {

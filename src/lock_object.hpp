@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <vector>
 
 #include "deadline.hpp"
 #include "fasteners/detail/file_lock.hpp"
@@ -38,10 +39,11 @@ class lock_object {
  private:
   friend class inode_state;
 
-  // The state to acquire on, binding this object to it; counts an acquire under way.
-  std::shared_ptr<inode_state> begin_acquire() FASTENERS_EXCLUDES(mu_);
+  // The state to acquire on, binding this object to it; counts an acquire under way, which keeps
+  // the state alive until end_acquire() (and longer if a lock is taken).
+  inode_state* begin_acquire() FASTENERS_EXCLUDES(mu_);
   // Ends an acquire begun with begin_acquire(); counts the lock if it was `taken`.
-  void end_acquire(const std::shared_ptr<inode_state>& inode, bool taken) FASTENERS_EXCLUDES(mu_);
+  void end_acquire(inode_state* inode, bool taken) FASTENERS_EXCLUDES(mu_);
   // The bound state, if any (forgetting one of the parent's after fork()).
   std::shared_ptr<inode_state> bound() FASTENERS_EXCLUDES(mu_);
   // Whether the binding may end now: nothing held, no acquire under way, no keep_open.
@@ -62,6 +64,8 @@ class lock_object {
   // another thread of the object releases one before that).
   int holds_ FASTENERS_GUARDED_BY(mu_) = 0;
   int acquiring_ FASTENERS_GUARDED_BY(mu_) = 0;  // Acquires under way on this object.
+  // Former bindings that acquires under way may still use; dropped when the last one ends.
+  std::vector<std::shared_ptr<inode_state>> retired_ FASTENERS_GUARDED_BY(mu_);
 };
 
 }  // namespace fasteners::detail
