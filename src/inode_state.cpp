@@ -140,7 +140,27 @@ take_result inode_state::take(const lock_request& r, deadline until) {
     --writers_waiting_;
     notify();
   }
+  check_invariants();
   return result;
+}
+
+void inode_state::check_invariants() const {
+#ifndef NDEBUG
+  int readers = 0;
+  int writers = 0;
+  for (const auto& h : holdings_) ++(h.mode == lock_mode::shared ? readers : writers);
+  assert(readers == readers_ && writers == (writer_ ? 1 : 0));
+  assert(readers_ == 0 || !writer_);
+  // The OS lock is held through held_ exactly while a lock is held here.
+  assert(static_cast<bool>(held_) == (readers_ > 0 || writer_));
+  assert(!held_gate_ || writer_);
+  assert(writers_waiting_ >= 0 && sleepers_ >= 0);
+  for (std::size_t i = 0; i < pending_.size(); ++i) {
+    if (pending_[i]) assert(slot(pending_[i]->mode) == i);
+  }
+  // Where locks belong to the process, no kernel wait is ever queued (see request()).
+  assert(platform::handles_own_locks() || (!pending_[0] && !pending_[1]));
+#endif
 }
 
 inode_state::step inode_state::next_step(lock_mode mode, deadline until) {
@@ -408,6 +428,7 @@ inode_state::dropped inode_state::drop(lock_object& owner, lock_mode mode, bool 
     }
   }
   notify();
+  check_invariants();
   return result;
 }
 
@@ -536,6 +557,7 @@ std::unique_ptr<kernel_wait> inode_state::complete(kernel_wait& w, std::error_co
     give_back(std::move(w.main_file));
     give_back(std::move(w.file));
   }
+  check_invariants();
   return done;
 }
 

@@ -204,6 +204,9 @@ class inode_state : public std::enable_shared_from_this<inode_state> {
       FASTENERS_REQUIRES(mu_);
   void hand_over(kernel_wait& w) FASTENERS_REQUIRES(mu_);
 
+  // Asserts, in debug builds, what the fields below promise of each other.
+  void check_invariants() const FASTENERS_REQUIRES(mu_);
+
   static std::size_t slot(lock_mode mode) { return mode == lock_mode::shared ? 0 : 1; }
   long queued_waits() const FASTENERS_REQUIRES(mu_) {
     return (pending_[0] ? 1 : 0) + (pending_[1] ? 1 : 0);

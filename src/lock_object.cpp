@@ -49,7 +49,8 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
       end_acquire(inode, false);
       throw;
     }
-    end_acquire(inode, result == take_result::taken);
+    // While the acquire is under way, its count keeps the state alive; after it, another thread
+    // of this object may already have released the lock and with it the state.
     if (result == take_result::taken && options_.remove_on_release && !still_at_path(*inode)) {
       // The holder deleted the file while this process waited for it: a lock on a file that
       // nobody can find any more excludes nobody.
@@ -58,8 +59,10 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
         lock_table::unlist(*inode);
       }
       inode->drop(*this, mode, false, path_, 0);
+      end_acquire(inode, true);  // Counts the lock that the drop has just let go of.
       continue;
     }
+    end_acquire(inode, result == take_result::taken);
     if (result == take_result::taken) return true;
     if (result == take_result::not_taken) return false;
   }
@@ -144,7 +147,7 @@ bool lock_object::still_at_path(const inode_state& inode) const {
   try {
     const auto id = platform::identify(path_, options_.follow_symlinks);
     return id && *id == inode.id();
-  } catch (const std::system_error&) {
+  } catch (...) {
     return false;  // Something else is at the path now; the next lookup reports it.
   }
 }
