@@ -90,6 +90,10 @@ inode_state::~inode_state() {
 }
 
 take_result inode_state::take(const lock_request& r, deadline until) {
+  // A deadline already passed means one try, as try_once does.
+  if (until != no_deadline && until != try_once && std::chrono::steady_clock::now() >= until) {
+    until = try_once;
+  }
   mutex_lock lock(mu_);
   if (r.mode == lock_mode::exclusive && !writable_) {
     throw_error(std::errc::permission_denied, "take a write lock on", r.path,
@@ -100,6 +104,7 @@ take_result inode_state::take(const lock_request& r, deadline until) {
   const bool counts = r.mode == lock_mode::exclusive && until != try_once;
   if (counts) ++writers_waiting_;
   take_result result = take_result::not_taken;
+  bool rechecked = false;
   try {
     for (;;) {
       if (held_by_thread(this_thread_token())) {
@@ -122,6 +127,18 @@ take_result inode_state::take(const lock_request& r, deadline until) {
       }
       if (next == step::request) {
         result = request(r, until);
+        if (result == take_result::not_taken && until == try_once && !rechecked) {
+          // A try that a grant to an abandoned wait of this process stood in the way of (it is
+          // released at once) asks again once that wait has reported.
+          if (const kernel_wait* w = queued_grant_in_the_way(r.mode)) {
+            rechecked = true;
+            const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+            while (pending_[slot(w->mode)].get() == w && std::chrono::steady_clock::now() < limit) {
+              sleep(limit);
+            }
+            continue;
+          }
+        }
         break;
       }
       if (!may_wait(until)) break;
@@ -188,6 +205,19 @@ inode_state::step inode_state::next_step(lock_mode mode, deadline until) {
   // handle of their own.
   if (exclusive_wait && !exclusive_wait->wanters.empty()) return step::wait;
   return step::request;
+}
+
+const kernel_wait* inode_state::queued_grant_in_the_way(lock_mode mode) {
+  // Asking through a handle that a waiting thread blocks on would wait for that thread here.
+  if (platform::blocked_handle_is_busy()) return nullptr;
+  for (const auto& w : pending_) {
+    if (!w || !w->wanters.empty()) continue;
+    if (w->mode == lock_mode::shared && mode == lock_mode::shared) continue;
+    // Seen from the wait's own handle, nobody else holds the lock: what stood in the way was
+    // the wait's own grant.
+    if (!platform::locked_elsewhere(w->file.get(), mode, platform::region::main)) return w.get();
+  }
+  return nullptr;
 }
 
 bool inode_state::held_by_thread(std::uint64_t thread) const {

@@ -173,6 +173,8 @@ class inode_state : public std::enable_shared_from_this<inode_state> {
   // What a thread that wants `mode` may do now.
   step next_step(lock_mode mode, deadline until) FASTENERS_REQUIRES(mu_);
   bool held_by_thread(std::uint64_t thread) const FASTENERS_REQUIRES(mu_);
+  // An abandoned queued wait whose grant (released at once) may have made a try of `mode` fail.
+  const kernel_wait* queued_grant_in_the_way(lock_mode mode) FASTENERS_REQUIRES(mu_);
   void record(const holding& h) FASTENERS_REQUIRES(mu_);
   void sleep(deadline until) FASTENERS_REQUIRES(mu_);
   void notify() FASTENERS_REQUIRES(mu_);

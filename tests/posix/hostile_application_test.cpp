@@ -168,10 +168,36 @@ FASTENERS_TEST_HELPER(wait_without_signal_queue) {
   return 0;
 }
 
+// The threads of this process, as /proc/self/task lists them.
+std::size_t count_threads() {
+  std::size_t n = 0;
+  for (const auto& entry : fs::directory_iterator("/proc/self/task")) {
+    static_cast<void>(entry);
+    ++n;
+  }
+  return n;
+}
+
+// A loop of short timed waits on a lock another process holds for long keeps one queued wait: one
+// thread and one descriptor, not one per wait.
+TEST_P(hostile_kind_test, many_short_timed_waits_keep_one_thread_and_one_descriptor) {
+  child_process holder = hold_in_child(kind::write, lock_path());
+  const auto threads = count_threads();
+  const auto fds = count_open_handles();
+  {
+    kind_object lock(GetParam(), lock_path());
+    for (int i = 0; i < 100; ++i) EXPECT_FALSE(lock.try_for(2ms));
+    EXPECT_LE(count_threads(), threads + 1);
+    EXPECT_LE(count_open_handles(), fds + 1);
+  }
+  EXPECT_EQ(holder.finish(), 0);
+}
+
 // Helper "wait_without_threads KIND PATH": with the file already open (keep_open), forbids this
 // process to start threads (RLIMIT_NPROC 0, as an unprivileged user, since root is exempt), then
 // checks that a timed wait on the lock another process holds fails with EAGAIN, holding nothing
-// and opening nothing, and that it works again once threads may be started.
+// and opening nothing, and that it works again once threads may be started. With classic fcntl
+// locks, which need no thread, the wait just times out.
 FASTENERS_TEST_HELPER(wait_without_threads) {
   fasteners::lock_options options;
   options.keep_open = true;
@@ -183,6 +209,13 @@ FASTENERS_TEST_HELPER(wait_without_threads) {
   const rlimit none{0, limit.rlim_max};
   if (::setrlimit(RLIMIT_NPROC, &none) != 0) return fail(2, "setrlimit failed");
   const auto before = count_open_handles();
+  if (k_classic_fcntl) {
+    // With classic fcntl locks timed waits retry in the calling thread and need none.
+    const auto start = steady::now();
+    if (lock.try_for(300ms)) return fail(20, "took a lock another process holds");
+    if (seconds_since(start) < 0.3) return fail(26, "the timed wait ended early");
+    return 0;
+  }
   try {
     lock.try_for(300ms);
     return fail(21, "a timed wait without a thread to wait in did not throw");
