@@ -131,11 +131,11 @@ take_result inode_state::take(const lock_request& r, deadline until) {
           // A try that a grant to an abandoned wait of this process stood in the way of (it is
           // released at once) asks again once that wait has reported.
           if (const kernel_wait* w = queued_grant_in_the_way(r.mode)) {
+            // Only compared from here on: once it has reported, its thread frees it.
+            const auto& queued = pending_[slot(w->mode)];
             rechecked = true;
             const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-            while (pending_[slot(w->mode)].get() == w && std::chrono::steady_clock::now() < limit) {
-              sleep(limit);
-            }
+            while (queued.get() == w && std::chrono::steady_clock::now() < limit) sleep(limit);
             continue;
           }
         }
