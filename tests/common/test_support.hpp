@@ -33,14 +33,6 @@ inline constexpr bool k_classic_fcntl = true;
 inline constexpr bool k_classic_fcntl = false;
 #endif
 
-// How many descriptors (handles) a timed wait that gave up keeps open until the lock is granted:
-// one, and on Windows a writer's second one, through which it waits while the first holds the gate.
-#ifdef _WIN32
-inline constexpr std::size_t k_handles_per_queued_wait = 2;
-#else
-inline constexpr std::size_t k_handles_per_queued_wait = 1;
-#endif
-
 // The exit code of a child ended by child_process::kill() (128 + SIGKILL on every platform).
 inline constexpr int k_killed = 137;
 

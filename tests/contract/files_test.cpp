@@ -118,9 +118,9 @@ TEST_P(files_test, descriptor_count_returns_to_its_start) {
 
 // A timed wait that gives up stays queued in the kernel until the holder lets go (nothing else can
 // end it); later timed waits adopt it instead of adding their own, and once the holder lets go,
-// everything it kept is gone.
+// everything it kept is gone. (Handles are counted, never asked about, while a thread of the
+// library may block on one: Windows would make the question wait for the lock.)
 TEST_P(files_test, descriptor_count_returns_to_its_start_after_failing_against_another_process) {
-  const auto file_handles = [&] { return handles_referring_to(lock_path()).size(); };
   const auto round = [&] {
     child_process holder = hold_in_child(kind::write, lock_path());
     const std::size_t start = count_open_handles();
@@ -128,28 +128,31 @@ TEST_P(files_test, descriptor_count_returns_to_its_start_after_failing_against_a
       kind_lock lock(GetParam(), lock_path());
       EXPECT_FALSE(lock.acquire(false));
       EXPECT_EQ(count_open_handles(), start) << "after a failed try";
-      for (int i = 0; i < 20; ++i) {
+      EXPECT_FALSE(lock.acquire(true, std::chrono::duration<double>(0.01)));
+      const std::size_t queued = count_open_handles();
+      for (int i = 0; i < 19; ++i) {
         EXPECT_FALSE(lock.acquire(true, std::chrono::duration<double>(0.01)));
       }
-      EXPECT_LE(file_handles(), k_handles_per_queued_wait) << "after timed out acquires";
+      EXPECT_EQ(count_open_handles(), queued) << "later timed waits did not adopt the queued one";
     }
-    EXPECT_LE(file_handles(), k_handles_per_queued_wait)
-        << "after destruction, while the other process holds";
     EXPECT_EQ(holder.finish(), 0);
     const auto until = steady::now() + k_long;
-    while (file_handles() != 0 && steady::now() < until) std::this_thread::sleep_for(1ms);
-    EXPECT_EQ(file_handles(), 0u) << "once the other process released";
+    while (!handles_referring_to(lock_path()).empty() && steady::now() < until) {
+      std::this_thread::sleep_for(1ms);
+    }
+    EXPECT_TRUE(handles_referring_to(lock_path()).empty()) << "once the other process released";
   };
   // The first round may set up what a process keeps for good (on Windows, kernel objects of the
-  // runtime's threads); a second round must leave nothing behind.
+  // runtime's threads); a second round must leave nothing behind. The count may also fall below
+  // where it was: the library's idle waiting threads end after a while.
   round();
   const std::size_t before = count_open_handles();
   round();
   const auto until = steady::now() + k_long;
-  while (count_open_handles() != before && steady::now() < until) {
+  while (count_open_handles() > before && steady::now() < until) {
     std::this_thread::sleep_for(1ms);
   }
-  EXPECT_EQ(count_open_handles(), before) << "after a second round";
+  EXPECT_LE(count_open_handles(), before) << "after a second round";
 }
 
 TEST_P(files_test, descriptor_count_returns_to_its_start_after_errors) {
