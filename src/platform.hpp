@@ -111,7 +111,7 @@ std::error_code start_thread(void (*run)(void*), void* arg) noexcept;
 // Turns thread cancellation off for the calling thread during its scope, and restores the
 // thread's previous state afterwards: a cancel requested meanwhile acts at the thread's next
 // cancellation point after the scope. Nothing where threads cannot be cancelled.
-class cancellation_off {
+class FASTENERS_API cancellation_off {
  public:
   cancellation_off() noexcept;
   ~cancellation_off();
@@ -127,6 +127,6 @@ bool forks() noexcept;
 
 // Runs `prepare` before a fork, `parent` after it in the parent and `child` in the child; nothing
 // where fork() does not exist.
-void at_fork(void (*prepare)(), void (*parent)(), void (*child)());
+FASTENERS_API void at_fork(void (*prepare)(), void (*parent)(), void (*child)());
 
 }  // namespace fasteners::detail::platform

@@ -104,8 +104,9 @@ class FASTENERS_API file_lock {
   std::unique_ptr<lock_object> impl_;
 };
 
-// Holds one lock of mode M on a file_lock until destroyed. Move-only.
-template <lock_mode M>
+// Holds one lock of mode M on a lock core (file_lock, or another with the same acquire and release
+// members) until destroyed. Move-only.
+template <lock_mode M, class Core = file_lock>
 class [[nodiscard]] basic_guard {
  public:
   basic_guard(basic_guard&& other) noexcept : lock_(std::exchange(other.lock_, nullptr)) {}
@@ -126,7 +127,7 @@ class [[nodiscard]] basic_guard {
   explicit operator bool() const noexcept { return owns_lock(); }
 
   // Adopts a lock already taken on `lock`; used by the lock types.
-  explicit basic_guard(file_lock& lock) noexcept : lock_(&lock) {}
+  explicit basic_guard(Core& lock) noexcept : lock_(&lock) {}
 
  private:
   void reset() noexcept {
@@ -134,10 +135,10 @@ class [[nodiscard]] basic_guard {
     try {
       std::exchange(lock_, nullptr)->release(M);
     } catch (...) {
-      // A destructor never throws; the OS drops the lock with the descriptor anyway.
+      // A destructor never throws; the OS (or the server) drops the lock with its holder anyway.
     }
   }
-  file_lock* lock_;
+  Core* lock_;
 };
 
 }  // namespace detail
