@@ -48,6 +48,7 @@ struct registry {
   // Notified whenever a holding, a wait or a session's use changes. Replaced in a forked child,
   // where the parent's waiters on it do not exist.
   std::condition_variable* changed FASTENERS_GUARDED_BY(registry_mu) = new std::condition_variable;
+  std::vector<std::condition_variable*> retired FASTENERS_GUARDED_BY(registry_mu);
 };
 
 registry& the_registry();
@@ -58,7 +59,8 @@ void after_fork_in_child() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   registry& r = the_registry();
   for (postgres_object* o : r.objects) o->forget_after_fork();
   r.keys.clear();
-  r.changed = new std::condition_variable;  // The old one is left as it is.
+  r.retired.push_back(r.changed);  // Left as it is: destroying it with waiters is undefined.
+  r.changed = new std::condition_variable;
   registry_mu.unlock();
 }
 
@@ -364,6 +366,7 @@ void postgres_object::release(lock_mode mode) {
 
 bool postgres_object::holds(lock_mode mode) noexcept {
   mutex_lock lock(registry_mu);
+  if (session_ && session_->lost()) return false;  // Known lost; release() will say so.
   return mode == lock_mode::exclusive ? exclusive_held_ : shared_held_ > 0;
 }
 

@@ -192,14 +192,8 @@ session::session(const std::string& conninfo, const postgres_options& options,
 }
 
 session::~session() {
-  if (conn_ == nullptr) return;
-  if (disowned_) {
-    // The parent's libpq state stays as it was (nothing may be sent): let the memory go, close
-    // the /dev/null descriptor that stands for the socket.
-    ::close(PQsocket(conn_));
-    return;
-  }
-  PQfinish(conn_);
+  // In a forked child the socket is /dev/null by now (disown()): the goodbye goes nowhere.
+  if (conn_ != nullptr) PQfinish(conn_);
 }
 
 int session::socket() const noexcept { return conn_ != nullptr ? PQsocket(conn_) : -1; }
@@ -215,8 +209,9 @@ void session::fail(std::string_view action, std::string_view detail, const char*
   }
   if (PQstatus(conn_) != CONNECTION_OK || state.rfind("57P", 0) == 0 || state.rfind("08", 0) == 0) {
     lost_ = true;
-    throw_error(std::errc::connection_reset, action, name_, where_,
-                "the session ended (its locks are lost): " + std::string(detail));
+    throw_error(
+        std::errc::connection_reset, action, name_, where_,
+        "the session has ended, and the locks it held were lost with it: " + std::string(detail));
   }
   throw_error(std::errc::io_error, action, name_, where_, detail);
 }
@@ -224,7 +219,7 @@ void session::fail(std::string_view action, std::string_view detail, const char*
 std::pair<std::string, std::string> session::run(const std::string& sql, std::string_view action) {
   if (lost_ || disowned_) {
     throw_error(std::errc::connection_reset, action, name_, where_,
-                "the session ended (its locks are lost)");
+                "the session has ended, and the locks it held were lost with it");
   }
   PGresult* result = PQexec(conn_, sql.c_str());
   std::pair<std::string, std::string> row;

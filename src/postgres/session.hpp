@@ -48,7 +48,8 @@ class session {
   // Connects within the options' connect timeout and prepares the session (see the top of this
   // file). `name` is for messages.
   session(const std::string& conninfo, const postgres_options& options, const std::string& name);
-  // Ends the session, which releases anything it still holds; in a forked child, only forgets it.
+  // Ends the session, which releases anything it still holds (in a forked child, only this
+  // process's copy: see disown()).
   ~session();
   session(const session&) = delete;
   session& operator=(const session&) = delete;
