@@ -75,6 +75,12 @@ for kind in static shared; do
   run cmake --build "$work/consumer-$kind" -j "$jobs"
   step="run the consumer built with find_package ($kind)"
   run "$work/consumer-$kind/consumer"
+  if [[ -x "$work/consumer-$kind/consumer_postgres" ]]; then
+    run "$work/consumer-$kind/consumer_postgres"
+  elif [[ "$(uname -s)" == Linux ]]; then
+    echo "check-package.sh: fasteners::postgres was not installed (libpq-dev, libssl-dev?)" >&2
+    exit 1
+  fi
 done
 
 step="build the consumer with add_subdirectory"
@@ -84,6 +90,9 @@ run cmake -S "$consumer" -B "$work/consumer-subdir" -DCMAKE_BUILD_TYPE=Release \
 run cmake --build "$work/consumer-subdir" -j "$jobs"
 step="run the consumer built with add_subdirectory"
 run "$work/consumer-subdir/consumer"
+if [[ -x "$work/consumer-subdir/consumer_postgres" ]]; then
+  run "$work/consumer-subdir/consumer_postgres"
+fi
 
 step="done"
 echo "check-package.sh: OK (find_package static and shared, add_subdirectory)"

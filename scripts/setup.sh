@@ -11,6 +11,11 @@ packages=(
   python3 python3-fasteners       # interoperability tests against python-fasteners
   util-linux                      # setarch, for ThreadSanitizer on kernels with high ASLR entropy
   clang-format                    # formatting check
+  postgresql-15                   # the throwaway server of the PostgreSQL tests
+  libpq-dev                       # libpq, for fasteners::postgres
+  libssl-dev                      # libcrypto, for the SHA-256 of PostgreSQL lock names
+  python3-psycopg2                # the benchmark's PostgreSQL peer
+  pgbouncer                       # a transaction pooler, which the PostgreSQL tests must detect
 )
 
 if ! command -v apt-get >/dev/null 2>&1; then

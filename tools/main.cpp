@@ -19,12 +19,15 @@ using namespace fasteners::tool;
 
 constexpr const char* description =
     "Inter-process file locks for scripts: the locks of the fasteners C++ library, shared with "
-    "python-fasteners (and, with --flock, with util-linux flock(1)).";
+    "python-fasteners (and, with --flock, with util-linux flock(1)); with --postgres, PostgreSQL "
+    "advisory locks, across machines.";
 
 constexpr const char* footer = R"(Examples:
   fasteners run /tmp/backup.lock rsync -a src/ dst/
   fasteners run -n -E 75 /tmp/cron.lock -c 'make nightly'
   fasteners status /tmp/backup.lock --json
+  fasteners run --postgres 'host=db.example dbname=app' -w 60 deploy ./deploy.sh
+  fasteners status --postgres 'host=db.example dbname=app' deploy
 
 Run 'fasteners run --help' or 'fasteners status --help' for their options.)";
 

@@ -13,6 +13,10 @@ struct command_line {
   // Windows only: the last argument is a command for cmd.exe, which does not read its command
   // line by the C runtime's quoting rules; it is put in double quotes as written.
   bool raw_last_argument = false;
+  // POSIX only: signals the program starts with at their default action, although this process
+  // ignores them (`run --postgres` ignores SIGINT and SIGQUIT while the command runs). Others keep
+  // this process's dispositions, as exec leaves them.
+  std::vector<int> default_signals = {};
 };
 
 // A command started by start_command(), for wait_command(): its process id on POSIX, its process

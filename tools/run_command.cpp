@@ -13,6 +13,7 @@
 #include "errors.hpp"
 #include "fasteners/holders.hpp"
 #include "lock_backend.hpp"
+#include "postgres.hpp"
 #include "process.hpp"
 #include "system.hpp"
 
@@ -37,7 +38,22 @@ COMMAND's exit code as it is.
 Exit status: that of COMMAND (128+N if signal N killed it); the conflict exit code
 (-E, default 1) when -n or -w could not get the lock; 64 for bad usage, 66 when the
 lock file cannot be opened (its directory must exist), 69 when COMMAND cannot be
-executed, 71 for other system errors: the codes of flock(1).)";
+executed, 71 for other system errors: the codes of flock(1).
+
+With --postgres CONNINFO (a libpq connection string or URI; '' for libpq's
+defaults, PGHOST and so on), the operand is not a file but the NAME of a
+PostgreSQL advisory lock in that database, the lock of fasteners::postgres_lock
+and postgres_reader_writer_lock on every machine (psql sessions can take it too:
+see fasteners/postgres.hpp for its key). The database session that holds it
+belongs to this process, which waits for COMMAND and then releases it: the lock
+ends when fasteners ends, even if COMMAND, or anything it left running, runs on
+(-o is implied). While COMMAND runs, fasteners ignores SIGINT and SIGQUIT (a
+Ctrl+C at the terminal reaches COMMAND too); SIGTERM or SIGKILL to it ends the
+lock at once. --flock cannot be used with --postgres. The connection waits at
+most 10 seconds unless CONNINFO sets connect_timeout. Exit status as for files,
+and 69 when the server cannot be reached, refuses the login or loses the session
+while waiting. A session lost while COMMAND runs is reported on stderr; the exit
+status stays COMMAND's.)";
 
 bool takes_value(const CLI::App& app, const std::string& name) {
   const CLI::Option* option = app.get_option_no_throw(name);
@@ -203,6 +219,140 @@ void keep_until_exit(std::unique_ptr<lock_backend> lock) {
   kept = lock.release();
 }
 
+// --postgres: "held exclusive by pid 1234 on host1 (fasteners)": the sessions that keep us
+// waiting, as pg_locks and pg_stat_activity tell, asked in a session of its own.
+std::string describe_postgres_holders(bool shared, const std::string& conninfo,
+                                      const std::string& name) {
+  postgres_lock_state state;
+  try {
+    state = postgres_holders("run", conninfo, name);
+  } catch (const tool_error& e) {
+    std::string why = e.what();
+    const std::string prefix = "fasteners run: ";
+    if (why.rfind(prefix, 0) == 0) why.erase(0, prefix.size());
+    return "its holders are unknown (" + why + ")";
+  }
+  std::vector<std::string> holding;
+  std::vector<std::string> waiting;
+  bool exclusive = false;
+  bool writers_wait = true;
+  for (const auto& h : state.holders) {
+    if (is_this_process(h)) continue;
+    // The server queues a request behind the waiting requests it conflicts with.
+    if (shared && !h.exclusive) continue;
+    if (h.waiting) {
+      writers_wait = writers_wait && h.exclusive;
+      waiting.push_back(describe_postgres_holder(h));
+    } else {
+      exclusive = exclusive || h.exclusive;
+      holding.push_back(describe_postgres_holder(h));
+    }
+  }
+  std::string out;
+  if (!holding.empty()) out = (exclusive ? "held exclusive by " : "held by ") + list(holding);
+  if (!waiting.empty()) {
+    out += out.empty() ? "" : "; ";
+    out +=
+        (writers_wait ? "a writer waits for it first: " : "waiting for it first: ") + list(waiting);
+  }
+  return out.empty() ? "held by another session" : out;
+}
+
+// The library's error about the database, as one line that names the tool and no password.
+std::string database_error(const std::exception& e, const std::string& conninfo) {
+  std::string message = scrub(e.what(), conninfo);
+  if (message.rfind("fasteners", 0) != 0) message = "fasteners run: " + message;
+  return message;
+}
+
+// `fasteners run --postgres CONNINFO NAME COMMAND...`: the same steps as for a file, with a
+// session of this process holding the lock until COMMAND ends.
+int run_postgres(const run_options& o, const std::optional<seconds>& timeout,
+                 int conflict_exit_code) {
+  if (o.use_flock) {
+    throw usage_error("run",
+                      "--flock cannot be used with --postgres: --flock takes a flock(2) lock on a "
+                      "file, --postgres a PostgreSQL advisory lock");
+  }
+  if (!postgres_supported()) {
+    throw tool_error(exit_unavailable, postgres_unsupported_message("run"));
+  }
+  const std::string& conninfo = *o.postgres;
+  check_conninfo("run", conninfo);
+  const std::string& name = o.lock_file;
+  if (name.empty()) throw usage_error("run", "the lock name given with --postgres is empty");
+  command_line command =
+      o.shell_command ? shell_command(*o.shell_command) : command_line{o.command};
+  const std::string what =
+      std::string("the ") + (o.shared ? "shared" : "exclusive") + " PostgreSQL lock '" + name + "'";
+
+  const auto start = std::chrono::steady_clock::now();
+  const auto elapsed = [&] { return seconds(std::chrono::steady_clock::now() - start); };
+  std::unique_ptr<postgres_run_lock> lock;
+  try {
+    lock = make_postgres_run_lock(conninfo, name, o.shared);
+    bool taken = lock->try_acquire();
+    const bool one_try = o.nonblocking || (timeout && timeout->count() == 0);
+    if (!taken && !one_try) {
+      if (o.verbose) {
+        std::cerr << "fasteners: waiting for " << what
+                  << (timeout ? " (at most " + format_seconds(*timeout) + " seconds)" : "") << ": "
+                  << describe_postgres_holders(o.shared, conninfo, name) << std::endl;
+      }
+      std::optional<seconds> left;
+      if (timeout) left = std::max(seconds(0), *timeout - elapsed());
+      taken = lock->acquire(left);
+    }
+    if (!taken) {
+      if (o.verbose) {
+        std::cerr << "fasteners: " << (one_try ? "failed to get " : "timed out waiting for ")
+                  << what << " after " << format_seconds(elapsed())
+                  << " seconds: " << describe_postgres_holders(o.shared, conninfo, name)
+                  << std::endl;
+      }
+      return conflict_exit_code;
+    }
+  } catch (const std::system_error& e) {
+    throw tool_error(exit_unavailable, database_error(e, conninfo));
+  } catch (const std::invalid_argument& e) {
+    throw usage_error("run", scrub(e.what(), conninfo));
+  }
+  if (o.verbose) {
+    std::cerr << "fasteners: getting " << what << " took " << format_seconds(elapsed())
+              << " seconds" << std::endl;
+    std::cerr << "fasteners: executing " << join(command.argv) << std::endl;
+  }
+
+  command_status status;
+  {
+    const interrupts_ignored ignored;
+    command.default_signals = ignored.ignored_here();
+    command_process process{};
+    try {
+      process = start_command(command, -1);  // The lock stays with this process's session.
+    } catch (const std::system_error& e) {
+      throw tool_error(exit_unavailable, e.what());
+    }
+    status = wait_command(process);
+  }
+  if (o.verbose) {
+    if (status.signal != 0) {
+      std::cerr << "fasteners: the command was killed by signal " << status.signal << " ("
+                << signal_description(status.signal) << ")" << std::endl;
+    } else {
+      std::cerr << "fasteners: the command exited with status " << status.exit_code << std::endl;
+    }
+  }
+  try {
+    lock->release();
+  } catch (const std::system_error& e) {
+    // The command has run; its status stays the exit status.
+    std::cerr << "fasteners: warning: " << what
+              << " was lost while the command ran: " << scrub(e.what(), conninfo) << std::endl;
+  }
+  return status.exit_code;
+}
+
 }  // namespace
 
 CLI::App* add_run_command(CLI::App& app, run_options& o) {
@@ -231,6 +381,11 @@ CLI::App* add_run_command(CLI::App& app, run_options& o) {
   run->add_flag("-o,--close", o.close,
                 "Keep the lock from COMMAND: it ends with COMMAND, whatever COMMAND left running "
                 "(implied on Windows)");
+  run->add_option("--postgres", o.postgres,
+                  "Take the PostgreSQL advisory lock named by the operand (NAME, not LOCKFILE) in "
+                  "this database: a libpq connection string or URI; see below")
+      ->type_name("CONNINFO")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   run->add_flag("--flock", o.use_flock,
                 "Use flock(2) locks, shared with flock(1), not fcntl ones (python-fasteners'); "
                 "locks directories too; not on Windows");
@@ -241,7 +396,8 @@ CLI::App* add_run_command(CLI::App& app, run_options& o) {
                   "instead of COMMAND")
       ->type_name("'SHELL COMMAND'");
   run->add_option("LOCKFILE", o.lock_file,
-                  "The lock file: created if missing (its directory must exist)")
+                  "The lock file: created if missing (its directory must exist); with --postgres, "
+                  "the lock's NAME")
       ->required()
       ->type_name("");
   // Filled by split_run_arguments(), declared here for the help text.
@@ -305,9 +461,12 @@ int run(const run_options& o) {
     throw usage_error("run", "give either COMMAND or -c 'SHELL COMMAND', not both");
   }
   if (!o.shell_command && o.command.empty()) {
-    throw usage_error("run",
-                      "no command given: fasteners run [OPTIONS] LOCKFILE COMMAND [ARGS...]");
+    throw usage_error("run", o.postgres ? "no command given: fasteners run --postgres CONNINFO "
+                                          "[OPTIONS] NAME COMMAND [ARGS...]"
+                                        : "no command given: fasteners run [OPTIONS] LOCKFILE "
+                                          "COMMAND [ARGS...]");
   }
+  if (o.postgres) return run_postgres(o, timeout, conflict_exit_code);
   if (o.use_flock && !flock_supported()) {
     throw usage_error("run", "--flock is not available on " + system_name() +
                                  ", which has no flock(2); without it the lock is the library's, "

@@ -11,8 +11,9 @@ namespace fasteners::tool {
 
 // What `fasteners run` was asked to do, as parsed from its command line.
 struct run_options {
-  std::string lock_file;
-  bool shared = false;  // -s; -x (the default) clears it, the last one given wins.
+  std::string lock_file;                // With --postgres: the lock's name.
+  std::optional<std::string> postgres;  // --postgres CONNINFO: a PostgreSQL advisory lock.
+  bool shared = false;                  // -s; -x (the default) clears it, the last one given wins.
   bool nonblocking = false;
   std::optional<std::string> timeout;             // -w SECONDS as written; none: no limit.
   std::optional<std::string> conflict_exit_code;  // -E N as written; none: 1.
@@ -36,7 +37,8 @@ std::vector<std::string> split_run_arguments(const CLI::App& run_app,
 
 // Runs the parsed command line; returns the exit code: the command's exit status (128 + N if
 // signal N killed it), the conflict exit code when the lock could not be had, or a flock(1)
-// error code. Throws tool_error for usage and OS errors.
+// error code. Throws tool_error for usage and OS errors, and (with --postgres) when the database
+// cannot be used.
 int run(const run_options& options);
 
 }  // namespace fasteners::tool

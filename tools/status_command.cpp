@@ -12,6 +12,7 @@
 #include "errors.hpp"
 #include "fasteners/holders.hpp"
 #include "json.hpp"
+#include "postgres.hpp"
 #include "system.hpp"
 
 namespace fasteners::tool {
@@ -30,7 +31,20 @@ holders when a lock's holder cannot be found otherwise.
 Never creates, opens or locks the file; a missing file is free.
 Exit status: 0 when free, 1 when held, 64 for bad usage, 66 when the path cannot be
 inspected, 69 where holders cannot be listed (on Windows, which does not tell who
-holds a lock, and elsewhere outside Linux), 71 for other system errors.)";
+holds a lock, and elsewhere outside Linux), 71 for other system errors.
+
+With --postgres CONNINFO (a libpq connection string or URI; '' for libpq's
+defaults), the operand is the NAME of a PostgreSQL advisory lock in that database
+(see 'fasteners run --help'): lists the sessions that hold or wait for its key,
+from pg_locks and pg_stat_activity, in a session of its own that takes no lock.
+A session of this library names its process, host and program (PID, HOST and
+APPLICATION); others show their application_name as it is. CLIENT is where the
+session comes from ("local": a Unix-domain socket), SESSION its server process;
+[since ...] tells since when (UTC) it waits, or holds (the session's last state
+change). Other users' sessions show less unless the role may read all statistics
+(pg_read_all_stats). Exit status:
+0 when free, 1 when held, 64 for bad usage, 69 when the server cannot be reached,
+refuses the login or fails the query.)";
 
 enum class lock_state { free, shared, exclusive };
 
@@ -170,6 +184,94 @@ void print_json(const fs::path& path, bool exists, lock_state state,
   std::cout << (holders.empty() ? "]\n}\n" : "\n  ]\n}\n");
 }
 
+lock_state state_of(const std::vector<postgres_holder>& holders) {
+  auto state = lock_state::free;
+  for (const auto& h : holders) {
+    if (h.waiting) continue;
+    if (h.exclusive) return lock_state::exclusive;
+    state = lock_state::shared;
+  }
+  return state;
+}
+
+std::string kind_of(const postgres_holder& h) { return h.exclusive ? "exclusive" : "shared"; }
+
+void print_postgres_text(const std::string& name, lock_state state,
+                         const std::vector<postgres_holder>& holders) {
+  std::cout << printable(name) << ": "
+            << (state == lock_state::free ? "free" : std::string("held ") + name_of(state)) << '\n';
+  if (holders.empty()) return;
+  std::vector<std::vector<std::string>> rows{
+      {"PID", "HOST", "LOCK", "SESSION", "CLIENT", "APPLICATION"}};
+  for (const auto& h : holders) {
+    const bool ours = h.client_pid > 0;  // A session of this library, by its application_name.
+    std::string application = printable(ours ? h.program : h.application_name);
+    if (!h.since.empty()) application += " [since " + h.since + "]";
+    rows.push_back({ours ? std::to_string(h.client_pid) : "?",
+                    ours && !h.client_host.empty() ? printable(h.client_host) : "?",
+                    kind_of(h) + (h.waiting ? " (waiting)" : ""), std::to_string(h.backend_pid),
+                    h.client.empty() ? "?" : printable(h.client), application});
+  }
+  std::vector<std::size_t> widths(rows.front().size(), 0);
+  for (const auto& r : rows) {
+    for (std::size_t i = 0; i < r.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
+  }
+  for (const auto& r : rows) {
+    std::string line = " ";
+    for (std::size_t i = 0; i + 1 < r.size(); ++i) {
+      line += " " + r[i] + std::string(widths[i] - r[i].size() + 1, ' ');
+    }
+    std::cout << line << ' ' << r.back() << '\n';
+  }
+}
+
+std::string json_or_null(const std::string& text) {
+  return text.empty() ? "null" : json_string(text);
+}
+
+void print_postgres_json(const std::string& name, const postgres_lock_state& found,
+                         lock_state state) {
+  std::cout << "{\n  \"name\": " << json_string(name) << ",\n  \"key\": " << found.key
+            << ",\n  \"database\": " << json_string(found.database) << ",\n  \"state\": \""
+            << name_of(state) << "\",\n  \"holders\": [";
+  const char* separator = "\n";
+  for (const auto& h : found.holders) {
+    const bool ours = h.client_pid > 0;
+    std::cout << separator << "    {\"pid\": " << (ours ? std::to_string(h.client_pid) : "null")
+              << ", \"host\": " << (ours ? json_or_null(h.client_host) : "null")
+              << ", \"program\": " << (ours ? json_or_null(h.program) : "null")
+              << ", \"application_name\": " << json_string(h.application_name) << ", \"kind\": \""
+              << kind_of(h) << "\", \"mechanism\": \"postgres\""
+              << ", \"waiting\": " << (h.waiting ? "true" : "false")
+              << ", \"backend_pid\": " << h.backend_pid
+              << ", \"client\": " << json_or_null(h.client)
+              << ", \"user\": " << json_or_null(h.user) << ", \"since\": " << json_or_null(h.since)
+              << "}";
+    separator = ",\n";
+  }
+  std::cout << (found.holders.empty() ? "]\n}\n" : "\n  ]\n}\n");
+}
+
+// `fasteners status --postgres CONNINFO NAME`.
+int status_postgres(const status_options& o) {
+  if (!postgres_supported()) {
+    throw tool_error(exit_unavailable, postgres_unsupported_message("status"));
+  }
+  check_conninfo("status", *o.postgres);
+  if (o.lock_file.empty()) {
+    throw usage_error("status", "the lock name given with --postgres is empty");
+  }
+  const auto found = postgres_holders("status", *o.postgres, o.lock_file);
+  const auto state = state_of(found.holders);
+  if (o.json) {
+    print_postgres_json(o.lock_file, found, state);
+  } else {
+    print_postgres_text(o.lock_file, state, found.holders);
+  }
+  std::cout.flush();
+  return state == lock_state::free ? exit_free : exit_held;
+}
+
 }  // namespace
 
 CLI::App* add_status_command(CLI::App& app, status_options& o) {
@@ -177,13 +279,22 @@ CLI::App* add_status_command(CLI::App& app, status_options& o) {
       app.add_subcommand("status", "Tell whether a lock file is free or held, and by whom");
   status->footer(footer);
   status->add_flag("--json", o.json, "Print the state as a JSON object");
-  status->add_option("LOCKFILE", o.lock_file, "The lock file (or directory)")
+  status
+      ->add_option("--postgres", o.postgres,
+                   "Tell about the PostgreSQL advisory lock named by the operand (NAME, not "
+                   "LOCKFILE) in this database: a libpq connection string or URI")
+      ->type_name("CONNINFO")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  status
+      ->add_option("LOCKFILE", o.lock_file,
+                   "The lock file (or directory); with --postgres, the lock's NAME")
       ->required()
       ->type_name("");
   return status;
 }
 
 int status(const status_options& o) {
+  if (o.postgres) return status_postgres(o);
   const fs::path path = path_from_utf8(o.lock_file);
   std::error_code ec;
   const auto st = fs::status(path, ec);

@@ -1,6 +1,7 @@
 // `fasteners status`: whether a lock file is free or held, and by which processes.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -8,7 +9,8 @@
 namespace fasteners::tool {
 
 struct status_options {
-  std::string lock_file;
+  std::string lock_file;                // With --postgres: the lock's name.
+  std::optional<std::string> postgres;  // --postgres CONNINFO: a PostgreSQL advisory lock.
   bool json = false;
 };
 
@@ -16,7 +18,8 @@ struct status_options {
 CLI::App* add_status_command(CLI::App& app, status_options& options);
 
 // Prints the state of the lock on stdout, as text or JSON; returns exit_free or exit_held. Never
-// creates, opens or locks the file. Throws tool_error when the state cannot be found out.
+// creates, opens or locks the file (with --postgres: never takes a lock, in a session of its own).
+// Throws tool_error when the state cannot be found out.
 int status(const status_options& options);
 
 }  // namespace fasteners::tool

@@ -108,9 +108,10 @@ class postgres_lock {
   // lock queue, not by polling). Returns whether the lock was taken.
   // Throws std::invalid_argument for a negative or NaN timeout; std::system_error naming host and
   // database (never a password) when the server cannot be reached, refuses the login or the
-  // session is lost; with std::errc::resource_deadlock_would_occur if the calling thread already
-  // holds this name in this process (through this object or another) or the server finds a
-  // deadlock.
+  // session is lost; with std::errc::protocol_error behind a transaction pooler; with
+  // std::errc::resource_deadlock_would_occur if the calling thread already holds this name in this
+  // process (through this object or another) and would wait. Waits across names are not checked
+  // for deadlocks: each object waits in a session that holds nothing, so the server sees no cycle.
   bool acquire(bool blocking = true, timeout_type timeout = std::nullopt) {
     return lock_.acquire(detail::lock_mode::exclusive, blocking, timeout);
   }

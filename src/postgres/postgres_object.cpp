@@ -198,6 +198,7 @@ std::unique_ptr<postgres::session> postgres_object::drop_session() {
   lost_shared_ += shared_held_;
   exclusive_held_ = false;
   shared_held_ = 0;
+  gate_closed_ = false;
   unbind();
   postgres::the_registry().changed->notify_all();
   return std::move(session_);
@@ -262,10 +263,34 @@ bool postgres_object::acquire(lock_mode mode, deadline until) {
                             session_->where(),
                             "the calling thread already holds this name in this process");
     }
-    const bool admitted =
-        mode == lock_mode::exclusive
-            ? !holds_any()
-            : !exclusive_held_ && state_->writers_waiting == (counted_writer ? 1 : 0);
+    bool admitted = mode == lock_mode::exclusive
+                        ? !holds_any()
+                        : !exclusive_held_ && !gate_closed_ && state_->writers_waiting == 0;
+    if (admitted && mode == lock_mode::shared && shared_held_ > 0) {
+      // Joining the session's read lock asks the server nothing, so ask whether a writer waits
+      // anywhere: if one does, readers here stop joining until the read lock drops, and then
+      // queue behind it in the server.
+      use_ = use::brief;
+      postgres::session& s = *session_;
+      bool waiting = false;
+      std::exception_ptr error;
+      registry_mu.unlock();
+      try {
+        waiting = s.writer_waiting(key_);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      registry_mu.lock();
+      use_ = use::idle;
+      r.changed->notify_all();
+      if (error) {
+        if (s.lost()) doomed = drop_session();
+        std::rethrow_exception(error);
+      }
+      if (waiting && shared_held_ > 0) gate_closed_ = true;
+      if (shared_held_ == 0) continue;  // The read lock dropped meanwhile: ask for one.
+      admitted = !waiting;
+    }
     if (!admitted) {
       if (until == try_once) return false;
       if (mode == lock_mode::exclusive && !counted_writer) {
@@ -341,6 +366,7 @@ void postgres_object::release(lock_mode mode) {
     exclusive_held_ = false;
   } else {
     shared_held_ = 0;
+    gate_closed_ = false;
   }
   use_ = use::brief;
   postgres::session& s = *session_;
@@ -397,6 +423,7 @@ void postgres_object::forget_after_fork() noexcept FASTENERS_NO_THREAD_SAFETY_AN
   use_ = use::idle;
   exclusive_held_ = false;
   shared_held_ = 0;
+  gate_closed_ = false;
   lost_exclusive_ = 0;
   lost_shared_ = 0;
 }

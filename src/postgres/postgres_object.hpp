@@ -9,9 +9,10 @@
 //     resource_deadlock_would_occur;
 //   - while a thread of this process waits for the write lock, new readers of this process wait
 //     behind it (across processes the server's lock queue does the same);
-//   - an object asks the server only while it holds nothing there, except for its first read lock,
-//     which further reading threads of the object share: a session never waits while it holds, so
-//     a release never queues behind a wait.
+//   - an object waits in the server only while it holds nothing there: further reading threads of
+//     the object share its read lock, after asking the server whether a writer waits anywhere (if
+//     one does, they stop joining until the read lock drops). A session never waits while it
+//     holds, so a release never queues behind a wait.
 // Lock order: the process-wide registry mutex only; it is never held while talking to the server
 // or across any other system call.
 #pragma once
@@ -89,6 +90,9 @@ class postgres_object {
   // reading threads share.
   bool exclusive_held_ FASTENERS_GUARDED_BY(postgres::registry_mu) = false;
   int shared_held_ FASTENERS_GUARDED_BY(postgres::registry_mu) = 0;
+  // A writer waits for the key elsewhere: threads stop joining the read lock, so that it drops.
+  // Reset when it does.
+  bool gate_closed_ FASTENERS_GUARDED_BY(postgres::registry_mu) = false;
   // Holds that ended with a lost session and were not released yet: their release() says so.
   int lost_exclusive_ FASTENERS_GUARDED_BY(postgres::registry_mu) = 0;
   int lost_shared_ FASTENERS_GUARDED_BY(postgres::registry_mu) = 0;

@@ -61,10 +61,55 @@ std::string host_name() {
 
 void ignore_notice(void*, const char*) {}
 
-const char* sql_function(lock_mode mode, deadline until) {
+// The session's statements, prepared once at connection: parsed and planned once, each call then
+// sends only the key. Every one returns the server process id too, which must stay the session's
+// (see session::lock). pg_advisory_lock returns void: a row at all means the lock was taken. A
+// timed wait sets lock_timeout in a subquery that runs before the lock is asked for, and turns it
+// off once it came; when the timeout fires, the statement fails, and its implicit transaction
+// undoes the setting.
+constexpr const char* prepared_statements =
+    "PREPARE fasteners_try_exclusive(bigint) AS "
+    "SELECT pg_try_advisory_lock($1), pg_backend_pid(); "
+    "PREPARE fasteners_try_shared(bigint) AS "
+    "SELECT pg_try_advisory_lock_shared($1), pg_backend_pid(); "
+    "PREPARE fasteners_wait_exclusive(bigint) AS "
+    "SELECT pg_advisory_lock($1), pg_backend_pid(); "
+    "PREPARE fasteners_wait_shared(bigint) AS "
+    "SELECT pg_advisory_lock_shared($1), pg_backend_pid(); "
+    "PREPARE fasteners_wait_exclusive_until(bigint, text) AS "
+    "SELECT pg_advisory_lock($1), pg_backend_pid(), set_config('lock_timeout', '0', false) "
+    "FROM (SELECT set_config('lock_timeout', $2, false)) AS limit_set; "
+    "PREPARE fasteners_wait_shared_until(bigint, text) AS "
+    "SELECT pg_advisory_lock_shared($1), pg_backend_pid(), set_config('lock_timeout', '0', false) "
+    "FROM (SELECT set_config('lock_timeout', $2, false)) AS limit_set; "
+    "PREPARE fasteners_unlock_exclusive(bigint) AS "
+    "SELECT pg_advisory_unlock($1), pg_backend_pid(); "
+    "PREPARE fasteners_unlock_shared(bigint) AS "
+    "SELECT pg_advisory_unlock_shared($1), pg_backend_pid(); "
+    // Whether the session holds the key in a mode (ExclusiveLock, ShareLock), as pg_locks shows a
+    // bigint key: its high and low halves, objsubid 1.
+    "PREPARE fasteners_holds(bigint, text) AS "
+    "SELECT count(*) > 0, pg_backend_pid() FROM pg_locks WHERE locktype = 'advisory' "
+    "AND pid = pg_backend_pid() AND granted AND mode = $2 AND objsubid = 1 "
+    "AND classid = (($1 >> 32) & 4294967295)::oid AND objid = ($1 & 4294967295)::oid "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()); "
+    // Whether any session waits for the key's exclusive lock.
+    "PREPARE fasteners_writer_waiting(bigint) AS "
+    "SELECT count(*) > 0, pg_backend_pid() FROM pg_locks WHERE locktype = 'advisory' "
+    "AND NOT granted AND mode = 'ExclusiveLock' AND objsubid = 1 "
+    "AND classid = (($1 >> 32) & 4294967295)::oid AND objid = ($1 & 4294967295)::oid "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()); ";
+
+constexpr const char* pooler_explained =
+    "a transaction pooler (such as PgBouncer in transaction mode) is between this client and the "
+    "server, and session locks cannot work through one; connect to the server directly, or "
+    "through a pooler in session mode";
+
+const char* statement(lock_mode mode, deadline until) {
   const bool shared = mode == lock_mode::shared;
-  if (until == try_once) return shared ? "pg_try_advisory_lock_shared" : "pg_try_advisory_lock";
-  return shared ? "pg_advisory_lock_shared" : "pg_advisory_lock";
+  if (until == try_once) return shared ? "fasteners_try_shared" : "fasteners_try_exclusive";
+  if (until == no_deadline) return shared ? "fasteners_wait_shared" : "fasteners_wait_exclusive";
+  return shared ? "fasteners_wait_shared_until" : "fasteners_wait_exclusive_until";
 }
 
 }  // namespace
@@ -92,9 +137,15 @@ void throw_error(std::errc e, std::string_view action, const std::string& name,
   message += where;
   if (!detail.empty()) {
     message += ": ";
-    message += detail;
+    // One line: libpq's messages span several, with a tab before each hint.
+    for (const char c : detail) {
+      if (c == '\n') {
+        message += ' ';
+      } else if (c != '\t') {
+        message += c;
+      }
+    }
   }
-  // libpq's messages end in a newline.
   while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
   throw std::system_error(std::make_error_code(e), message);
 }
@@ -172,6 +223,7 @@ session::session(const std::string& conninfo, const postgres_options& options,
              "; SET tcp_keepalives_interval = " + std::to_string(options.keepalives_interval) +
              "; SET tcp_keepalives_count = " + std::to_string(options.keepalives_count) + "; ";
   }
+  setup += prepared_statements;
   setup +=
       "SELECT pg_backend_pid()::text || ' ' || (SELECT system_identifier FROM pg_control_system())"
       "::text, (SELECT oid FROM pg_database WHERE datname = current_database())::text";
@@ -203,6 +255,13 @@ void session::fail(std::string_view action, std::string_view detail, const char*
   if (state == "55P03") {  // lock_not_available: lock_timeout fired.
     throw std::system_error(std::make_error_code(std::errc::timed_out), "lock_timeout");
   }
+  if (state == "26000") {
+    // A statement prepared at connection is gone: the session's server process changed.
+    lost_ = true;
+    throw_error(std::errc::protocol_error, action, name_, where_,
+                "the session's prepared statements are gone, so its server process changed: " +
+                    std::string(pooler_explained));
+  }
   if (state == "40P01") {
     throw_error(std::errc::resource_deadlock_would_occur, action, name_, where_,
                 "the server found a deadlock: " + std::string(detail));
@@ -216,12 +275,29 @@ void session::fail(std::string_view action, std::string_view detail, const char*
   throw_error(std::errc::io_error, action, name_, where_, detail);
 }
 
+std::pair<std::string, std::string> session::run_prepared(const char* statement,
+                                                          const std::vector<std::string>& params,
+                                                          std::string_view action) {
+  if (lost_ || disowned_) {
+    throw_error(std::errc::connection_reset, action, name_, where_,
+                "the session has ended, and the locks it held were lost with it");
+  }
+  const char* values[2] = {};
+  for (std::size_t i = 0; i < params.size() && i < 2; ++i) values[i] = params[i].c_str();
+  return finish(PQexecPrepared(conn_, statement, static_cast<int>(params.size()), values, nullptr,
+                               nullptr, 0),
+                action);
+}
+
 std::pair<std::string, std::string> session::run(const std::string& sql, std::string_view action) {
   if (lost_ || disowned_) {
     throw_error(std::errc::connection_reset, action, name_, where_,
                 "the session has ended, and the locks it held were lost with it");
   }
-  PGresult* result = PQexec(conn_, sql.c_str());
+  return finish(PQexec(conn_, sql.c_str()), action);
+}
+
+std::pair<std::string, std::string> session::finish(PGresult* result, std::string_view action) {
   std::pair<std::string, std::string> row;
   if (result == nullptr || PQresultStatus(result) != PGRES_TUPLES_OK) {
     const std::string detail =
@@ -240,33 +316,25 @@ std::pair<std::string, std::string> session::run(const std::string& sql, std::st
 }
 
 bool session::lock(std::int64_t key, lock_mode mode, deadline until) {
-  // pg_advisory_lock returns void, which has no text form: it runs in a subquery, and the row
-  // that comes out of it means the lock was taken.
-  const std::string call = std::string(sql_function(mode, until)) + "(" + std::to_string(key) + ")";
-  std::string sql;
-  if (until == try_once) {
-    sql = "SELECT " + call + "::text, pg_backend_pid()::text";
-  } else if (until == no_deadline) {
-    sql = "SELECT 'true', pg_backend_pid()::text FROM (SELECT " + call + ") AS taken";
-  } else {
-    // The server ends the wait at the deadline (at least 1 ms: 0 would mean no limit). When the
-    // timeout fires the statement fails, and its implicit transaction undoes this SET; when the
-    // lock comes first, set_config() turns the limit off again.
+  std::vector<std::string> params{std::to_string(key)};
+  if (until != try_once && until != no_deadline) {
+    // The server ends the wait at the deadline: at least 1 ms, since 0 would mean no limit.
     const auto left = until - std::chrono::steady_clock::now();
     const double ms = std::chrono::duration<double, std::milli>(left).count();
-    const long long limit = ms < 1 ? 1 : static_cast<long long>(std::ceil(ms));
-    sql = "SET lock_timeout = " + std::to_string(limit) +
-          "; SELECT 'true', pg_backend_pid()::text, set_config('lock_timeout', '0', false) FROM "
-          "(SELECT " +
-          call + ") AS taken";
+    params.push_back(std::to_string(ms < 1 ? 1 : static_cast<long long>(std::ceil(ms))));
   }
   std::pair<std::string, std::string> row;
   try {
-    row = run(sql, "wait for the");
+    row = run_prepared(statement(mode, until), params, "wait for the");
   } catch (const std::system_error& e) {
-    // The server's lock_timeout: the deadline passed without the lock.
-    if (e.code() == std::errc::timed_out) return false;
-    throw;
+    if (e.code() != std::errc::timed_out) throw;
+    // The server's lock_timeout fired. If the grant came as it fired, the server keeps the lock
+    // for the session all the same (a session lock outlives the failed statement): ask.
+    row = run_prepared(
+        "fasteners_holds",
+        {std::to_string(key), mode == lock_mode::shared ? "ShareLock" : "ExclusiveLock"},
+        "wait for the");
+    if (row.second == backend_pid_) return row.first == "t";
   }
   if (row.second != backend_pid_) {
     // The statement reached another server process: a pooler hands out server sessions per
@@ -275,26 +343,29 @@ bool session::lock(std::int64_t key, lock_mode mode, deadline until) {
     lost_ = true;
     throw_error(std::errc::protocol_error, "take the", name_, where_,
                 "the session's server process changed from " + backend_pid_ + " to " + row.second +
-                    ": a transaction pooler (such as PgBouncer in transaction mode) is between "
-                    "this client and the server, and session locks cannot work through one");
+                    ": " + pooler_explained);
   }
-  return row.first == "true";
+  // pg_try_advisory_lock says t or f; pg_advisory_lock returns only once it has the lock.
+  return until != try_once || row.first == "t";
 }
 
 void session::unlock(std::int64_t key, lock_mode mode) {
-  const char* function =
-      mode == lock_mode::shared ? "pg_advisory_unlock_shared" : "pg_advisory_unlock";
-  const auto row = run(std::string("SELECT ") + function + "(" + std::to_string(key) +
-                           ")::text, pg_backend_pid()::text",
-                       "release the");
-  if (row.first != "true" || row.second != backend_pid_) {
+  const char* name =
+      mode == lock_mode::shared ? "fasteners_unlock_shared" : "fasteners_unlock_exclusive";
+  const auto row = run_prepared(name, {std::to_string(key)}, "release the");
+  if (row.first != "t" || row.second != backend_pid_) {
     lost_ = true;
     throw_error(std::errc::connection_reset, "release the", name_, where_,
                 "the server no longer held it for this session (its locks are lost)");
   }
 }
 
-void session::unlock_all() { run("SELECT pg_advisory_unlock_all()::text, ''", "release the"); }
+bool session::writer_waiting(std::int64_t key) {
+  const auto row = run_prepared("fasteners_writer_waiting", {std::to_string(key)}, "join the");
+  return row.first == "t";
+}
+
+void session::unlock_all() { run("SELECT pg_advisory_unlock_all()", "release the"); }
 
 bool session::alive() noexcept {
   if (conn_ == nullptr || lost_ || disowned_) return false;

@@ -11,12 +11,14 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "deadline.hpp"
 #include "fasteners/detail/file_lock.hpp"
 #include "fasteners/postgres.hpp"
 
 struct pg_conn;
+struct pg_result;
 
 namespace fasteners::detail::postgres {
 
@@ -59,6 +61,8 @@ class session {
   bool lock(std::int64_t key, lock_mode mode, deadline until);
   // Lets go of one hold of `key` in `mode`. Throws connection_reset if the server did not hold it.
   void unlock(std::int64_t key, lock_mode mode);
+  // Whether a session (of any client) waits for the exclusive lock on `key`.
+  bool writer_waiting(std::int64_t key);
   // Lets go of every advisory lock of the session.
   void unlock_all();
 
@@ -79,6 +83,12 @@ class session {
  private:
   // Runs `sql` and returns the first row's columns 0 and 1 ("" if none); throws as described above.
   std::pair<std::string, std::string> run(const std::string& sql, std::string_view action);
+  // Runs one of the session's prepared statements with `params` (at most two).
+  std::pair<std::string, std::string> run_prepared(const char* statement,
+                                                   const std::vector<std::string>& params,
+                                                   std::string_view action);
+  // Takes `result` (of run or run_prepared), clears it and returns its first row.
+  std::pair<std::string, std::string> finish(pg_result* result, std::string_view action);
   [[noreturn]] void fail(std::string_view action, std::string_view detail, const char* sqlstate);
 
   pg_conn* conn_ = nullptr;

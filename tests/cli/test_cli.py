@@ -11,12 +11,14 @@ are loose and only ever say "quickly" (well under WAIT) or "not before the timeo
 """
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +33,11 @@ PYTHON = sys.executable  # Must import fasteners (CTest runs this script with /u
 FLOCK = shutil.which("flock") or "/usr/bin/flock"
 WAIT = 30.0  # The longest anything that should happen may take.
 HOLD = "echo locked $$; exec cat >/dev/null"  # A command that holds until its stdin closes.
+# The postgres group: the server's conninfo (from --conninfo, or the conninfo file of the
+# directory of scripts/postgres-server.sh that --postgres-state names), and its psql.
+POSTGRES_CONNINFO = None
+POSTGRES_BUILT = None  # Whether the binary has --postgres, from --postgres-built; None: ask it.
+PSQL = shutil.which("psql") or "psql"
 
 # python-fasteners, in a process of its own: hold a lock until stdin closes, or try it once, or
 # wait for it. Kinds: lock (InterProcessLock), read and write (InterProcessReaderWriterLock).
@@ -78,6 +85,15 @@ for fd in fds:
 print("locked", os.getpid(), flush=True)
 sys.stdin.read()
 """
+
+
+def postgres_built():
+    """Whether the binary under test has --postgres."""
+    global POSTGRES_BUILT
+    if POSTGRES_BUILT is None:
+        result = run("status", "--postgres", "host=/nonexistent port=1 connect_timeout=1", "x")
+        POSTGRES_BUILT = "without PostgreSQL support" not in result.stderr
+    return POSTGRES_BUILT
 
 
 def run(*args, env=None, cwd=None, as_nobody=False):
@@ -324,6 +340,16 @@ class usage(CliTest):
         # flock(1) locks directories, and so does --flock.
         result = run("run", "--flock", self.dir, "echo", "ok")
         self.assertEqual((result.returncode, result.stdout), (0, "ok\n"), result.stderr)
+
+    def test_postgres_unsupported(self):
+        if postgres_built():
+            self.skipTest("this fasteners has --postgres (the postgres group tests it)")
+        for args in (["run", "--postgres", "", "name", "true"],
+                     ["status", "--postgres", "", "name"]):
+            self.assert_one_line_error(run(*args), 69, "without PostgreSQL support")
+        # Usage errors come first.
+        self.assert_one_line_error(run("run", "--postgres", "", "--flock", "name", "true"), 64,
+                                   "--flock")
 
     def test_command_cannot_be_executed(self):
         result = run("run", self.lock, os.path.join(self.dir, "no-such-program"))
@@ -950,12 +976,463 @@ class python_interop(CliTest):
         self.assertEqual(waiter.wait(), 1)
 
 
+class postgres(CliTest):
+    """`fasteners run --postgres` and `fasteners status --postgres`: advisory locks on the server
+    of the fixture postgres_server (tests/postgres/), against psql sessions and each other."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not postgres_built():
+            raise unittest.SkipTest("this fasteners was built without --postgres")
+        if POSTGRES_CONNINFO is None:
+            raise unittest.SkipTest("no PostgreSQL server: give --conninfo, or --postgres-state "
+                                    "(or FASTENERS_TEST_POSTGRES_STATE) naming the directory of "
+                                    "scripts/postgres-server.sh")
+
+    def setUp(self):
+        super().setUp()
+        self.conninfo = POSTGRES_CONNINFO
+        # Every test has names of its own: the server is shared with tests running beside these.
+        self.name = "cli-%s-%d-%d" % (self.id().rsplit(".", 1)[-1], os.getpid(), time.time_ns())
+
+    def pg(self, *args, name=None, conninfo=None):
+        """`fasteners run|status --postgres CONNINFO ARGS... NAME`-style argument list."""
+        return ["--postgres", self.conninfo if conninfo is None else conninfo, *args]
+
+    def pg_hold(self, *options, name=None):
+        """Starts `fasteners run --postgres ... NAME` holding the lock; returns (process, command
+        pid)."""
+        p = self.start([FASTENERS, "run", *self.pg(*options), name or self.name, "sh", "-c",
+                        HOLD])
+        child = p.locked_pid()
+        self.stray_pids.append(child)
+        return p, child
+
+    def psql_hold(self, shared=False, name=None):
+        """A psql session that holds the name's key (by the SQL form of postgres_key) until its
+        stdin closes."""
+        p = self.start([PSQL, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", self.conninfo])
+        function = "pg_advisory_lock_shared" if shared else "pg_advisory_lock"
+        p.proc.stdin.write(("SELECT %s(%s);\n\\echo locked %d\n" % (
+            function, sql_key(name or self.name), p.pid)).encode())
+        p.proc.stdin.flush()
+        p.locked_pid()
+        return p
+
+    def psql_try(self, shared=False, name=None):
+        """Whether a psql session gets the name's key at once (and lets it go)."""
+        function = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        result = subprocess.run([PSQL, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+                                 self.conninfo, "-c",
+                                 "SELECT %s(%s)" % (function, sql_key(name or self.name))],
+                                capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout.strip() == "t"
+
+    def assert_pg_conflict(self, *options, code=1):
+        marker = os.path.join(self.dir, "ran")
+        result = run("run", *self.pg("-n", *options), self.name, "touch", marker)
+        self.assertEqual(result.returncode, code, result.stderr)
+        self.assertFalse(os.path.exists(marker), "the command ran without the lock")
+
+    def assert_pg_free(self, *options):
+        result = run("run", *self.pg("-n", *options), self.name, "echo", "ran")
+        self.assertEqual((result.returncode, result.stdout), (0, "ran\n"), result.stderr)
+
+    def pg_status_json(self, name=None):
+        result = run("status", *self.pg("--json"), name or self.name)
+        self.assertIn(result.returncode, (0, 1), result.stderr)
+        doc = json.loads(result.stdout)
+        self.assertEqual(result.returncode, 0 if doc["state"] == "free" else 1)
+        return doc
+
+    def wait_until_free(self):
+        wait_until(lambda: run("run", *self.pg("-n"), self.name, "true").returncode == 0,
+                   "the lock is free")
+
+    # run --postgres
+
+    def test_exit_status(self):
+        for code in (0, 1, 42, 255):
+            result = run("run", *self.pg(), self.name, "sh", "-c", "exit %d" % code)
+            self.assertEqual(result.returncode, code, result.stderr)
+        result = run("run", *self.pg(), self.name, "echo", "a b", "c")
+        self.assertEqual((result.returncode, result.stdout), (0, "a b c\n"), result.stderr)
+        self.assertEqual(result.stderr, "")
+        result = run("run", *self.pg(), self.name, "sh", "-c", "kill -%d $$" % signal.SIGTERM)
+        self.assertEqual(result.returncode, 128 + signal.SIGTERM, result.stderr)
+        result = run("run", *self.pg(), self.name, "-c", 'echo "$0"; exit 3',
+                     env={k: v for k, v in os.environ.items() if k != "SHELL"})
+        self.assertEqual((result.returncode, result.stdout), (3, "/bin/sh\n"), result.stderr)
+        # The command's own status is not the conflict code.
+        result = run("run", *self.pg("-n", "-E", "7"), self.name, "sh", "-c", "exit 1")
+        self.assertEqual(result.returncode, 1, result.stderr)
+
+    def test_command_runs_under_the_lock(self):
+        # While the command runs, psql cannot take the name's key: the SQL form of postgres_key.
+        script = ('"$0" -X -A -t -q "$1" -c "SELECT pg_try_advisory_lock($2), '
+                  'pg_try_advisory_lock_shared($2)"')
+        result = run("run", *self.pg(), self.name, "sh", "-c", script, PSQL, self.conninfo,
+                     sql_key(self.name))
+        self.assertEqual((result.returncode, result.stdout), (0, "f|f\n"), result.stderr)
+        result = run("run", *self.pg("-s"), self.name, "sh", "-c", script, PSQL, self.conninfo,
+                     sql_key(self.name))
+        self.assertEqual((result.returncode, result.stdout), (0, "f|t\n"), result.stderr)
+        # And once it ended, the lock is free.
+        self.assertTrue(self.psql_try())
+        self.assertTrue(self.psql_try(shared=True))
+
+    def test_nonblock_conflict_with_psql(self):
+        for shared_holder in (False, True):
+            holder = self.psql_hold(shared=shared_holder)
+            for option in ("-n", "--nb", "--nonblock"):
+                marker = os.path.join(self.dir, "ran")
+                result, took = run_timed("run", *self.pg(option), self.name, "touch", marker)
+                self.assertEqual(result.returncode, 1, result.stderr)
+                self.assertEqual(result.stderr, "")  # Quiet unless --verbose.
+                self.assertFalse(os.path.exists(marker))
+                self.assertLess(took, WAIT / 3)
+            self.assert_pg_conflict("-E", "7", code=7)
+            self.assert_pg_conflict("--conflict-exit-code=9", code=9)
+            self.assert_pg_conflict("-E", "0", code=0)
+            self.assert_pg_conflict("-E", "255", "-E", "3", code=3)
+            if shared_holder:
+                self.assert_pg_free("-s")
+            else:
+                self.assert_pg_conflict("-s")
+            self.assertEqual(holder.release(), 0)
+            self.assert_pg_free()
+
+    def test_nonblock_conflict_with_fasteners(self):
+        p, _ = self.pg_hold()
+        self.assert_pg_conflict()
+        self.assert_pg_conflict("-s")
+        self.assert_pg_conflict("-E", "75", code=75)
+        result = run("run", *self.pg("-w", "0"), self.name, "true")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertFalse(self.psql_try())
+        self.assertFalse(self.psql_try(shared=True))
+        # Another name, or the same name in a file, is another lock.
+        self.assert_free(self.lock)
+        result = run("run", *self.pg("-n"), self.name + "-other", "true")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(p.release(), 0)
+        self.assertTrue(self.psql_try())
+
+    def test_timeout_never_early(self):
+        self.pg_hold()
+        for args in (["-w", "0.5"], ["--timeout", "0.5"], ["--wait=0.5"]):
+            marker = os.path.join(self.dir, "ran")
+            result, took = run_timed("run", *self.pg(*args), self.name, "touch", marker)
+            self.assertEqual(result.returncode, 1, result.stderr)
+            self.assertFalse(os.path.exists(marker))
+            self.assertGreaterEqual(took, 0.5)
+            self.assertLess(took, WAIT / 3)
+        result, took = run_timed("run", *self.pg("-w", "1", "-E", "5"), self.name, "true")
+        self.assertEqual(result.returncode, 5, result.stderr)
+        self.assertGreaterEqual(took, 1.0)
+
+    def test_timeout_met(self):
+        holder = self.psql_hold()
+        waiter = self.start([FASTENERS, "run", *self.pg("-v", "-w", "60"), self.name, "echo",
+                             "got it"])
+        waiter.expect("waiting", "err")
+        time.sleep(0.3)
+        self.assertTrue(waiter.running())
+        self.assertEqual(holder.release(), 0)
+        self.assertEqual(waiter.wait(), 0)
+        waiter.expect("got it")
+
+    def test_waits_as_long_as_needed(self):
+        holder, _ = self.pg_hold()
+        waiter = self.start([FASTENERS, "run", *self.pg("-v"), self.name, "sh", "-c", "exit 4"])
+        line = waiter.expect("waiting for the exclusive PostgreSQL lock", "err")
+        self.assertIn(self.name, line)
+        time.sleep(0.3)
+        self.assertTrue(waiter.running())
+        self.assertEqual(holder.release(), 0)
+        self.assertEqual(waiter.wait(), 4)
+        waiter.expect("took", "err")
+        waiter.expect("executing sh -c exit 4", "err")
+        waiter.expect("exited with status 4", "err")
+
+    def test_shared(self):
+        for option in ("-s", "--shared"):
+            p1, _ = self.pg_hold(option)
+            p2, _ = self.pg_hold(option)  # A second reader gets in at once.
+            self.assert_pg_free("-s")
+            self.assertTrue(self.psql_try(shared=True))
+            self.assert_pg_conflict()
+            self.assert_pg_conflict("-s", "-x")  # The last of -s and -x wins.
+            self.assertFalse(self.psql_try())
+            doc = self.pg_status_json()
+            self.assertEqual(doc["state"], "shared")
+            self.assertEqual(sorted(h["pid"] for h in doc["holders"]), sorted([p1.pid, p2.pid]))
+            self.assertEqual({h["kind"] for h in doc["holders"]}, {"shared"})
+            self.assertEqual((p1.release(), p2.release()), (0, 0))
+            self.assert_pg_free()
+        # With a psql reader.
+        holder = self.psql_hold(shared=True)
+        p, _ = self.pg_hold("-s")
+        self.assert_pg_conflict()
+        self.assertEqual((p.release(), holder.release()), (0, 0))
+
+    def test_verbose_names_the_holder(self):
+        holder, _ = self.pg_hold()
+        result = run("run", *self.pg("-v", "-n"), self.name, "true")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("failed to get the exclusive PostgreSQL lock '%s'" % self.name,
+                      result.stderr)
+        self.assertIn("held exclusive by pid %d" % holder.pid, result.stderr)
+        result = run("run", *self.pg("-v", "-w", "0.2"), self.name, "true")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("timed out", result.stderr)
+        self.assertIn("pid %d" % holder.pid, result.stderr)
+        holder.release()
+        psql = self.psql_hold(shared=True)
+        result = run("run", *self.pg("-v", "-n"), self.name, "true")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("psql", result.stderr)  # A session of another kind: its application_name.
+        psql.release()
+        result = run("run", *self.pg("-v"), self.name, "true")
+        self.assertIn("took", result.stderr)
+        self.assertEqual(run("run", *self.pg(), self.name, "true").stderr, "")  # Quiet.
+
+    def test_lock_ends_when_fasteners_is_killed(self):
+        # The session belongs to the fasteners process: killed, it frees the lock at once, though
+        # the command runs on.
+        p, child = self.pg_hold()
+        self.assert_pg_conflict()
+        p.proc.kill()
+        self.assertEqual(p.wait(), -signal.SIGKILL)
+        self.assertTrue(alive(child))
+        self.wait_until_free()
+        self.assertTrue(self.psql_try())
+        self.assertEqual(self.pg_status_json()["state"], "free")
+
+    def test_interrupt_waits_for_the_command(self):
+        # SIGINT and SIGQUIT (Ctrl+C, Ctrl+\ reach the command too) do not end fasteners, and so
+        # the lock, while the command runs; SIGTERM does.
+        p, child = self.pg_hold()
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            os.kill(p.pid, sig)
+        time.sleep(0.3)
+        self.assertTrue(p.running())
+        self.assert_pg_conflict()
+        self.assertEqual(p.release(), 0)
+        self.assert_pg_free()
+        p, child = self.pg_hold()
+        p.proc.terminate()
+        self.assertEqual(p.wait(), -signal.SIGTERM)
+        self.wait_until_free()
+        # The command itself gets them at their default action: SIGINT ends it.
+        p, child = self.pg_hold()
+        os.kill(child, signal.SIGINT)
+        self.assertEqual(p.wait(), 128 + signal.SIGINT)
+        self.assert_pg_free()
+
+    def test_session_lost_while_the_command_runs(self):
+        # The server ends the session (and so the lock) under the command: a warning, and the
+        # command's status all the same.
+        p, _ = self.pg_hold()
+        backend = self.pg_status_json()["holders"][0]["backend_pid"]
+        result = subprocess.run([PSQL, "-X", "-A", "-t", "-q", self.conninfo, "-c",
+                                 "SELECT pg_terminate_backend(%d)" % backend],
+                                capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual((result.returncode, result.stdout), (0, "t\n"), result.stderr)
+        self.wait_until_free()
+        self.assertEqual(p.release(), 0)
+        line = p.expect("warning", "err")
+        self.assertIn("lost while the command ran", line)
+
+    def test_command_cannot_be_executed(self):
+        result = run("run", *self.pg(), self.name, os.path.join(self.dir, "no-such-program"))
+        self.assert_one_line_error(result, 69, "no-such-program")
+        self.assert_pg_free()
+
+    # status --postgres
+
+    def test_status_of_a_free_name(self):
+        result = run("status", *self.pg(), self.name)
+        self.assertEqual((result.returncode, result.stdout, result.stderr),
+                         (0, self.name + ": free\n", ""))
+        doc = self.pg_status_json()
+        self.assertEqual(doc, {"name": self.name, "key": postgres_key(self.name),
+                               "database": doc["database"], "state": "free", "holders": []})
+        self.assertTrue(doc["database"])
+
+    def check_fasteners_row(self, h, pid, kind, waiting):
+        self.assertEqual(h["pid"], pid)
+        self.assertEqual(h["kind"], kind)
+        self.assertIs(h["waiting"], waiting)
+        self.assertEqual(h["mechanism"], "postgres")
+        host = socket.gethostname()
+        self.assertTrue(host.startswith(h["host"]) and h["host"], (h, host))
+        self.assertTrue(h["application_name"].startswith("fasteners %d@" % pid), h)
+        self.assertIn("fasteners", h["program"])
+        self.assertIsInstance(h["backend_pid"], int)
+        self.assertNotEqual(h["backend_pid"], pid)
+        self.assertEqual(h["client"], "local")  # A Unix-domain socket.
+        self.assertRegex(h["since"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+    def test_status_holder_and_waiter(self):
+        holder, _ = self.pg_hold()
+        waiter = self.start([FASTENERS, "run", *self.pg("-v"), self.name, "true"])
+        waiter.expect("waiting", "err")
+        wait_until(lambda: any(h["waiting"] for h in self.pg_status_json()["holders"]),
+                   "the waiter shows in pg_locks")
+        doc = self.pg_status_json()
+        self.assertEqual((doc["name"], doc["key"], doc["state"]),
+                         (self.name, postgres_key(self.name), "exclusive"))
+        self.assertEqual(len(doc["holders"]), 2, doc)
+        first, second = doc["holders"]  # Holders first, then waiters.
+        self.check_fasteners_row(first, holder.pid, "exclusive", False)
+        self.check_fasteners_row(second, waiter.pid, "exclusive", True)
+        self.assertNotEqual(first["backend_pid"], second["backend_pid"])
+        result = run("status", *self.pg(), self.name)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(lines[0], self.name + ": held exclusive")
+        self.assertEqual(lines[1].split(),
+                         ["PID", "HOST", "LOCK", "SESSION", "CLIENT", "APPLICATION"])
+        self.assertEqual(len(lines), 4, result.stdout)
+        holder_row, waiter_row = lines[2].split(), lines[3].split()
+        self.assertEqual(holder_row[0], str(holder.pid))
+        self.assertEqual(holder_row[2:5], ["exclusive", str(first["backend_pid"]), "local"])
+        self.assertIn("[since ", lines[2])
+        self.assertEqual(waiter_row[0], str(waiter.pid))
+        self.assertEqual(waiter_row[2:6],
+                         ["exclusive", "(waiting)", str(second["backend_pid"]), "local"])
+        holder.release()
+        self.assertEqual(waiter.wait(), 0)
+        self.assertEqual(self.pg_status_json()["state"], "free")
+
+    def test_status_of_psql_and_shared_holders(self):
+        psql = self.psql_hold(shared=True)
+        p, _ = self.pg_hold("-s")
+        doc = self.pg_status_json()
+        self.assertEqual(doc["state"], "shared")
+        rows = {h["application_name"].split()[0] if h["application_name"] else "": h
+                for h in doc["holders"]}
+        self.assertEqual(set(rows), {"psql", "fasteners"}, doc)
+        self.check_fasteners_row(rows["fasteners"], p.pid, "shared", False)
+        other = rows["psql"]
+        self.assertEqual((other["pid"], other["host"], other["program"]), (None, None, None))
+        self.assertEqual((other["kind"], other["waiting"], other["client"]),
+                         ("shared", False, "local"))
+        result = run("status", *self.pg(), self.name)
+        self.assertEqual(result.returncode, 1)
+        self.assertTrue(result.stdout.startswith(self.name + ": held shared\n"), result.stdout)
+        psql_line = [line for line in result.stdout.splitlines()[2:] if "psql" in line]
+        self.assertEqual(len(psql_line), 1, result.stdout)
+        self.assertEqual(psql_line[0].split()[:3], ["?", "?", "shared"])
+        psql.release()
+        p.release()
+
+    def test_status_does_not_take_the_lock(self):
+        holder = self.psql_hold()
+        for _ in range(3):
+            self.assertEqual(run("status", *self.pg(), self.name).returncode, 1)
+        holder.release()
+        self.assertEqual(run("status", *self.pg(), self.name).returncode, 0)
+        self.assertTrue(self.psql_try())
+
+    # Errors
+
+    def test_unreachable_server(self):
+        nowhere = os.path.join(self.dir, "no-server")
+        conninfo = "host=%s port=1 dbname=fasteners connect_timeout=5" % nowhere
+        marker = os.path.join(self.dir, "ran")
+        for args in (["-n"], [], ["-w", "5"], ["-s", "-v"]):
+            result, took = run_timed("run", *self.pg(*args, conninfo=conninfo), self.name,
+                                     "touch", marker)
+            self.assert_one_line_error(result, 69, nowhere)
+            self.assertFalse(os.path.exists(marker))
+            self.assertLess(took, WAIT / 3)
+        for args in ([], ["--json"]):
+            result = run("status", *self.pg(*args, conninfo=conninfo), self.name)
+            self.assert_one_line_error(result, 69, nowhere)
+            self.assertEqual(result.stdout, "")
+
+    def test_login_refused(self):
+        result = run("run", *self.pg(conninfo=self.conninfo + " dbname=no_such_database"),
+                     self.name, "true")
+        self.assert_one_line_error(result, 69, "no_such_database")
+        result = run("status", *self.pg(conninfo=self.conninfo + " dbname=no_such_database"),
+                     self.name)
+        self.assert_one_line_error(result, 69, "no_such_database")
+
+    def test_password_never_printed(self):
+        secret = "Sekr1t-pw-%d" % os.getpid()
+        nowhere = os.path.join(self.dir, "no-server")
+        conninfos = [
+            "host=%s port=1 password=%s" % (nowhere, secret),
+            "host=%s port=1 password='%s' sslpassword=%s" % (nowhere, secret, secret),
+            "postgresql://someone:%s@/fasteners?host=%s&port=1" % (secret, nowhere),
+            "host=%s port=1 password=%s oops" % (nowhere, secret),  # Cannot be parsed.
+            "password=%s host=%s port=1 connect_timeout=abc" % (secret, nowhere),
+            # The real server (trust ignores the password).
+            "%s password=%s" % (self.conninfo, secret),
+        ]
+        self.psql_hold()
+        for conninfo in conninfos:
+            for args in (["run", *self.pg("-v", "-n", conninfo=conninfo), self.name, "true"],
+                         ["run", *self.pg("-v", "-w", "0.1", conninfo=conninfo), self.name,
+                          "true"],
+                         ["status", *self.pg(conninfo=conninfo), self.name],
+                         ["status", *self.pg("--json", conninfo=conninfo), self.name]):
+                result = run(*args)
+                self.assertIn(result.returncode, (1, 64, 69), result.stderr)
+                self.assertNotIn(secret, result.stdout + result.stderr, args)
+                if result.returncode != 1:
+                    self.assert_one_line_error(result, result.returncode)
+
+    def test_usage(self):
+        for args, words in (
+                (["run", *self.pg("--flock"), self.name, "true"], ["--flock", "--postgres"]),
+                (["run", "--flock", *self.pg(), self.name, "true"], ["--flock", "--postgres"]),
+                (["run", *self.pg(), self.name], ["no command"]),
+                (["run", *self.pg()], ["LOCKFILE"]),
+                (["run", "--postgres"], []),
+                (["run", *self.pg(), "", "true"], ["empty"]),
+                (["status", *self.pg(), ""], ["empty"]),
+                (["run", *self.pg("-w", "x"), self.name, "true"], ["timeout"]),
+                (["run", *self.pg("-E", "256"), self.name, "true"], ["exit code"]),
+                (["run", *self.pg(conninfo="host=x bogus"), self.name, "true"], ["bogus"]),
+                (["status", *self.pg(conninfo="nokey"), self.name], ["nokey"])):
+            marker = os.path.join(self.dir, "ran")
+            self.assert_one_line_error(run(*args), 64, *words)
+            self.assertFalse(os.path.exists(marker))
+        # -o is implied, and so harmless.
+        result = run("run", *self.pg("-o"), self.name, "echo", "ok")
+        self.assertEqual((result.returncode, result.stdout), (0, "ok\n"), result.stderr)
+
+    def test_help(self):
+        result = run("run", "--help")
+        self.assertIn("--postgres CONNINFO", result.stdout)
+        self.assertIn("ends when fasteners ends", result.stdout)
+        self.assertIn("--postgres CONNINFO", run("status", "--help").stdout)
+
+
+def postgres_key(name):
+    """fasteners::postgres_key: the first 8 bytes of the SHA-256 of the name, big-endian, signed."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def sql_key(name):
+    """The key of `name` as the SQL expression of fasteners/postgres.hpp computes it."""
+    literal = "'" + name.replace("'", "''") + "'"
+    return ("('x' || left(encode(sha256(convert_to(%s, 'UTF8')), 'hex'), 16))::bit(64)::bigint"
+            % literal)
+
+
 GROUPS = {"usage": usage, "run": run_, "inheritance": inheritance, "status": status,
-          "flock_interop": flock_interop, "python_interop": python_interop}
+          "flock_interop": flock_interop, "python_interop": python_interop,
+          "postgres": postgres}
 
 
 def main():
-    global FASTENERS, MECHANISM, VERSION
+    global FASTENERS, MECHANISM, VERSION, POSTGRES_CONNINFO, POSTGRES_BUILT, PSQL
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fasteners", required=True, help="the fasteners binary to test")
     parser.add_argument("--mechanism", default="fcntl_ofd", choices=["fcntl_ofd", "fcntl_posix"],
@@ -963,8 +1440,35 @@ def main():
     parser.add_argument("--version", help="the version the binary must print")
     parser.add_argument("--group", choices=sorted(GROUPS), action="append",
                         help="run this group only (repeatable); default: all")
+    parser.add_argument("--conninfo", help="the PostgreSQL server of the postgres group (a libpq "
+                        "connection string of a trusted superuser)")
+    parser.add_argument("--postgres-state",
+                        default=os.environ.get("FASTENERS_TEST_POSTGRES_STATE") or None,
+                        help="a file naming the directory of scripts/postgres-server.sh, whose "
+                        "server the postgres group uses (default: "
+                        "$FASTENERS_TEST_POSTGRES_STATE)")
+    parser.add_argument("--postgres-built", choices=["yes", "no"],
+                        help="whether the binary has --postgres (default: ask it)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
+    if args.postgres_built:
+        POSTGRES_BUILT = args.postgres_built == "yes"
+    POSTGRES_CONNINFO = args.conninfo
+    if POSTGRES_CONNINFO is None and args.postgres_state:
+        try:
+            with open(args.postgres_state) as f:
+                server_dir = f.read().strip()
+            with open(os.path.join(server_dir, "conninfo")) as f:
+                POSTGRES_CONNINFO = f.read().strip()
+        except OSError as e:
+            sys.exit("no PostgreSQL server: %s (the fixture postgres_server writes it)" % e)
+        try:
+            with open(os.path.join(server_dir, "bindir")) as f:
+                bindir_psql = os.path.join(f.read().strip(), "psql")
+            if os.access(bindir_psql, os.X_OK):
+                PSQL = bindir_psql
+        except OSError:
+            pass
     FASTENERS = os.path.abspath(args.fasteners)
     MECHANISM = args.mechanism
     VERSION = args.version or run("--version").stdout.split()[-1]

@@ -2,6 +2,7 @@
 #include "process.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,8 +49,23 @@ command_process start_command(const command_line& command, std::intptr_t inherit
       throw os_error(error, "cannot hand the lock to the command");
     }
   }
+  posix_spawnattr_t attributes;
+  posix_spawnattr_t* attributes_used = nullptr;
+  if (!command.default_signals.empty()) {
+    if (const int error = ::posix_spawnattr_init(&attributes)) {
+      ::posix_spawn_file_actions_destroy(&actions);
+      throw os_error(error, "cannot start '" + argv[0] + "'");
+    }
+    attributes_used = &attributes;
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    for (const int signal : command.default_signals) sigaddset(&defaults, signal);
+    ::posix_spawnattr_setsigdefault(&attributes, &defaults);
+    ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF);
+  }
   pid_t pid = 0;
-  const int error = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  const int error = ::posix_spawnp(&pid, args[0], &actions, attributes_used, args.data(), environ);
+  if (attributes_used != nullptr) ::posix_spawnattr_destroy(attributes_used);
   ::posix_spawn_file_actions_destroy(&actions);
   if (error != 0) throw os_error(error, "failed to execute '" + argv[0] + "'");
   return pid;

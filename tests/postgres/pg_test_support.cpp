@@ -1,0 +1,223 @@
+// The PostgreSQL tests' support (pg_test_support.hpp): the fixture's server found through its
+// state file, queries over libpq, restarts through scripts/postgres-server.sh.
+#include "postgres/pg_test_support.hpp"
+
+#include <libpq-fe.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+namespace fasteners::test::pg {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// libpq's messages end with a newline.
+std::string trimmed(std::string message) {
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
+    message.pop_back();
+  }
+  return message;
+}
+
+std::string first_line_of(const fs::path& file) {
+  std::ifstream in(file);
+  std::string line;
+  if (!in || !std::getline(in, line) || line.empty()) {
+    throw std::runtime_error("cannot read " + file.string());
+  }
+  return line;
+}
+
+fs::path state_file() {
+  const char* env = std::getenv("FASTENERS_TEST_POSTGRES_STATE");
+  return env != nullptr && *env != '\0' ? fs::path(env) : fs::path(FASTENERS_PG_STATE_DEFAULT);
+}
+
+std::string checked_conninfo() {
+  const fs::path file = server_dir() / "conninfo";
+  const std::string info = first_line_of(file);
+  const PGPing ping = PQping(info.c_str());
+  if (ping != PQPING_OK) {
+    throw std::runtime_error("the PostgreSQL test server (" + info + ") " +
+                             (ping == PQPING_REJECT
+                                  ? "refuses connections (starting up or shutting down: did a test "
+                                    "running beside this one restart it?)"
+                                  : "does not answer") +
+                             "; see " + (server_dir() / "server.log").string());
+  }
+  return info;
+}
+
+struct result_deleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using result_ptr = std::unique_ptr<PGresult, result_deleter>;
+
+result_ptr execute(PGconn* conn, const std::string& sql) {
+  result_ptr r(PQexec(conn, sql.c_str()));
+  const ExecStatusType status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    const std::string message = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn);
+    throw std::runtime_error(trimmed(message) + " [SQL: " + sql + "]");
+  }
+  return r;
+}
+
+std::string first_value(const PGresult* r) {
+  if (PQntuples(r) == 0 || PQnfields(r) == 0 || PQgetisnull(r, 0, 0)) return "";
+  return PQgetvalue(r, 0, 0);
+}
+
+std::vector<std::vector<std::string>> all_rows(const PGresult* r) {
+  std::vector<std::vector<std::string>> rows(static_cast<std::size_t>(PQntuples(r)));
+  for (int i = 0; i < PQntuples(r); ++i) {
+    for (int j = 0; j < PQnfields(r); ++j) {
+      rows[static_cast<std::size_t>(i)].emplace_back(PQgetisnull(r, i, j) ? ""
+                                                                          : PQgetvalue(r, i, j));
+    }
+  }
+  return rows;
+}
+
+// The WHERE clause of the advisory locks on `key` in the test database.
+std::string advisory_lock_filter(std::int64_t key) {
+  const auto bits = static_cast<std::uint64_t>(key);
+  return "locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = "
+         "current_database()) AND classid = " +
+         std::to_string(bits >> 32) +
+         "::bigint::oid AND objid = " + std::to_string(bits & 0xffffffffU) +
+         "::bigint::oid AND objsubid = 1";
+}
+
+}  // namespace
+
+fs::path server_dir() {
+  const fs::path file = state_file();
+  std::error_code ec;
+  if (!fs::exists(file, ec)) {
+    throw std::runtime_error(
+        "no PostgreSQL test server: " + file.string() +
+        " does not exist. CTest starts one for the tests (fixture postgres_server); to run a test "
+        "program by hand, run `ctest -R postgres.server_start` first, or start one with "
+        "scripts/postgres-server.sh and set FASTENERS_TEST_POSTGRES_STATE to a file naming its "
+        "directory");
+  }
+  return first_line_of(file);
+}
+
+std::string conninfo() {
+  // Initialized again at the next call if it throws.
+  static const std::string info = checked_conninfo();
+  return info;
+}
+
+std::string unprivileged_conninfo() {
+  std::string info = conninfo();
+  const std::string superuser = "user=fasteners ";
+  const auto at = info.find(superuser);
+  if (at == std::string::npos) throw std::runtime_error("no user in the conninfo " + info);
+  return info.replace(at, superuser.size(), "user=fasteners_unprivileged ");
+}
+
+std::string query(const std::string& sql) { return connection().query(sql); }
+
+std::vector<std::vector<std::string>> query_rows(const std::string& sql) {
+  return connection().query_rows(sql);
+}
+
+void restart_server() {
+  const fs::path dir = server_dir();
+  fasteners_test::child_process script(
+      {"/bin/bash", FASTENERS_PG_SERVER_SCRIPT, "restart", dir.string()});
+  script.close_stdin();
+  while (script.read_line(std::chrono::seconds(120))) {
+  }
+  const int code = script.wait(std::chrono::seconds(120));
+  if (code != 0) {
+    throw std::runtime_error("postgres-server.sh restart " + dir.string() + " failed (exit code " +
+                             std::to_string(code) + "); its messages are on stderr");
+  }
+}
+
+fs::path psql_path() { return fs::path(first_line_of(server_dir() / "bindir")) / "psql"; }
+
+std::string unique_name(const std::string& suffix) {
+  static std::atomic<int> counter{0};
+  const ::testing::TestInfo* test = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string name = "fasteners-test/";
+  name += test != nullptr ? std::string(test->test_suite_name()) + "." + test->name() : "helper";
+  name += "/" + std::to_string(::getpid()) + "/" + std::to_string(++counter);
+  if (!suffix.empty()) name += "/" + suffix;
+  return name;
+}
+
+int advisory_locks_on(std::int64_t key, bool granted) {
+  return std::stoi(query("SELECT count(*) FROM pg_locks WHERE " + advisory_lock_filter(key) +
+                         " AND granted = " + (granted ? "true" : "false")));
+}
+
+bool wait_for_advisory_locks(std::int64_t key, int count, bool granted,
+                             std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  connection session;
+  const std::string sql = "SELECT count(*) FROM pg_locks WHERE " + advisory_lock_filter(key) +
+                          " AND granted = " + (granted ? "true" : "false");
+  for (;;) {
+    if (std::stoi(session.query(sql)) == count) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+int terminate_sessions_on(std::int64_t key) {
+  return std::stoi(
+      query("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM (SELECT DISTINCT pid FROM "
+            "pg_locks WHERE " +
+            advisory_lock_filter(key) + " AND pid <> pg_backend_pid()) AS holders) AS ended"));
+}
+
+std::int64_t server_key(const std::string& name) {
+  // The expression of the comment above fasteners::postgres_key.
+  return std::stoll(query("SELECT ('x' || left(encode(sha256(convert_to(" + literal(name) +
+                          ", 'UTF8')), 'hex'), 16))::bit(64)::bigint"));
+}
+
+std::string literal(const std::string& text) {
+  std::string quoted = "'";
+  for (const char c : text) {
+    quoted += c;
+    if (c == '\'') quoted += c;
+  }
+  return quoted + "'";
+}
+
+connection::connection(const std::string& info) : conn_(PQconnectdb(info.c_str())) {
+  if (conn_ == nullptr) throw std::runtime_error("PQconnectdb: out of memory");
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    const std::string message = trimmed(PQerrorMessage(conn_));
+    PQfinish(conn_);
+    throw std::runtime_error("cannot connect to " + info + ": " + message);
+  }
+}
+
+connection::~connection() { PQfinish(conn_); }
+
+std::string connection::query(const std::string& sql) {
+  return first_value(execute(conn_, sql).get());
+}
+
+std::vector<std::vector<std::string>> connection::query_rows(const std::string& sql) {
+  return all_rows(execute(conn_, sql).get());
+}
+
+int connection::backend_pid() const { return PQbackendPID(conn_); }
+
+}  // namespace fasteners::test::pg

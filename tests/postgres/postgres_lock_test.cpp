@@ -1,0 +1,1190 @@
+// fasteners::postgres_lock and postgres_reader_writer_lock within one process, against a real
+// throwaway server (pg_test_support): the key, exclusion between objects and threads, the
+// reader-writer rules, timed waits, misuse, lost sessions, connection errors, scale, wrappers and
+// guards. What takes several processes is in postgres_process_test.cpp.
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "common/test_support.hpp"
+#include "fasteners/postgres.hpp"
+#include "pg_test_support.hpp"
+
+namespace fasteners_test {
+namespace {
+
+namespace pg = fasteners::test::pg;
+using fasteners::postgres_key;
+using fasteners::postgres_lock;
+using fasteners::postgres_options;
+using fasteners::postgres_reader_writer_lock;
+
+// ---------------------------------------------------------------------------------------------
+// What the server says, asked on connections of its own (never the library's).
+
+// `bytes` as a bytea literal's hex digits.
+std::string hex_of(const std::string& bytes) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : bytes) {
+    const auto byte = static_cast<unsigned char>(c);
+    out += digits[byte >> 4];
+    out += digits[byte & 15];
+  }
+  return out;
+}
+
+// The issue's SQL for the key of a name given as text; the text is built from its UTF-8 bytes so
+// that no client encoding or quoting stands between the test and the server.
+std::string key_sql_of_text(const std::string& name) {
+  const std::string text = "convert_from('\\x" + hex_of(name) + "'::bytea, 'UTF8')";
+  return "('x' || left(encode(sha256(convert_to(" + text +
+         ", 'UTF8')), 'hex'), 16))::bit(64)::bigint";
+}
+
+std::int64_t server_key(const std::string& name) {
+  return std::stoll(pg::query("SELECT " + key_sql_of_text(name)));
+}
+
+// One try on `key` by a session of the server's own, which lets go again at once (in the same
+// statement, so that nothing lingers once it returns). True if the try got the lock.
+bool server_try(std::int64_t key, bool shared = false) {
+  const std::string k = std::to_string(key);
+  const std::string suffix = shared ? "_shared" : "";
+  return pg::query("SELECT CASE WHEN pg_try_advisory_lock" + suffix + "(" + k +
+                   ") THEN pg_advisory_unlock" + suffix + "(" + k + ") ELSE false END") == "t";
+}
+
+// The condition of pg_locks rows on the advisory lock of a bigint key.
+std::string advisory_rows(std::int64_t key) {
+  return "locktype = 'advisory' AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
+         "WHERE datname = current_database()) AND ((classid::bigint << 32) | objid::bigint) = " +
+         std::to_string(key);
+}
+
+// The server process ids of the sessions that hold `key`.
+std::vector<std::string> holder_pids(std::int64_t key) {
+  std::vector<std::string> pids;
+  for (const auto& row : pg::query_rows("SELECT pid FROM pg_locks WHERE granted AND " +
+                                        advisory_rows(key) + " ORDER BY pid")) {
+    pids.push_back(row.at(0));
+  }
+  return pids;
+}
+
+bool backend_exists(const std::string& pid) {
+  return pg::query("SELECT count(*) FROM pg_stat_activity WHERE pid = " + pid) != "0";
+}
+
+// Whether `condition` holds within `timeout`, asked every 10 ms.
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s) {
+  const auto deadline = steady::now() + timeout;
+  for (;;) {
+    if (condition()) return true;
+    if (steady::now() >= deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+// Whether the server shows no lock and no wait on `key` (waits end asynchronously after a
+// timed-out statement, so the wait rows get a moment).
+bool server_shows_nothing(std::int64_t key) {
+  return eventually([&] { return pg::advisory_locks_on(key, false) == 0; }, 5s) &&
+         pg::advisory_locks_on(key, true) == 0;
+}
+
+// Expects `f` to throw std::system_error with `code`; returns its message ("" if it did not).
+std::string expect_system_error(const std::function<void()>& f, std::errc code,
+                                const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << what << " did not throw";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), code) << what << ": " << e.what();
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << what << " threw something else than std::system_error: " << e.what();
+  }
+  return "";
+}
+
+void expect_not_permitted(const std::function<void()>& f, const std::string& what) {
+  expect_system_error(f, std::errc::operation_not_permitted, what);
+}
+
+void expect_deadlock(const std::function<void()>& f, const std::string& what) {
+  expect_system_error(f, std::errc::resource_deadlock_would_occur, what);
+}
+
+std::string lowercase(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// `conninfo` with one more keyword (the last value of a keyword wins), or one more URI parameter.
+std::string with_param(const std::string& conninfo, const std::string& keyword,
+                       const std::string& value) {
+  if (conninfo.rfind("postgres://", 0) == 0 || conninfo.rfind("postgresql://", 0) == 0) {
+    return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + keyword + "=" + value;
+  }
+  return conninfo + " " + keyword + "='" + value + "'";
+}
+
+// A lock object of one kind on a name: a postgres_lock, or one side of a
+// postgres_reader_writer_lock.
+class pg_kind_lock {
+ public:
+  pg_kind_lock(kind k, const std::string& name, const postgres_options& options = {}) : kind_(k) {
+    if (k == kind::lock) {
+      lock_.emplace(pg::conninfo(), name, options);
+    } else {
+      rw_.emplace(pg::conninfo(), name, options);
+    }
+  }
+  bool acquire(bool blocking = true, fasteners::timeout_type timeout = std::nullopt) {
+    switch (kind_) {
+      case kind::lock:
+        return lock_->acquire(blocking, timeout);
+      case kind::read:
+        return rw_->acquire_read_lock(blocking, timeout);
+      case kind::write:
+        return rw_->acquire_write_lock(blocking, timeout);
+    }
+    return false;
+  }
+  bool try_for(std::chrono::milliseconds d) {
+    switch (kind_) {
+      case kind::lock:
+        return lock_->try_lock_for(d);
+      case kind::read:
+        return rw_->try_lock_shared_for(d);
+      case kind::write:
+        return rw_->try_lock_for(d);
+    }
+    return false;
+  }
+  void release() {
+    switch (kind_) {
+      case kind::lock:
+        return lock_->release();
+      case kind::read:
+        return rw_->release_read_lock();
+      case kind::write:
+        return rw_->release_write_lock();
+    }
+  }
+  bool held() const {
+    switch (kind_) {
+      case kind::lock:
+        return lock_->acquired();
+      case kind::read:
+        return rw_->read_acquired();
+      case kind::write:
+        return rw_->write_acquired();
+    }
+    return false;
+  }
+
+ private:
+  kind kind_;
+  std::optional<postgres_lock> lock_;
+  std::optional<postgres_reader_writer_lock> rw_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The key.
+
+TEST(postgres_key, matches_the_issue_sql_for_an_ascii_name) {
+  const std::string name = "fasteners-ascii-lock";
+  const std::string sql = "SELECT ('x' || left(encode(sha256(convert_to('" + name +
+                          "', 'UTF8')), 'hex'), 16))::bit(64)::bigint";
+  EXPECT_EQ(std::to_string(postgres_key(name)), pg::query(sql));
+}
+
+TEST(postgres_key, matches_the_server_for_utf8_empty_and_random_names) {
+  std::vector<std::string> names = {"café-€-日本", "", "lock", "\U0001F512 ключ",
+                                    std::string(1000, 'x')};
+  std::mt19937 random(20240611);
+  const std::vector<std::string> pieces = {"a",  "Z", "0", "-",  "_",          " ", "/",  "'",
+                                           "\\", "é", "€", "日", "\U0001F600", "%", "\t", "\n"};
+  for (int i = 0; i < 12; ++i) {
+    std::string name;
+    const int length = static_cast<int>(random() % 40);
+    for (int j = 0; j < length; ++j) name += pieces[random() % pieces.size()];
+    names.push_back(name);
+  }
+  for (const auto& name : names) {
+    EXPECT_EQ(postgres_key(name), server_key(name)) << "name '" << name << "'";
+  }
+}
+
+// Golden values, computed once by the server with the issue's SQL: the key can never drift.
+TEST(postgres_key, golden_values) {
+  const std::vector<std::pair<std::string, std::int64_t>> golden = {
+      {"", -2039914840885289964},  // e3b0c44298fc1c14, sha256 of nothing
+      {"lock", 865541628958336260},
+      {"café-€-日本", 2912375666671624951},
+      {"fasteners", 862214967823740897},
+  };
+  for (const auto& [name, key] : golden) {
+    EXPECT_EQ(postgres_key(name), key) << "name '" << name << "'";
+    EXPECT_EQ(server_key(name), key) << "the server disagrees on '" << name << "'";
+  }
+}
+
+// The key hashes the name's bytes as they are, as sha256() of a bytea does in SQL.
+TEST(postgres_key, hashes_the_bytes_as_given) {
+  const std::string bytes = "\xff\xfe lock \x80";
+  const std::string sql = "SELECT ('x' || left(encode(sha256('\\x" + hex_of(bytes) +
+                          "'::bytea), 'hex'), 16))::bit(64)::bigint";
+  EXPECT_EQ(std::to_string(postgres_key(bytes)), pg::query(sql));
+}
+
+TEST(postgres_key, the_objects_report_their_name_and_key) {
+  const std::string name = pg::unique_name("é");
+  postgres_lock lock(pg::conninfo(), name);
+  postgres_reader_writer_lock rw(pg::conninfo(), name);
+  EXPECT_EQ(lock.name(), name);
+  EXPECT_EQ(rw.name(), name);
+  EXPECT_EQ(lock.key(), postgres_key(name));
+  EXPECT_EQ(rw.key(), postgres_key(name));
+  EXPECT_EQ(lock.key(), server_key(name));
+}
+
+TEST(postgres_key, a_name_with_a_nul_byte_is_refused_at_construction) {
+  const std::string name("bad\0name", 8);
+  EXPECT_THROW(postgres_lock(pg::conninfo(), name), std::invalid_argument);
+  EXPECT_THROW(postgres_reader_writer_lock(pg::conninfo(), name), std::invalid_argument);
+  EXPECT_THROW(postgres_lock(pg::conninfo(), std::string(1, '\0')), std::invalid_argument);
+  // Construction does not connect: an unreachable server is no error yet.
+  EXPECT_NO_THROW(postgres_lock("host=/nonexistent-dir port=1", "fine"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exclusive locks.
+
+TEST(postgres_lock_test, two_objects_exclude_each_other) {
+  const std::string name = pg::unique_name();
+  postgres_lock a(pg::conninfo(), name);
+  postgres_lock b(pg::conninfo(), name);
+  ASSERT_TRUE(a.try_lock());
+  EXPECT_TRUE(a.acquired());
+  EXPECT_EQ(pg::advisory_locks_on(a.key()), 1);
+  EXPECT_FALSE(server_try(a.key()));
+  EXPECT_FALSE(server_try(a.key(), true));
+  EXPECT_FALSE(on_other_thread([&] { return b.try_lock(); }));
+  EXPECT_FALSE(b.acquired());
+  a.unlock();
+  EXPECT_FALSE(a.acquired());
+  EXPECT_TRUE(on_other_thread([&] { return b.try_lock(); }));
+  EXPECT_TRUE(b.acquired());
+  EXPECT_FALSE(on_other_thread([&] { return a.try_lock(); }));
+  EXPECT_FALSE(server_try(a.key()));
+  b.unlock();
+  EXPECT_TRUE(server_shows_nothing(a.key()));
+  EXPECT_TRUE(server_try(a.key()));
+}
+
+TEST(postgres_lock_test, a_blocking_lock_waits_for_the_release) {
+  const std::string name = pg::unique_name();
+  postgres_lock a(pg::conninfo(), name);
+  postgres_lock b(pg::conninfo(), name);
+  a.lock();
+  thread_holder waiting([&] { return b.acquire(); }, [&] { b.release(); });
+  EXPECT_FALSE(waiting.wait_held(k_quiet)) << "b got a held lock";
+  EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(a.key(), false) == 1; }))
+      << "the server shows no waiting session";
+  a.unlock();
+  EXPECT_TRUE(waiting.wait_held());
+  EXPECT_FALSE(server_try(a.key()));
+  EXPECT_TRUE(waiting.release());
+  EXPECT_TRUE(server_shows_nothing(a.key()));
+}
+
+TEST(postgres_lock_test, two_threads_sharing_one_object_exclude_each_other) {
+  const std::string name = pg::unique_name();
+  postgres_lock lock(pg::conninfo(), name);
+  lock.lock();
+  EXPECT_FALSE(on_other_thread([&] { return lock.try_lock(); }));
+  EXPECT_FALSE(on_other_thread([&] { return lock.try_lock_for(k_short); }));
+  thread_holder waiting([&] { return lock.acquire(); }, [&] { lock.release(); });
+  EXPECT_FALSE(waiting.wait_held(k_quiet)) << "a second thread got the object's held lock";
+  EXPECT_TRUE(lock.acquired());
+  lock.unlock();
+  EXPECT_TRUE(waiting.wait_held());
+  EXPECT_TRUE(lock.acquired());
+  EXPECT_FALSE(server_try(lock.key()));
+  EXPECT_TRUE(waiting.release());
+  EXPECT_FALSE(lock.acquired());
+  // The session took the key once at a time, never twice: nothing is left on the server.
+  EXPECT_TRUE(server_shows_nothing(lock.key()));
+}
+
+// Threads of one process, each with its own object or all sharing one, never overlap.
+TEST(postgres_lock_test, threads_never_overlap) {
+  for (const bool shared_object : {false, true}) {
+    SCOPED_TRACE(shared_object ? "one shared object" : "one object per thread");
+    const std::string name = pg::unique_name(shared_object ? "shared" : "own");
+    postgres_lock shared(pg::conninfo(), name);
+    occupancy inside;
+    std::atomic<int> errors{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 4; ++t) {
+      pool.emplace_back([&] {
+        try {
+          std::optional<postgres_lock> own;
+          if (!shared_object) own.emplace(pg::conninfo(), name);
+          postgres_lock& lock = shared_object ? shared : *own;
+          for (int i = 0; i < 40; ++i) {
+            std::lock_guard<postgres_lock> guard(lock);
+            inside.enter_exclusive();
+            std::this_thread::yield();
+            inside.leave_exclusive();
+          }
+        } catch (const std::exception& e) {
+          ++errors;
+          ADD_FAILURE() << e.what();
+        }
+      });
+    }
+    for (auto& t : pool) t.join();
+    EXPECT_EQ(errors, 0);
+    EXPECT_FALSE(inside.violated());
+    EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  }
+}
+
+TEST(postgres_lock_test, every_acquire_form_takes_a_free_lock) {
+  const std::string name = pg::unique_name();
+  postgres_lock lock(pg::conninfo(), name);
+  const auto check_and_release = [&](bool got, const char* form) {
+    EXPECT_TRUE(got) << form;
+    EXPECT_TRUE(lock.acquired()) << form;
+    EXPECT_FALSE(server_try(lock.key())) << form << ": the server does not show the lock";
+    lock.unlock();
+    EXPECT_FALSE(lock.acquired()) << form;
+    EXPECT_EQ(pg::advisory_locks_on(lock.key()), 0) << form << " left a lock on the server";
+  };
+  check_and_release(lock.try_lock(), "try_lock");
+  lock.lock();
+  check_and_release(true, "lock");
+  check_and_release(lock.acquire(), "acquire()");
+  check_and_release(lock.acquire(false), "acquire(false)");
+  check_and_release(lock.acquire(true, std::chrono::duration<double>(1.5)), "acquire(true, 1.5)");
+  check_and_release(lock.acquire(false, std::chrono::duration<double>(1.5)), "acquire(false, 1.5)");
+  check_and_release(lock.acquire(true, std::chrono::duration<double>(0)), "acquire(true, 0)");
+  check_and_release(
+      lock.acquire(true, std::chrono::duration<double>(std::numeric_limits<double>::infinity())),
+      "acquire(true, inf)");
+  check_and_release(lock.try_lock_for(1s), "try_lock_for(1s)");
+  check_and_release(lock.try_lock_for(0ms), "try_lock_for(0ms)");
+  check_and_release(lock.try_lock_until(steady::now() + 1s), "try_lock_until(steady)");
+  check_and_release(lock.try_lock_until(steady::now() - 1s), "try_lock_until(steady, past)");
+  check_and_release(lock.try_lock_until(std::chrono::system_clock::now() + 1s),
+                    "try_lock_until(system)");
+  check_and_release(lock.try_lock_until(std::chrono::system_clock::now() - 1s),
+                    "try_lock_until(system, past)");
+}
+
+TEST(postgres_lock_test, timed_waits_against_another_object_time_out_never_early) {
+  const std::string name = pg::unique_name();
+  postgres_lock holder(pg::conninfo(), name);
+  postgres_lock waiter(pg::conninfo(), name);
+  thread_holder holding([&] { return holder.acquire(); }, [&] { holder.release(); });
+  ASSERT_TRUE(holding.wait_held());
+  const auto check = [&](const std::function<bool()>& wait, double seconds, const char* form) {
+    const auto start = steady::now();
+    EXPECT_FALSE(wait()) << form;
+    const double elapsed = seconds_since(start);
+    EXPECT_GE(elapsed, seconds) << form << " returned early";
+    EXPECT_LT(elapsed, seconds + 5.0) << form << " returned absurdly late";
+    EXPECT_FALSE(waiter.acquired()) << form;
+  };
+  check([&] { return waiter.try_lock_for(k_short); }, 0.2, "try_lock_for");
+  check([&] { return waiter.try_lock_until(steady::now() + k_short); }, 0.2,
+        "try_lock_until(steady)");
+  check([&] { return waiter.try_lock_until(std::chrono::system_clock::now() + k_short); }, 0.2,
+        "try_lock_until(system)");
+  check([&] { return waiter.acquire(true, std::chrono::duration<double>(0.2)); }, 0.2,
+        "acquire(true, 0.2)");
+  // Zero and past deadlines: one try, at once.
+  check([&] { return waiter.acquire(true, std::chrono::duration<double>(0)); }, 0, "acquire 0");
+  check([&] { return waiter.try_lock_for(0ms); }, 0, "try_lock_for(0)");
+  check([&] { return waiter.try_lock_until(steady::now() - 1h); }, 0, "try_lock_until(past)");
+  check([&] { return waiter.acquire(false, std::chrono::duration<double>(5)); }, 0,
+        "acquire(false, 5): no wait without blocking");
+  // Only the holder holds; no wait of the waiter lingers on the server.
+  EXPECT_EQ(pg::advisory_locks_on(waiter.key(), true), 1);
+  EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(waiter.key(), false) == 0; }))
+      << "a timed-out wait is still queued on the server";
+  EXPECT_TRUE(holding.release());
+  // Once the holder let go, nothing the waiter queued is granted to its session.
+  std::this_thread::sleep_for(k_quiet);
+  EXPECT_EQ(pg::advisory_locks_on(waiter.key(), true), 0) << "a timed-out wait took the lock";
+  EXPECT_FALSE(waiter.acquired());
+  EXPECT_TRUE(waiter.try_lock());
+  waiter.unlock();
+  EXPECT_TRUE(server_shows_nothing(waiter.key()));
+}
+
+TEST(postgres_lock_test, a_timed_wait_succeeds_when_the_holder_lets_go_in_time) {
+  const std::string name = pg::unique_name();
+  postgres_lock holder(pg::conninfo(), name);
+  postgres_lock waiter(pg::conninfo(), name);
+  holder.lock();
+  const auto start = steady::now();
+  thread_holder waiting([&] { return waiter.try_lock_for(20s); }, [&] { waiter.unlock(); });
+  EXPECT_FALSE(waiting.wait_held(k_quiet));
+  holder.unlock();
+  EXPECT_TRUE(waiting.wait_held());
+  EXPECT_LT(seconds_since(start), 15.0) << "the waiter was not woken by the release";
+  EXPECT_EQ(holder_pids(waiter.key()).size(), 1u);
+  EXPECT_TRUE(waiting.release());
+  EXPECT_TRUE(server_shows_nothing(waiter.key()));
+}
+
+// A release that lands right at a waiter's deadline: the waiter's answer is true of the lock, and
+// the server never keeps a hold the object does not know of.
+TEST(postgres_lock_test, a_release_racing_the_deadline_gives_a_truthful_answer) {
+  const std::string name = pg::unique_name();
+  postgres_lock holder(pg::conninfo(), name);
+  postgres_lock waiter(pg::conninfo(), name);
+  int taken_count = 0;
+  for (int round = 0; round < 30; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    std::atomic<bool> held{false};
+    std::thread holding([&] {
+      holder.lock();
+      held = true;
+    });
+    holding.join();
+    ASSERT_TRUE(held);
+    const auto holder_session = holder_pids(holder.key());
+    const auto wait = std::chrono::milliseconds(5 + round % 10);
+    bool taken = false;
+    std::thread t([&] { taken = waiter.try_lock_for(wait); });
+    std::this_thread::sleep_for(wait);
+    std::thread([&] { holder.unlock(); }).join();
+    t.join();
+    taken_count += taken;
+    EXPECT_EQ(waiter.acquired(), taken);
+    ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(waiter.key(), false) == 0; }));
+    EXPECT_EQ(pg::advisory_locks_on(waiter.key(), true), taken ? 1 : 0)
+        << "the waiter answered " << taken << " after a " << wait.count()
+        << " ms wait; the server shows holds by server processes "
+        << ::testing::PrintToString(holder_pids(waiter.key()))
+        << " (the holder object's session is " << ::testing::PrintToString(holder_session)
+        << ", and it released)";
+    EXPECT_EQ(server_try(waiter.key()), !taken);
+    if (taken) std::thread([&] { waiter.unlock(); }).join();
+    ASSERT_EQ(pg::advisory_locks_on(waiter.key(), true), 0);
+  }
+  std::cout << "the waiter got the lock in " << taken_count << " of 30 rounds\n";
+}
+
+TEST(postgres_lock_test, release_without_holding_throws_operation_not_permitted) {
+  const std::string name = pg::unique_name();
+  postgres_lock lock(pg::conninfo(), name);
+  expect_not_permitted([&] { lock.release(); }, "release of a new object");
+  expect_not_permitted([&] { lock.unlock(); }, "unlock of a new object");
+  lock.lock();
+  postgres_lock other(pg::conninfo(), name);
+  expect_not_permitted([&] { other.release(); }, "release through an object that does not hold");
+  EXPECT_TRUE(lock.acquired());
+  EXPECT_FALSE(server_try(lock.key()));
+  lock.unlock();
+  expect_not_permitted([&] { lock.unlock(); }, "a second unlock");
+  EXPECT_TRUE(server_shows_nothing(lock.key()));
+
+  postgres_reader_writer_lock rw(pg::conninfo(), name);
+  expect_not_permitted([&] { rw.release_read_lock(); }, "release_read_lock of a new object");
+  expect_not_permitted([&] { rw.release_write_lock(); }, "release_write_lock of a new object");
+  rw.lock_shared();
+  expect_not_permitted([&] { rw.release_write_lock(); }, "release_write_lock of a read lock");
+  EXPECT_TRUE(rw.read_acquired());
+  rw.unlock_shared();
+  expect_not_permitted([&] { rw.unlock_shared(); }, "a second unlock_shared");
+  rw.lock();
+  expect_not_permitted([&] { rw.release_read_lock(); }, "release_read_lock of a write lock");
+  EXPECT_TRUE(rw.write_acquired());
+  rw.unlock();
+  EXPECT_TRUE(server_shows_nothing(rw.key()));
+}
+
+// A thread that holds a name in this process would wait for itself: blocking and timed acquires
+// throw resource_deadlock_would_occur, a try returns false, and the hold stays as it was.
+TEST(postgres_lock_test, a_thread_waiting_for_its_own_hold_gets_a_deadlock_error) {
+  const std::string name = pg::unique_name();
+  postgres_lock a(pg::conninfo(), name);
+  postgres_lock b(pg::conninfo(), name);
+  a.lock();
+  for (postgres_lock* lock : {&a, &b}) {
+    const std::string which = lock == &a ? "the holding object" : "another object";
+    expect_deadlock([&] { lock->lock(); }, "lock() through " + which);
+    expect_deadlock([&] { lock->acquire(); }, "acquire() through " + which);
+    expect_deadlock([&] { lock->try_lock_for(k_short); }, "try_lock_for through " + which);
+    expect_deadlock([&] { lock->acquire(true, std::chrono::duration<double>(0.2)); },
+                    "acquire(true, 0.2) through " + which);
+    expect_deadlock([&] { lock->try_lock_until(steady::now() + 10s); },
+                    "try_lock_until through " + which);
+    EXPECT_FALSE(lock->try_lock()) << "try_lock through " << which;
+    EXPECT_FALSE(lock->acquire(false)) << "acquire(false) through " << which;
+  }
+  EXPECT_TRUE(a.acquired());
+  EXPECT_FALSE(b.acquired());
+  EXPECT_EQ(holder_pids(a.key()).size(), 1u);
+  EXPECT_FALSE(server_try(a.key()));
+  a.unlock();
+  // None of the refused calls left a hold behind.
+  EXPECT_TRUE(server_shows_nothing(a.key()));
+  EXPECT_TRUE(b.try_lock());
+  b.unlock();
+}
+
+TEST(postgres_lock_test, a_reader_thread_waiting_for_its_own_hold_gets_a_deadlock_error) {
+  const std::string name = pg::unique_name();
+  postgres_reader_writer_lock a(pg::conninfo(), name);
+  postgres_reader_writer_lock b(pg::conninfo(), name);
+  a.lock_shared();
+  expect_deadlock([&] { a.lock(); }, "an upgrade through the reading object");
+  expect_deadlock([&] { b.lock(); }, "a write lock through another object");
+  expect_deadlock([&] { b.try_lock_for(k_short); }, "a timed write lock through another object");
+  EXPECT_FALSE(a.try_lock());
+  EXPECT_FALSE(b.try_lock());
+  EXPECT_TRUE(a.read_acquired());
+  EXPECT_FALSE(a.write_acquired());
+  a.unlock_shared();
+  a.lock();
+  expect_deadlock([&] { a.lock_shared(); }, "a read lock through the writing object");
+  expect_deadlock([&] { b.lock_shared(); }, "a read lock through another object");
+  EXPECT_FALSE(b.try_lock_shared());
+  EXPECT_TRUE(a.write_acquired());
+  a.unlock();
+  EXPECT_TRUE(server_shows_nothing(a.key()));
+}
+
+TEST(postgres_lock_test, negative_or_nan_timeouts_throw_invalid_argument) {
+  const std::string name = pg::unique_name();
+  postgres_lock lock(pg::conninfo(), name);
+  postgres_reader_writer_lock rw(pg::conninfo(), name);
+  const std::chrono::duration<double> nan(std::numeric_limits<double>::quiet_NaN());
+  EXPECT_THROW(lock.acquire(true, std::chrono::duration<double>(-1.0)), std::invalid_argument);
+  EXPECT_THROW(lock.acquire(true, std::chrono::duration<double>(-1e-9)), std::invalid_argument);
+  EXPECT_THROW(lock.acquire(true, nan), std::invalid_argument);
+  EXPECT_THROW(lock.try_lock_for(nan), std::invalid_argument);
+  EXPECT_THROW(
+      lock.try_lock_until(std::chrono::time_point<steady, std::chrono::duration<double>>(nan)),
+      std::invalid_argument);
+  EXPECT_THROW(rw.acquire_read_lock(true, std::chrono::duration<double>(-0.5)),
+               std::invalid_argument);
+  EXPECT_THROW(rw.acquire_write_lock(true, std::chrono::duration<double>(-0.5)),
+               std::invalid_argument);
+  EXPECT_THROW(rw.acquire_read_lock(true, nan), std::invalid_argument);
+  EXPECT_THROW(rw.acquire_write_lock(true, nan), std::invalid_argument);
+  EXPECT_THROW(rw.try_lock_shared_for(nan), std::invalid_argument);
+  EXPECT_FALSE(lock.acquired());
+  EXPECT_FALSE(rw.read_acquired());
+  EXPECT_FALSE(rw.write_acquired());
+  EXPECT_EQ(pg::advisory_locks_on(lock.key(), true), 0);
+  EXPECT_EQ(pg::advisory_locks_on(lock.key(), false), 0);
+}
+
+TEST(postgres_lock_test, acquire_then_release_leaves_nothing_on_the_server) {
+  const std::string name = pg::unique_name();
+  postgres_lock lock(pg::conninfo(), name);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(lock.try_lock());
+    EXPECT_FALSE(lock.try_lock()) << "a held object took its lock again";
+    EXPECT_FALSE(on_other_thread([&] { return lock.try_lock(); }));
+    EXPECT_EQ(pg::advisory_locks_on(lock.key(), true), 1);
+    lock.unlock();
+    EXPECT_EQ(pg::advisory_locks_on(lock.key(), true), 0) << "round " << i;
+    EXPECT_TRUE(server_try(lock.key())) << "round " << i;
+  }
+  EXPECT_TRUE(lock.session_alive()) << "the object closed its session without close_on_release";
+}
+
+TEST(postgres_lock_test, destruction_releases) {
+  const std::string name = pg::unique_name();
+  {
+    postgres_lock lock(pg::conninfo(), name);
+    lock.lock();
+    EXPECT_FALSE(server_try(lock.key()));
+  }
+  postgres_lock other(pg::conninfo(), name);
+  EXPECT_TRUE(other.try_lock()) << "the destroyed object's lock is still held";
+  other.unlock();
+  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  {
+    postgres_reader_writer_lock rw(pg::conninfo(), name);
+    std::vector<std::thread> readers;
+    latch all_read(3);
+    latch done(1);
+    for (int i = 0; i < 2; ++i) {
+      readers.emplace_back([&] {
+        rw.lock_shared();
+        all_read.count_down();
+        done.wait_for();
+      });
+    }
+    rw.lock_shared();
+    all_read.count_down();
+    ASSERT_TRUE(all_read.wait_for());
+    done.count_down();
+    for (auto& t : readers) t.join();
+    EXPECT_FALSE(server_try(rw.key()));
+  }
+  EXPECT_TRUE(other.try_lock()) << "the destroyed object's read locks are still held";
+  other.unlock();
+  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+}
+
+TEST(postgres_lock_test, moved_objects_keep_their_lock) {
+  const std::string name = pg::unique_name();
+  postgres_lock lock(pg::conninfo(), name);
+  lock.lock();
+  postgres_lock moved(std::move(lock));
+  EXPECT_TRUE(moved.acquired());
+  EXPECT_EQ(moved.name(), name);
+  EXPECT_FALSE(server_try(moved.key()));
+  const std::string other_name = pg::unique_name("other");
+  postgres_lock assigned(pg::conninfo(), other_name);
+  assigned.lock();
+  assigned = std::move(moved);
+  EXPECT_TRUE(assigned.acquired());
+  EXPECT_EQ(assigned.name(), name);
+  EXPECT_FALSE(server_try(postgres_key(name)));
+  // Assigning over a held lock releases it, as destruction does.
+  EXPECT_TRUE(server_try(postgres_key(other_name)));
+  assigned.unlock();
+  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+}
+
+TEST(postgres_lock_test, native_handle_and_session_state) {
+  const std::string name = pg::unique_name();
+  postgres_lock lock(pg::conninfo(), name);
+  EXPECT_EQ(lock.native_handle(), -1);
+  EXPECT_FALSE(lock.session_alive()) << "a new object has a session before its first acquire";
+  lock.lock();
+  EXPECT_GE(lock.native_handle(), 0);
+  EXPECT_TRUE(lock.session_alive());
+  lock.unlock();
+  EXPECT_EQ(lock.native_handle(), -1);
+  EXPECT_TRUE(lock.session_alive());
+}
+
+TEST(postgres_lock_test, close_on_release_ends_the_session) {
+  const std::string name = pg::unique_name();
+  postgres_options options;
+  options.close_on_release = true;
+  postgres_lock lock(pg::conninfo(), name, options);
+  for (int round = 0; round < 2; ++round) {
+    lock.lock();
+    EXPECT_TRUE(lock.session_alive());
+    const auto pids = holder_pids(lock.key());
+    ASSERT_EQ(pids.size(), 1u);
+    lock.unlock();
+    EXPECT_FALSE(lock.session_alive()) << "round " << round;
+    EXPECT_TRUE(eventually([&] { return !backend_exists(pids[0]); }))
+        << "the server process of the released session lives on";
+  }
+  EXPECT_TRUE(server_shows_nothing(lock.key()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader-writer locks.
+
+class postgres_kind_pair_test : public ::testing::TestWithParam<std::tuple<kind, kind>> {};
+
+// One object holds the first kind, another wants the second (on another thread, which holds
+// nothing): the server's conflict rules, and what a session of its own sees.
+TEST_P(postgres_kind_pair_test, conflict_matrix_between_two_objects) {
+  const auto [first, second] = GetParam();
+  const bool conflict = conflicts(first, second);
+  const std::string name = pg::unique_name();
+  pg_kind_lock holder(first, name);
+  pg_kind_lock wanting(second, name);
+  ASSERT_TRUE(holder.acquire(false));
+  EXPECT_EQ(on_other_thread([&] { return wanting.acquire(false); }), !conflict);
+  if (wanting.held()) {
+    std::thread([&] { wanting.release(); }).join();
+  } else {
+    EXPECT_FALSE(on_other_thread([&] { return wanting.try_for(k_short); }));
+  }
+  EXPECT_EQ(server_try(postgres_key(name), second == kind::read), !conflict);
+  holder.release();
+  EXPECT_TRUE(on_other_thread([&] { return wanting.acquire(false); }));
+  std::thread([&] { wanting.release(); }).join();
+  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+}
+
+INSTANTIATE_TEST_SUITE_P(pairs, postgres_kind_pair_test, ::testing::ValuesIn(all_kind_pairs()),
+                         pair_name);
+
+TEST(postgres_reader_writer_test, readers_of_several_objects_share) {
+  const std::string name = pg::unique_name();
+  constexpr int readers = 4;
+  std::vector<std::unique_ptr<postgres_reader_writer_lock>> objects;
+  for (int i = 0; i < readers; ++i) {
+    objects.push_back(std::make_unique<postgres_reader_writer_lock>(pg::conninfo(), name));
+  }
+  latch all_in(readers);
+  latch done(1);
+  std::atomic<int> got{0};
+  std::vector<std::thread> pool;
+  for (int i = 0; i < readers; ++i) {
+    pool.emplace_back([&, object = objects[static_cast<std::size_t>(i)].get()] {
+      if (object->try_lock_shared()) ++got;
+      all_in.count_down();
+      done.wait_for();
+      if (object->read_acquired()) object->unlock_shared();
+    });
+  }
+  EXPECT_TRUE(all_in.wait_for());
+  EXPECT_EQ(got, readers);
+  EXPECT_EQ(pg::advisory_locks_on(postgres_key(name), true), readers);
+  EXPECT_FALSE(server_try(postgres_key(name)));
+  EXPECT_TRUE(server_try(postgres_key(name), true));
+  postgres_reader_writer_lock writer(pg::conninfo(), name);
+  EXPECT_FALSE(writer.try_lock());
+  done.count_down();
+  for (auto& t : pool) t.join();
+  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(writer.try_lock());
+  writer.unlock();
+}
+
+TEST(postgres_reader_writer_test, threads_of_one_object_read_together) {
+  const std::string name = pg::unique_name();
+  constexpr int readers = 4;
+  postgres_reader_writer_lock lock(pg::conninfo(), name);
+  latch all_in(readers);
+  latch done(1);
+  std::atomic<int> got{0};
+  std::vector<std::thread> pool;
+  for (int i = 0; i < readers; ++i) {
+    pool.emplace_back([&] {
+      lock.lock_shared();  // Blocking: a reader that waited for another would never get in.
+      ++got;
+      all_in.count_down();
+      done.wait_for();
+      lock.unlock_shared();
+    });
+  }
+  EXPECT_TRUE(all_in.wait_for()) << "the readers of one object did not get in together";
+  EXPECT_EQ(got, readers);
+  EXPECT_TRUE(lock.read_acquired());
+  EXPECT_EQ(pg::advisory_locks_on(lock.key(), true), 1) << "one session, one row";
+  EXPECT_FALSE(server_try(lock.key()));
+  done.count_down();
+  for (auto& t : pool) t.join();
+  EXPECT_FALSE(lock.read_acquired());
+  // Four holds, four releases: the session's count is back to zero.
+  EXPECT_TRUE(server_shows_nothing(lock.key()));
+}
+
+TEST(postgres_reader_writer_test, a_writer_excludes_readers_and_writers) {
+  const std::string name = pg::unique_name();
+  postgres_reader_writer_lock writer(pg::conninfo(), name);
+  postgres_reader_writer_lock other(pg::conninfo(), name);
+  writer.lock();
+  EXPECT_TRUE(writer.write_acquired());
+  EXPECT_FALSE(writer.read_acquired());
+  EXPECT_FALSE(on_other_thread([&] { return other.try_lock_shared(); }));
+  EXPECT_FALSE(on_other_thread([&] { return other.try_lock(); }));
+  EXPECT_FALSE(on_other_thread([&] { return writer.try_lock_shared(); }))
+      << "a thread read through the writing object";
+  EXPECT_FALSE(server_try(writer.key(), true));
+  thread_holder reading([&] { return other.acquire_read_lock(); },
+                        [&] { other.release_read_lock(); });
+  EXPECT_FALSE(reading.wait_held(k_quiet));
+  writer.unlock();
+  EXPECT_TRUE(reading.wait_held());
+  EXPECT_TRUE(reading.release());
+  EXPECT_TRUE(server_shows_nothing(writer.key()));
+}
+
+// While a writer waits, new readers queue behind it: here a reader of another object (the
+// server's queue) and a reader thread joining an object that already reads (the library).
+TEST(postgres_reader_writer_test, a_waiting_writer_holds_back_new_readers) {
+  const std::string name = pg::unique_name();
+  postgres_reader_writer_lock reader(pg::conninfo(), name);
+  postgres_reader_writer_lock writer(pg::conninfo(), name);
+  postgres_reader_writer_lock late(pg::conninfo(), name);
+  thread_holder reading([&] { return reader.acquire_read_lock(); },
+                        [&] { reader.release_read_lock(); });
+  ASSERT_TRUE(reading.wait_held());
+  // Before a writer waits, readers join.
+  EXPECT_TRUE(on_other_thread([&] {
+    const bool got = late.try_lock_shared();
+    if (got) late.unlock_shared();
+    return got;
+  }));
+  thread_holder writing([&] { return writer.acquire_write_lock(); },
+                        [&] { writer.release_write_lock(); });
+  ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(writer.key(), false) == 1; }))
+      << "the writer does not wait on the server";
+  EXPECT_FALSE(on_other_thread([&] { return late.try_lock_shared(); }));
+  EXPECT_FALSE(on_other_thread([&] { return late.try_lock_shared_for(k_short); }));
+  EXPECT_FALSE(on_other_thread([&] { return reader.try_lock_shared(); }))
+      << "a thread joined the read lock of its object past a waiting writer";
+  EXPECT_FALSE(server_try(writer.key(), true));
+  thread_holder late_reading([&] { return late.acquire_read_lock(); },
+                             [&] { late.release_read_lock(); });
+  EXPECT_FALSE(late_reading.wait_held(k_quiet));
+  EXPECT_FALSE(writing.done_acquiring());
+  EXPECT_TRUE(reading.release());
+  EXPECT_TRUE(writing.wait_held());
+  EXPECT_FALSE(late_reading.wait_held(k_quiet)) << "a reader got in while the writer writes";
+  EXPECT_TRUE(writing.release());
+  EXPECT_TRUE(late_reading.wait_held());
+  EXPECT_TRUE(late_reading.release());
+  EXPECT_TRUE(server_shows_nothing(writer.key()));
+}
+
+// Readers and writers of several objects and threads in a loop: readers overlap, writers are
+// alone.
+TEST(postgres_reader_writer_test, readers_overlap_and_writers_are_alone) {
+  const std::string name = pg::unique_name();
+  constexpr int readers = 4;
+  occupancy inside;
+  latch first_reads(readers);
+  std::atomic<int> errors{0};
+  postgres_reader_writer_lock shared_object(pg::conninfo(), name);
+  std::vector<std::thread> pool;
+  for (int r = 0; r < readers; ++r) {
+    pool.emplace_back([&, r] {
+      try {
+        std::optional<postgres_reader_writer_lock> own;
+        if (r % 2 == 0) own.emplace(pg::conninfo(), name);
+        postgres_reader_writer_lock& lock = own ? *own : shared_object;
+        {
+          // All readers inside at once first: they must share.
+          std::shared_lock<postgres_reader_writer_lock> guard(lock);
+          inside.enter_shared();
+          if (!first_reads.arrive_and_wait_for()) ++errors;
+          inside.leave_shared();
+        }
+        for (int i = 0; i < 30; ++i) {
+          std::shared_lock<postgres_reader_writer_lock> guard(lock);
+          inside.enter_shared();
+          std::this_thread::sleep_for(1ms);
+          inside.leave_shared();
+        }
+      } catch (const std::exception& e) {
+        ++errors;
+        ADD_FAILURE() << e.what();
+      }
+    });
+  }
+  for (int w = 0; w < 2; ++w) {
+    pool.emplace_back([&] {
+      try {
+        postgres_reader_writer_lock lock(pg::conninfo(), name);
+        // A writer waiting before all readers are in would hold the last ones back.
+        if (!first_reads.wait_for()) ++errors;
+        for (int i = 0; i < 15; ++i) {
+          std::lock_guard<postgres_reader_writer_lock> guard(lock);
+          inside.enter_exclusive();
+          std::this_thread::sleep_for(1ms);
+          inside.leave_exclusive();
+        }
+      } catch (const std::exception& e) {
+        ++errors;
+        ADD_FAILURE() << e.what();
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  EXPECT_EQ(errors, 0);
+  EXPECT_FALSE(inside.violated());
+  EXPECT_EQ(inside.max_shared(), readers);
+  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lost sessions.
+
+// The server process of the session holding `key`; "" if none (or more than one) holds it.
+std::string only_holder_pid(std::int64_t key) {
+  const auto pids = holder_pids(key);
+  return pids.size() == 1 ? pids[0] : "";
+}
+
+// After the session of `lock` was ended behind its back: session_alive() turns false on its own,
+// release() reports the lost lock, and the next acquire connects again.
+void expect_lost_lock(postgres_lock& lock) {
+  EXPECT_TRUE(eventually([&] { return !lock.session_alive(); }, 5s))
+      << "session_alive() still says true";
+  const std::string message =
+      expect_system_error([&] { lock.release(); }, std::errc::connection_reset, "release()");
+  EXPECT_NE(lowercase(message).find("lost"), std::string::npos)
+      << "the message does not say the lock was lost: " << message;
+  EXPECT_FALSE(lock.acquired());
+  expect_not_permitted([&] { lock.release(); }, "a second release after the loss");
+  EXPECT_TRUE(lock.try_lock()) << "the object did not connect again";
+  EXPECT_TRUE(lock.session_alive());
+  EXPECT_EQ(pg::advisory_locks_on(lock.key(), true), 1);
+  EXPECT_FALSE(server_try(lock.key()));
+  lock.unlock();
+  EXPECT_TRUE(server_shows_nothing(lock.key()));
+}
+
+TEST(postgres_session_test, a_terminated_session_loses_the_lock) {
+  const std::string name = pg::unique_name();
+  postgres_lock lock(pg::conninfo(), name);
+  lock.lock();
+  const std::string pid = only_holder_pid(lock.key());
+  ASSERT_FALSE(pid.empty());
+  ASSERT_EQ(pg::query("SELECT pg_terminate_backend(" + pid + ")"), "t");
+  EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(lock.key(), true) == 0; }));
+  expect_lost_lock(lock);
+}
+
+TEST(postgres_session_test, a_terminated_session_loses_read_locks) {
+  const std::string name = pg::unique_name();
+  postgres_reader_writer_lock lock(pg::conninfo(), name);
+  lock.lock_shared();
+  const std::string pid = only_holder_pid(lock.key());
+  ASSERT_FALSE(pid.empty());
+  ASSERT_EQ(pg::query("SELECT pg_terminate_backend(" + pid + ")"), "t");
+  EXPECT_TRUE(eventually([&] { return !lock.session_alive(); }, 5s));
+  expect_system_error([&] { lock.unlock_shared(); }, std::errc::connection_reset,
+                      "unlock_shared()");
+  EXPECT_FALSE(lock.read_acquired());
+  EXPECT_TRUE(lock.try_lock());
+  lock.unlock();
+  EXPECT_TRUE(server_shows_nothing(lock.key()));
+}
+
+TEST(postgres_session_test, a_server_restart_loses_the_lock) {
+  const std::string name = pg::unique_name();
+  postgres_lock lock(pg::conninfo(), name);
+  lock.lock();
+  ASSERT_FALSE(only_holder_pid(lock.key()).empty());
+  pg::restart_server();
+  expect_lost_lock(lock);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection errors.
+
+// Every acquire of an object on `conninfo` throws std::system_error within `bound` seconds;
+// returns the messages.
+std::vector<std::string> expect_connection_errors(const std::string& conninfo, double bound,
+                                                  const postgres_options& options = {}) {
+  std::vector<std::string> messages;
+  postgres_lock lock(conninfo, pg::unique_name(), options);
+  postgres_reader_writer_lock rw(conninfo, pg::unique_name("rw"), options);
+  const std::vector<std::pair<std::string, std::function<void()>>> calls = {
+      {"lock()", [&] { lock.lock(); }},
+      {"try_lock()", [&] { lock.try_lock(); }},
+      {"try_lock_for(1s)", [&] { lock.try_lock_for(1s); }},
+      {"acquire_read_lock()", [&] { rw.acquire_read_lock(); }},
+      {"try_lock_shared()", [&] { rw.try_lock_shared(); }},
+      {"acquire_write_lock(true, 1)",
+       [&] { rw.acquire_write_lock(true, std::chrono::duration<double>(1)); }},
+  };
+  for (const auto& [what, call] : calls) {
+    const auto start = steady::now();
+    try {
+      call();
+      ADD_FAILURE() << what << " on '" << conninfo << "' did not throw";
+    } catch (const std::system_error& e) {
+      messages.push_back(e.what());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << what << " threw something else than std::system_error: " << e.what();
+    }
+    EXPECT_LT(seconds_since(start), bound) << what << " took too long";
+  }
+  EXPECT_FALSE(lock.acquired());
+  EXPECT_FALSE(rw.read_acquired());
+  EXPECT_FALSE(rw.write_acquired());
+  EXPECT_FALSE(lock.session_alive());
+  return messages;
+}
+
+TEST(postgres_errors_test, an_unreachable_server_names_host_and_database_but_no_password) {
+  for (const std::string host : {"/nonexistent-dir", "127.0.0.1"}) {
+    SCOPED_TRACE(host);
+    const std::string conninfo =
+        "host=" + host + " port=1 dbname=fasteners_db_marker user=fasteners password=secret";
+    for (const auto& message : expect_connection_errors(conninfo, 15.0)) {
+      EXPECT_NE(message.find(host), std::string::npos) << "no host in: " << message;
+      EXPECT_NE(message.find("fasteners_db_marker"), std::string::npos)
+          << "no database in: " << message;
+      EXPECT_EQ(message.find("secret"), std::string::npos) << "the password shows: " << message;
+    }
+  }
+}
+
+TEST(postgres_errors_test, a_uri_password_never_shows) {
+  const std::string conninfo = "postgresql://fasteners:secret@127.0.0.1:1/fasteners_db_marker";
+  for (const auto& message : expect_connection_errors(conninfo, 15.0)) {
+    EXPECT_EQ(message.find("secret"), std::string::npos) << "the password shows: " << message;
+    EXPECT_NE(message.find("fasteners_db_marker"), std::string::npos)
+        << "no database in: " << message;
+  }
+}
+
+// A host that does not answer at all: the connect timeout of the options bounds the wait.
+TEST(postgres_errors_test, the_connect_timeout_bounds_the_wait) {
+  postgres_options options;
+  options.connect_timeout = 2;
+  const auto start = steady::now();
+  // 192.0.2.0/24 is TEST-NET-1: no such host answers (or the network is unreachable at once).
+  postgres_lock lock("host=192.0.2.1 port=5432 dbname=d", pg::unique_name(), options);
+  EXPECT_THROW(lock.try_lock(), std::system_error);
+  const double elapsed = seconds_since(start);
+  std::cout << "gave up after " << elapsed << " s\n";
+  EXPECT_LT(elapsed, 2.0 + 8.0);
+}
+
+TEST(postgres_errors_test, a_missing_database_is_named) {
+  const std::string conninfo = with_param(pg::conninfo(), "dbname", "nope_fasteners_missing");
+  for (const auto& message : expect_connection_errors(conninfo, 15.0)) {
+    EXPECT_NE(message.find("nope_fasteners_missing"), std::string::npos)
+        << "no database in: " << message;
+  }
+}
+
+TEST(postgres_errors_test, a_refused_login_throws) {
+  const std::string conninfo = with_param(pg::conninfo(), "user", "no_such_role_fasteners");
+  expect_connection_errors(conninfo, 15.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale.
+
+TEST(postgres_scale_test, two_hundred_objects_hold_distinct_names_at_once) {
+  constexpr int count = 200;
+  std::vector<std::unique_ptr<postgres_lock>> locks;
+  std::string keys;
+  for (int i = 0; i < count; ++i) {
+    locks.push_back(
+        std::make_unique<postgres_lock>(pg::conninfo(), pg::unique_name(std::to_string(i))));
+    keys += (i ? "," : "") + std::to_string(locks.back()->key());
+  }
+  const std::string held_sql =
+      "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+      "objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = ANY(ARRAY[" +
+      keys + "]::bigint[])";
+  for (auto& lock : locks) ASSERT_TRUE(lock->try_lock()) << lock->name();
+  EXPECT_EQ(pg::query(held_sql), std::to_string(count));
+  for (std::size_t i = 0; i < locks.size(); i += 37) {
+    EXPECT_FALSE(server_try(locks[i]->key())) << locks[i]->name();
+  }
+  for (auto& lock : locks) lock->unlock();
+  EXPECT_EQ(pg::query(held_sql), "0");
+  locks.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Function wrappers and guards.
+
+TEST(postgres_locked_test, the_function_runs_under_the_lock) {
+  const std::string name = pg::unique_name();
+  const std::int64_t key = postgres_key(name);
+  auto locked = fasteners::postgres_locked(pg::conninfo(), name, [&](int a, const std::string& b) {
+    EXPECT_FALSE(server_try(key)) << "called without the lock";
+    EXPECT_FALSE(server_try(key, true)) << "called without the lock";
+    return b + std::to_string(a);
+  });
+  EXPECT_EQ(locked(7, "x"), "x7");
+  EXPECT_TRUE(server_try(key)) << "the lock outlived the call";
+  auto copy = locked;
+  EXPECT_EQ(copy(8, "y"), "y8");
+  // Copies share one lock object: calls on threads never overlap.
+  occupancy inside;
+  auto counted = fasteners::postgres_locked(pg::conninfo(), name, [&] {
+    inside.enter_exclusive();
+    std::this_thread::yield();
+    inside.leave_exclusive();
+  });
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 3; ++t) {
+    pool.emplace_back([c = counted] {
+      for (int i = 0; i < 20; ++i) c();
+    });
+  }
+  for (auto& t : pool) t.join();
+  EXPECT_FALSE(inside.violated());
+  EXPECT_TRUE(server_shows_nothing(key));
+}
+
+TEST(postgres_locked_test, read_locked_calls_share_and_write_locked_calls_exclude) {
+  const std::string name = pg::unique_name();
+  const std::int64_t key = postgres_key(name);
+  constexpr int threads = 3;
+  latch all_inside(threads);
+  std::atomic<int> together{0};
+  auto read = fasteners::postgres_read_locked(pg::conninfo(), name, [&] {
+    EXPECT_FALSE(server_try(key)) << "a read-locked call without the read lock";
+    EXPECT_TRUE(server_try(key, true)) << "a read-locked call under a write lock";
+    if (all_inside.arrive_and_wait_for()) ++together;
+    return 1;
+  });
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([c = read] { EXPECT_EQ(c(), 1); });
+  }
+  for (auto& t : pool) t.join();
+  EXPECT_EQ(together, threads) << "the read-locked calls did not run at once";
+  EXPECT_TRUE(server_shows_nothing(key));
+
+  auto write = fasteners::postgres_write_locked(pg::conninfo(), name, [&](int x) {
+    EXPECT_FALSE(server_try(key)) << "a write-locked call without the write lock";
+    EXPECT_FALSE(server_try(key, true)) << "a write-locked call without the write lock";
+    return x * 2;
+  });
+  EXPECT_EQ(write(21), 42);
+  EXPECT_TRUE(server_shows_nothing(key));
+}
+
+TEST(postgres_guard_test, guards_release_on_destruction) {
+  const std::string name = pg::unique_name();
+  postgres_reader_writer_lock lock(pg::conninfo(), name);
+  {
+    auto guard = lock.write_lock();
+    EXPECT_TRUE(guard.owns_lock());
+    EXPECT_TRUE(lock.write_acquired());
+    EXPECT_FALSE(server_try(lock.key(), true));
+  }
+  EXPECT_FALSE(lock.write_acquired());
+  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  {
+    auto guard = lock.read_lock();
+    EXPECT_TRUE(lock.read_acquired());
+    EXPECT_FALSE(server_try(lock.key()));
+    EXPECT_TRUE(server_try(lock.key(), true));
+    fasteners::postgres_read_guard moved(std::move(guard));
+    EXPECT_FALSE(guard.owns_lock());  // NOLINT(bugprone-use-after-move): checked on purpose
+    EXPECT_TRUE(moved.owns_lock());
+    EXPECT_TRUE(lock.read_acquired());
+  }
+  EXPECT_FALSE(lock.read_acquired());
+  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  {
+    auto guard = lock.write_lock();
+    guard.unlock();
+    EXPECT_FALSE(guard.owns_lock());
+    EXPECT_FALSE(lock.write_acquired());
+    EXPECT_TRUE(server_try(lock.key()));
+  }
+  EXPECT_TRUE(server_shows_nothing(lock.key()));
+}
+
+}  // namespace
+}  // namespace fasteners_test

@@ -1,0 +1,113 @@
+// `--postgres`: PostgreSQL advisory locks for `fasteners run` and `fasteners status`.
+// The lock is fasteners::postgres_reader_writer_lock (fasteners::postgres); holders are listed with
+// libpq from pg_locks and pg_stat_activity. In a build without fasteners::postgres (the compile
+// definition FASTENERS_TOOL_POSTGRES unset) every function here but postgres_supported() throws
+// tool_error with exit_unavailable.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fasteners::tool {
+
+// Whether this build has `--postgres`.
+bool postgres_supported();
+
+// The error of a build without it, for `subcommand` ("run" or "status").
+std::string postgres_unsupported_message(const std::string& subcommand);
+
+// Throws a usage error (exit_usage) naming `subcommand` if libpq cannot parse `conninfo` (a
+// connection string or URI; empty means libpq's defaults). The message never holds a password.
+void check_conninfo(const std::string& subcommand, const std::string& conninfo);
+
+// `text` as one line, with every password of `conninfo` (password, sslpassword, and the URI's
+// user:password@ part as written) replaced by "***": for messages from libpq or the library.
+std::string scrub(const std::string& text, const std::string& conninfo);
+
+// One session's lock (or wait for it) on the name's advisory key, from pg_locks joined with
+// pg_stat_activity.
+struct postgres_holder {
+  long long backend_pid = 0;  // The server process of the session (pg_locks.pid).
+  bool waiting = false;       // Not granted: queued for the lock.
+  bool exclusive = true;      // ExclusiveLock; false: ShareLock.
+  std::string mode;           // pg_locks.mode as it is.
+  std::string application_name;
+  // From an application_name of the form "fasteners <pid>@<host> <program>", which this
+  // library's sessions set: the client process, its host, its program (empty if cut off by the
+  // server's 63-byte limit). client_pid is 0 when application_name has another form.
+  long long client_pid = 0;
+  std::string client_host;
+  std::string program;
+  // Where the session comes from as the server sees it: "local" (a Unix-domain socket), the
+  // client's host name or address; empty if the server does not tell this user.
+  std::string client;
+  std::string user;   // The session's role; empty if not shown.
+  std::string since;  // UTC, "2024-05-01T12:00:00Z": the wait's start, else the session's last
+                      // state change (or its start); empty if not shown.
+};
+
+// What `fasteners status --postgres` reports: every session holding or waiting for the key.
+struct postgres_lock_state {
+  std::int64_t key = 0;                  // fasteners::postgres_key(name).
+  std::string database;                  // The database the name was looked up in.
+  std::vector<postgres_holder> holders;  // Holders first, then waiters, oldest first.
+};
+
+// Connects once (a session of its own that takes no lock) and lists the sessions that hold or
+// wait for `name`'s key in the conninfo's database. Throws tool_error: exit_unavailable when the
+// server cannot be reached, refuses the login or fails the query; the message names
+// `subcommand` and never holds a password.
+postgres_lock_state postgres_holders(const std::string& subcommand, const std::string& conninfo,
+                                     const std::string& name);
+
+// Whether `h` is a session of this very process (by its application_name).
+bool is_this_process(const postgres_holder& h);
+
+// "pid 1234 on host1 (fasteners)" or, for a session of another kind, "session 5678 (psql, from
+// local)": a holder for messages.
+std::string describe_postgres_holder(const postgres_holder& h);
+
+// A shared or exclusive advisory lock of `fasteners run --postgres`, held by this process's own
+// database session. Not thread-safe.
+class postgres_run_lock {
+ public:
+  virtual ~postgres_run_lock() = default;
+  // Tries once; returns whether it took the lock. Throws std::system_error when the database
+  // cannot be used (from fasteners::postgres).
+  virtual bool try_acquire() = 0;
+  // Waits in the server's queue, at most `timeout` if given; returns whether it took the lock.
+  virtual bool acquire(std::optional<std::chrono::duration<double>> timeout) = 0;
+  // Releases the lock and ends the session. Throws std::system_error with
+  // std::errc::connection_reset if the session was lost meanwhile (and the lock with it).
+  virtual void release() = 0;
+};
+
+// Makes the lock object; connects at the first try. Throws tool_error where unsupported.
+std::unique_ptr<postgres_run_lock> make_postgres_run_lock(const std::string& conninfo,
+                                                          const std::string& name, bool shared);
+
+// While one lives, SIGINT and SIGQUIT do not end this process (as system(3) does while its
+// command runs; made before the command starts, so that none comes between), so that a Ctrl+C at
+// the terminal, which reaches the command as well, does not end the session, and the lock, before
+// the command has ended. Does nothing on Windows.
+class interrupts_ignored {
+ public:
+  interrupts_ignored();
+  ~interrupts_ignored();
+  interrupts_ignored(const interrupts_ignored&) = delete;
+  interrupts_ignored& operator=(const interrupts_ignored&) = delete;
+
+  // The signals ignored here that were not before: the command must start with them at their
+  // default action (command_line::default_signals).
+  std::vector<int> ignored_here() const;
+
+ private:
+  struct saved;
+  std::unique_ptr<saved> saved_;
+};
+
+}  // namespace fasteners::tool
