@@ -1,7 +1,8 @@
-// Clocks, statistics, child processes and the /proc/locks probe of the benchmark.
+// Clocks, statistics, child processes, the waiters' protocol and the /proc/locks probe.
 #include "common.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -67,6 +68,18 @@ summary summarize(std::vector<double> values) {
   return s;
 }
 
+std::vector<std::size_t> turn_order(std::size_t n, std::mt19937& rng) {
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
+}
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
 child_process spawn(const std::vector<std::string>& argv) {
   int to[2];
   int from[2];
@@ -115,6 +128,19 @@ int finish(child_process& child) {
   return -1;
 }
 
+void send_command(child_process& child, char command) { write_all(child.to_child, &command, 1); }
+
+void expect_answer(child_process& child, char expected) {
+  char answer = 0;
+  read_all(child.from_child, &answer, 1);
+  if (answer != expected) throw std::runtime_error("a child process sent an unexpected answer");
+}
+
+void abandon(child_process& child) {
+  if (child.pid >= 0) ::kill(child.pid, SIGKILL);
+  finish(child);
+}
+
 void write_all(int fd, const void* data, std::size_t size) {
   const auto* p = static_cast<const char*>(data);
   while (size > 0) {
@@ -156,6 +182,41 @@ bool capture_output(const std::vector<std::string>& argv, std::string& output) {
     output.append(buffer, static_cast<std::size_t>(n));
   }
   return finish(child) == 0;
+}
+
+void start_wait(child_process& waiter) {
+  send_command(waiter, k_go);
+  expect_answer(waiter, k_waiting);
+}
+
+wait_record read_handoff(child_process& waiter, const char* label) {
+  wait_record record{};
+  read_all(waiter.from_child, &record, sizeof record);
+  if (record.acquired != 1) {
+    throw std::runtime_error(std::string("the ") + label + " waiter did not get the lock");
+  }
+  return record;
+}
+
+void stop_child(child_process& child, const std::string& what) {
+  send_command(child, k_quit);
+  if (const int status = finish(child); status != 0) {
+    throw std::runtime_error(what + " exited with status " + std::to_string(status));
+  }
+}
+
+void handoff_samples::summarize_into(handoff_times& times) && {
+  times.latency_ns = summarize(std::move(latency));
+  times.release_ns = summarize(std::move(release));
+  times.wall_ns = summarize(std::move(wall));
+  times.cpu_ns = summarize(std::move(cpu));
+}
+
+void handoff_samples::add(std::int64_t released, std::int64_t returned, const wait_record& record) {
+  latency.push_back(static_cast<double>(record.end_ns - released));
+  release.push_back(static_cast<double>(returned - released));
+  wall.push_back(static_cast<double>(record.end_ns - record.start_ns));
+  cpu.push_back(static_cast<double>(record.cpu_ns));
 }
 
 bool waiter_blocked_in_kernel(std::uint64_t inode) {

@@ -1,11 +1,18 @@
-// Shared pieces of the benchmark: the run's settings, clocks, statistics and child processes.
+// Shared pieces of the benchmarks: the run's settings, clocks, statistics and child processes.
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fasteners_bench {
@@ -35,6 +42,57 @@ struct settings {
   std::vector<std::string> only;  // Contender keys to measure; empty: all.
 };
 
+// Walks a command line: next() takes each argument in turn, value() the one after it.
+class command_line {
+ public:
+  command_line(int argc, char** argv) : argc_(argc), argv_(argv) {}
+  bool next(std::string& arg) {
+    if (++i_ >= argc_) return false;
+    arg = argv_[i_];
+    return true;
+  }
+  // The current option's value; throws std::invalid_argument if there is none.
+  std::string value() {
+    if (i_ + 1 >= argc_) throw std::invalid_argument(std::string(argv_[i_]) + " needs a value");
+    return argv_[++i_];
+  }
+
+ private:
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+};
+
+// The options both benchmarks take, into `o` (json, csv, fail_on_targets) and `o.config`
+// (handoff_rounds, hold_min_ms, hold_max_ms, python, use_python); false for any other option.
+template <class Options>
+bool common_option(const std::string& arg, command_line& line, Options& o, const char* usage) {
+  auto& c = o.config;
+  if (arg == "--help" || arg == "-h") {
+    std::fputs(usage, stdout);
+    std::exit(0);
+  } else if (arg == "--json") {
+    o.json = line.value();
+  } else if (arg == "--csv") {
+    o.csv = line.value();
+  } else if (arg == "--rounds") {
+    c.handoff_rounds = std::stoi(line.value());
+  } else if (arg == "--hold-min-ms") {
+    c.hold_min_ms = std::stod(line.value());
+  } else if (arg == "--hold-max-ms") {
+    c.hold_max_ms = std::stod(line.value());
+  } else if (arg == "--python") {
+    c.python = line.value();
+  } else if (arg == "--no-python") {
+    c.use_python = false;
+  } else if (arg == "--fail-on-targets") {
+    o.fail_on_targets = true;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 // CLOCK_MONOTONIC, which every process on the machine shares, in nanoseconds.
 std::int64_t now_ns();
 // CPU time of the calling process (all its threads, exited ones included), in nanoseconds.
@@ -52,6 +110,11 @@ struct summary {
 };
 summary summarize(std::vector<double> values);
 
+// A shuffled order of 0..n-1, for one round of turns.
+std::vector<std::size_t> turn_order(std::size_t n, std::mt19937& rng);
+// `s` without its trailing line ends.
+std::string trimmed(std::string s);
+
 // A child process whose standard input and output are pipes to this one.
 struct child_process {
   pid_t pid = -1;
@@ -60,8 +123,13 @@ struct child_process {
 };
 // Starts argv[0] (a path, not searched) with argv. Throws std::system_error.
 child_process spawn(const std::vector<std::string>& argv);
+// One-byte commands and answers; expect_answer() throws if the answer is not `expected`.
+void send_command(child_process& child, char command);
+void expect_answer(child_process& child, char expected);
 // Closes the pipes and waits for the child; returns its exit status, or 128 + signal.
 int finish(child_process& child);
+// Ends a child on the way out of a failed measurement; it may be blocked on a lock held here.
+void abandon(child_process& child);
 // Whole-buffer pipe I/O; throw std::runtime_error on EOF and std::system_error on errors.
 void write_all(int fd, const void* data, std::size_t size);
 void read_all(int fd, void* data, std::size_t size);
@@ -80,5 +148,58 @@ struct wait_record {
   std::int64_t acquired;
 };
 static_assert(sizeof(wait_record) == 32, "the record layout is shared with the Python waiter");
+
+// A waiter's commands and answers: 'g' -> 'w' just before it waits, then a wait_record after it
+// released again; 'q' or EOF ends it.
+constexpr char k_go = 'g';
+constexpr char k_quit = 'q';
+constexpr char k_waiting = 'w';
+
+// Asks a waiter to wait once and returns when it says it is about to.
+void start_wait(child_process& waiter);
+// Reads a waiter's record of a hand-off, which must have acquired (else throws, naming `label`).
+wait_record read_handoff(child_process& waiter, const char* label);
+// Sends 'q' and waits for the child; throws if it failed, naming it `what` ("the X waiter").
+void stop_child(child_process& child, const std::string& what);
+
+// The waiter's side: serves 'g' on stdin with acquire() (true if it acquired) and release(), and
+// returns 0 on 'q' or EOF.
+template <class Acquire, class Release>
+int serve_waits(Acquire acquire, Release release) {
+  for (;;) {
+    char command = 0;
+    const ssize_t n = ::read(STDIN_FILENO, &command, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != 1 || command != k_go) return 0;
+    write_all(STDOUT_FILENO, &k_waiting, 1);
+    wait_record record{};
+    record.start_ns = now_ns();
+    const std::int64_t cpu = process_cpu_ns();
+    const bool acquired = acquire();
+    record.end_ns = now_ns();
+    record.cpu_ns = process_cpu_ns() - cpu;
+    record.acquired = acquired ? 1 : 0;
+    if (acquired) release();
+    write_all(STDOUT_FILENO, &record, sizeof record);
+  }
+}
+
+// What the counted hand-off rounds measured, in ns.
+struct handoff_times {
+  summary latency_ns;  // A's release call began -> B's acquire returned.
+  summary release_ns;  // A's release call, from its start to its return.
+  summary wall_ns;     // B's acquire call, from its start to its return.
+  summary cpu_ns;      // B's process CPU time during its acquire call.
+};
+
+// The samples of the counted hand-off rounds, in ns.
+struct handoff_samples {
+  std::vector<double> latency;  // A's release call began -> B's acquire returned.
+  std::vector<double> release;  // A's release call.
+  std::vector<double> wall;     // B's acquire call.
+  std::vector<double> cpu;      // B's process CPU time during its acquire call.
+  void add(std::int64_t released, std::int64_t returned, const wait_record& record);
+  void summarize_into(handoff_times& times) &&;
+};
 
 }  // namespace fasteners_bench

@@ -6,10 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <csignal>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -18,9 +16,6 @@
 namespace fasteners_bench {
 namespace {
 
-constexpr char k_go = 'g';
-constexpr char k_quit = 'q';
-constexpr char k_waiting = 'w';
 constexpr std::size_t k_counter_bytes = 4096;
 
 std::vector<std::string> waiter_command(const contender& who, const std::string& path,
@@ -39,26 +34,8 @@ std::uint64_t inode_of(const std::string& path) {
   return static_cast<std::uint64_t>(st.st_ino);
 }
 
-// Asks the waiter to wait once and returns when it says it is about to.
-void start_wait(child_process& child) {
-  write_all(child.to_child, &k_go, 1);
-  char answer = 0;
-  read_all(child.from_child, &answer, 1);
-  if (answer != k_waiting) throw std::runtime_error("a waiter sent an unexpected answer");
-}
-
 void stop(child_process& child, const contender& who) {
-  write_all(child.to_child, &k_quit, 1);
-  if (const int status = finish(child); status != 0) {
-    throw std::runtime_error(std::string("the ") + who.label + " waiter exited with status " +
-                             std::to_string(status));
-  }
-}
-
-// Ends a child on the way out of a failed measurement; it may be blocked on a lock held here.
-void abandon(child_process& child) {
-  if (child.pid >= 0) ::kill(child.pid, SIGKILL);
-  finish(child);
+  stop_child(child, std::string("the ") + who.label + " waiter");
 }
 
 // The shared-memory counter of a throughput contest.
@@ -87,14 +64,6 @@ struct counter_file {
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
               "the counter must work across processes");
-
-// A shuffled order of 0..n-1, for one round of turns.
-std::vector<std::size_t> turn_order(std::size_t n, std::mt19937& rng) {
-  std::vector<std::size_t> order(n);
-  for (std::size_t i = 0; i < n; ++i) order[i] = i;
-  std::shuffle(order.begin(), order.end(), rng);
-  return order;
-}
 
 // One contender's hand-off measurement: its holder here, its waiter in a child process.
 class handoff_run {
@@ -135,16 +104,8 @@ class handoff_run {
     const std::int64_t released = now_ns();
     holder_->release();
     const std::int64_t returned = now_ns();
-    wait_record record{};
-    read_all(child_.from_child, &record, sizeof record);
-    if (record.acquired != 1) {
-      throw std::runtime_error(std::string("the ") + who_.label + " waiter did not get the lock");
-    }
-    if (!counted) return;
-    latency_.push_back(static_cast<double>(record.end_ns - released));
-    release_.push_back(static_cast<double>(returned - released));
-    wall_.push_back(static_cast<double>(record.end_ns - record.start_ns));
-    cpu_.push_back(static_cast<double>(record.cpu_ns));
+    const wait_record record = read_handoff(child_, who_.label);
+    if (counted) samples_.add(released, returned, record);
   }
 
   handoff_result result() {
@@ -156,13 +117,10 @@ class handoff_run {
     r.not_yet_blocked = not_yet_blocked_;
     double cpu_total = 0;
     double wall_total = 0;
-    for (const double v : cpu_) cpu_total += v;
-    for (const double v : wall_) wall_total += v;
+    for (const double v : samples_.cpu) cpu_total += v;
+    for (const double v : samples_.wall) wall_total += v;
     r.cpu_fraction = wall_total > 0 ? cpu_total / wall_total : 0;
-    r.latency_ns = summarize(std::move(latency_));
-    r.release_ns = summarize(std::move(release_));
-    r.wall_ns = summarize(std::move(wall_));
-    r.cpu_ns = summarize(std::move(cpu_));
+    std::move(samples_).summarize_into(r);
     r.ran = true;
     return r;
   }
@@ -175,10 +133,7 @@ class handoff_run {
   child_process child_;
   std::uint64_t inode_ = 0;
   int not_yet_blocked_ = 0;
-  std::vector<double> latency_;
-  std::vector<double> release_;
-  std::vector<double> wall_;
-  std::vector<double> cpu_;
+  handoff_samples samples_;
 };
 
 // One contender's timeout measurement: the lock held here throughout, timed waits in a child.
@@ -329,22 +284,7 @@ int child_waiter_main(const std::vector<std::string>& args) {
   const auto& who = contender_by_key(args[0]);
   const auto lock = make_lock(who.id, args[1]);
   const std::int64_t timeout = std::stoll(args[2]);
-  for (;;) {
-    char command = 0;
-    const ssize_t n = ::read(STDIN_FILENO, &command, 1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n != 1 || command != k_go) return 0;
-    write_all(STDOUT_FILENO, &k_waiting, 1);
-    wait_record record{};
-    record.start_ns = now_ns();
-    const std::int64_t cpu = process_cpu_ns();
-    const bool acquired = lock->acquire(timeout);
-    record.end_ns = now_ns();
-    record.cpu_ns = process_cpu_ns() - cpu;
-    record.acquired = acquired ? 1 : 0;
-    if (acquired) lock->release();
-    write_all(STDOUT_FILENO, &record, sizeof record);
-  }
+  return serve_waits([&] { return lock->acquire(timeout); }, [&] { lock->release(); });
 }
 
 int child_worker_main(const std::vector<std::string>& args) {

@@ -1,5 +1,4 @@
 // fasteners_bench: this library against raw fcntl locks and its peers, in one run.
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <benchmark/benchmark.h>
@@ -8,10 +7,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -79,57 +76,36 @@ std::vector<std::string> split_keys(const std::string& list) {
 
 options parse(int argc, char** argv) {
   options o;
-  const auto value = [&](int& i) -> std::string {
-    if (i + 1 >= argc) throw std::invalid_argument(std::string(argv[i]) + " needs a value");
-    return argv[++i];
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
+  command_line line(argc, argv);
+  std::string arg;
+  while (line.next(arg)) {
     auto& c = o.config;
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(k_usage, stdout);
-      std::exit(0);
-    } else if (arg == "--json") {
-      o.json = value(i);
-    } else if (arg == "--csv") {
-      o.csv = value(i);
-    } else if (arg == "--quick") {
+    if (common_option(arg, line, o, k_usage)) continue;
+    if (arg == "--quick") {
       c.handoff_rounds = 40;
       c.timeout_rounds = 40;
       c.throughput_seconds = 0.5;
       c.throughput_slices = 2;
       c.repetitions = 2;
       c.min_time = 0.05;
-    } else if (arg == "--rounds") {
-      c.handoff_rounds = std::stoi(value(i));
     } else if (arg == "--timeout-rounds") {
-      c.timeout_rounds = std::stoi(value(i));
-    } else if (arg == "--hold-min-ms") {
-      c.hold_min_ms = std::stod(value(i));
-    } else if (arg == "--hold-max-ms") {
-      c.hold_max_ms = std::stod(value(i));
+      c.timeout_rounds = std::stoi(line.value());
     } else if (arg == "--seconds") {
-      c.throughput_seconds = std::stod(value(i));
+      c.throughput_seconds = std::stod(line.value());
     } else if (arg == "--slices") {
-      c.throughput_slices = std::stoi(value(i));
+      c.throughput_slices = std::stoi(line.value());
     } else if (arg == "--processes") {
-      c.processes = std::stoi(value(i));
+      c.processes = std::stoi(line.value());
     } else if (arg == "--repetitions") {
-      c.repetitions = std::stoi(value(i));
+      c.repetitions = std::stoi(line.value());
     } else if (arg == "--min-time") {
-      c.min_time = std::stod(value(i));
+      c.min_time = std::stod(line.value());
     } else if (arg == "--dir") {
-      c.dir = value(i);
-    } else if (arg == "--python") {
-      c.python = value(i);
-    } else if (arg == "--no-python") {
-      c.use_python = false;
+      c.dir = line.value();
     } else if (arg == "--no-boost") {
       c.use_boost = false;
     } else if (arg == "--only") {
-      c.only = split_keys(value(i));
-    } else if (arg == "--fail-on-targets") {
-      o.fail_on_targets = true;
+      c.only = split_keys(line.value());
     } else if (arg.rfind("--benchmark_", 0) == 0) {
       o.benchmark_flags.push_back(arg);
     } else {
@@ -145,56 +121,6 @@ options parse(int argc, char** argv) {
   return o;
 }
 
-std::string read_first_line(const char* path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
-std::string load_average() {
-  const std::string line = read_first_line("/proc/loadavg");
-  std::size_t end = 0;
-  for (int field = 0; field < 3 && end != std::string::npos; ++field) {
-    end = line.find(' ', end + (field > 0 ? 1 : 0));
-  }
-  return line.substr(0, end);
-}
-
-machine_info describe_machine() {
-  machine_info m;
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const auto colon = line.find(':');
-      m.cpu = line.substr(colon + 2);
-      break;
-    }
-  }
-  if (m.cpu.empty()) m.cpu = "unknown CPU";
-  m.cores = ::sysconf(_SC_NPROCESSORS_ONLN);
-  utsname name{};
-  if (::uname(&name) == 0) m.kernel = std::string(name.sysname) + " " + name.release;
-  const std::time_t now = std::time(nullptr);
-  char date[32];
-  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-  m.date = date;
-  m.load_before = load_average();
-#if defined(__clang__)
-  m.compiler = "clang++ " __clang_version__;
-#elif defined(__GNUC__)
-  m.compiler = "g++ " __VERSION__;
-#endif
-  m.build = FASTENERS_BENCH_BUILD_TYPE;
-#if defined(NDEBUG)
-  m.build += " (NDEBUG)";
-#else
-  m.build += " (assertions on: not a release build)";
-#endif
-  return m;
-}
-
 std::string python_fasteners_version(const std::string& python) {
   std::string out;
   if (!capture_output({python, "-c",
@@ -202,7 +128,7 @@ std::string python_fasteners_version(const std::string& python) {
                       out)) {
     return "";
   }
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  out = trimmed(out);
   return out.empty() ? "unknown" : out;
 }
 

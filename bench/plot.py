@@ -1,44 +1,15 @@
 #!/usr/bin/env python3
 """Turns fasteners_bench --json output into a picture (PNG or SVG, by the output's extension)."""
 
-import argparse
-import json
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
-
-OURS = "#1f77b4"
-RAW = "#7f7f7f"
-PEER = "#ff7f0e"
-PASS = "#2ca02c"
-FAIL = "#d62728"
-
-
-def colour(key):
-    if key.startswith("fasteners"):
-        return OURS
-    if key.startswith("raw"):
-        return RAW
-    return PEER
-
-
-def ran(rows):
-    return [r for r in rows if r.get("ran")]
+from plot_common import FAIL, OURS, colour, plt, ran, read_results, row_axis, save, targets_panel
 
 
 def horizontal_bars(ax, labels, values, colours, unit, log=True):
     positions = range(len(labels))
     ax.barh(positions, values, color=colours)
-    ax.set_yticks(list(positions))
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.invert_yaxis()
-    if log:
-        ax.set_xscale("log")
-    ax.set_xlabel(unit, fontsize=8)
-    ax.tick_params(axis="x", labelsize=8)
+    row_axis(ax, list(positions), labels, unit, log)
     for y, v in zip(positions, values):
         ax.annotate(f" {format_value(v, unit)}", (v, y), va="center", fontsize=7)
 
@@ -64,12 +35,8 @@ def plot_handoff(ax, data):
     ax.barh([p + 0.2 for p in positions], p99s, height=0.4, color="#c7c7c7", label="p99")
     ax.barh([p - 0.2 for p in positions], medians, height=0.4,
             color=[colour(r["key"]) for r in rows], label="median")
-    ax.set_yticks(positions)
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("µs from A's release call to B holding the lock (log)", fontsize=8)
-    ax.tick_params(axis="x", labelsize=8)
+    row_axis(ax, positions, labels, "µs from A's release call to B holding the lock (log)",
+             log=True)
     for p, v in zip(positions, medians):
         ax.annotate(f" {format_value(v, 'µs')}", (v, p - 0.2), va="center", fontsize=7)
     raw = next((r["latency_ns"]["median"] / 1e3 for r in rows if r["key"] == "raw_ofd"), None)
@@ -128,41 +95,21 @@ def plot_timeout(ax, data):
         values = [max(r["lateness_ns"][stat], 1) / 1e3 for r in rows]
         colours = [colour(r["key"]) for r in rows] if shade is None else shade
         ax.barh([p + offset for p in positions], values, height=width, color=colours, label=stat)
-    ax.set_yticks(positions)
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
+    row_axis(ax, positions, labels, "µs late (log); target: p99 within 1 ms", log=True)
     ax.axvline(1000, color=FAIL, linestyle="--", linewidth=1)
-    ax.set_xlabel("µs late (log); target: p99 within 1 ms", fontsize=8)
-    ax.tick_params(axis="x", labelsize=8)
     ax.legend(fontsize=7, loc="center right")
     timeout_ms = data["settings"]["accuracy_timeout_ns"] / 1e6
     ax.set_title(f"5. Lateness of a {timeout_ms:g} ms timed wait", fontsize=10)
 
 
 def plot_targets(ax, data):
-    ax.axis("off")
-    ax.set_title("Speed targets, against the raw baseline of this run", fontsize=10)
-    y = 1.0
-    for target in data["targets"]:
-        verdict = "n/a" if not target["evaluated"] else ("PASS" if target["pass"] else "FAIL")
-        shade = RAW if verdict == "n/a" else (PASS if verdict == "PASS" else FAIL)
-        ax.text(0.0, y, verdict, color=shade, fontsize=8, fontweight="bold",
-                transform=ax.transAxes, va="top")
-        ax.text(0.1, y, target["name"], fontsize=7.5, transform=ax.transAxes, va="top")
-        figure = ("beside the targets: " if target.get("extra") else "") + target["figure"]
-        ax.text(0.1, y - 0.035, figure, fontsize=6.5, color="#555555",
-                transform=ax.transAxes, va="top")
-        y -= min(0.115, 1.0 / max(len(data["targets"]), 1))
+    targets = data["targets"]
+    targets_panel(ax, "Speed targets, against the raw baseline of this run", targets, 0.1,
+                  (0.1, -0.035), 6.5, min(0.115, 1.0 / max(len(targets), 1)))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("json", help="the file fasteners_bench --json wrote")
-    parser.add_argument("output", help="the picture to write, e.g. docs/benchmark.png")
-    args = parser.parse_args()
-    with open(args.json, encoding="utf-8") as f:
-        data = json.load(f)
+    args, data = read_results(__doc__, "fasteners_bench", "docs/benchmark.png")
 
     m = data["machine"]
     v = data["versions"]
@@ -178,11 +125,7 @@ def main():
     plot_throughput(axes[1][1], data)
     plot_timeout(axes[2][0], data)
     plot_targets(axes[2][1], data)
-    fig.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in (OURS, RAW, PEER)],
-               labels=["fasteners (this library)", "raw fcntl baseline", "peers"],
-               loc="lower center", ncol=3, fontsize=9)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
-    fig.savefig(args.output, dpi=110)
+    save(fig, ["fasteners (this library)", "raw fcntl baseline", "peers"], args.output)
     return 0
 
 

@@ -10,14 +10,9 @@
 # throwaway one.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${FASTENERS_BENCH_BUILD_DIR:-$root/build-bench}"
-out="${FASTENERS_BENCH_OUT:-$root/docs}"
-
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFASTENERS_BUILD_BENCHMARKS=ON \
-  -DFASTENERS_POSTGRES=ON -DFASTENERS_BUILD_TESTS=OFF -DFASTENERS_BUILD_EXAMPLES=OFF \
-  -DFASTENERS_BUILD_TOOLS=OFF -DFASTENERS_INSTALL=OFF >/dev/null
-cmake --build "$build" --target fasteners_postgres_bench -j "$(nproc)"
+# shellcheck source=bench/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
+build_target fasteners_postgres_bench -DFASTENERS_POSTGRES=ON
 
 conninfo="${FASTENERS_BENCH_CONNINFO:-}"
 server_dir=""
@@ -36,10 +31,7 @@ if [[ -z $conninfo ]]; then
   conninfo=$(<"$server_dir/conninfo")
 fi
 
-read -r load _ </proc/loadavg
-if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
-  echo "postgres-run.sh: the load average is $load; figures from a busy machine are noisy" >&2
-fi
+warn_if_busy postgres-run.sh
 
 mkdir -p "$out"
 status=0

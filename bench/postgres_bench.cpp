@@ -2,7 +2,6 @@
 // and against psycopg2, in one run, on a PostgreSQL server given by its conninfo.
 #include <libpq-fe.h>
 #include <sched.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,9 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <exception>
-#include <fstream>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -58,9 +55,7 @@ and marks the targets PASS or FAIL (ratios against the raw figures of this run).
   --fail-on-targets      exit with status 2 if a target is missed
 )";
 
-constexpr char k_go = 'g';
-constexpr char k_quit = 'q';
-constexpr char k_waiting = 'w';
+// The psycopg2 holder's and pairs' commands and answers (the waiters' are in common.hpp).
 constexpr char k_acquire = 'a';
 constexpr char k_acquired = 'k';
 constexpr char k_release = 'r';
@@ -69,6 +64,7 @@ constexpr char k_pairs = 'u';
 // What the measurements do, one kind per contender row.
 enum class method {
   raw,              // libpq: PQexec of SELECT pg_advisory_lock(k) / pg_advisory_unlock(k).
+  raw_prepared,     // libpq: the same statements prepared once, run with PQexecPrepared.
   lock,             // fasteners::postgres_lock::lock() / unlock().
   try_lock,         // try_lock() / unlock() (uncontended only).
   try_lock_for,     // try_lock_for(timeout) / unlock().
@@ -90,6 +86,7 @@ const contender k_handoff[] = {
 
 const contender k_pairs_contenders[] = {
     {"raw_libpq", "raw libpq pg_advisory_lock+unlock", method::raw},
+    {"raw_libpq_prepared", "raw libpq, prepared, lock+unlock", method::raw_prepared},
     {"fasteners_lock", "fasteners lock()+unlock()", method::lock},
     {"fasteners_try_lock", "fasteners try_lock()+unlock()", method::try_lock},
     {"fasteners_try_lock_for", "fasteners try_lock_for(10 s)+unlock()", method::try_lock_for},
@@ -100,6 +97,8 @@ const char* method_name(method how) {
   switch (how) {
     case method::raw:
       return "raw";
+    case method::raw_prepared:
+      return "raw_prepared";
     case method::lock:
       return "lock";
     case method::try_lock:
@@ -207,6 +206,28 @@ class pq_connection {
     return v;
   }
 
+  // Runs the prepared statement `name` with one bigint parameter; returns its first value.
+  std::string prepared_value(const char* name, const std::string& parameter) {
+    const char* values[] = {parameter.c_str()};
+    PGresult* result = ::PQexecPrepared(conn_, name, 1, values, nullptr, nullptr, 0);
+    if (::PQresultStatus(result) != PGRES_TUPLES_OK || ::PQntuples(result) != 1) {
+      const std::string message = ::PQerrorMessage(conn_);
+      ::PQclear(result);
+      throw std::runtime_error(std::string("PostgreSQL: ") + name + ": " + message);
+    }
+    std::string v = ::PQgetvalue(result, 0, 0);
+    ::PQclear(result);
+    return v;
+  }
+
+  // Prepares `sql` as the statement `name`.
+  void prepare(const char* name, const std::string& sql) {
+    PGresult* result = ::PQprepare(conn_, name, sql.c_str(), 0, nullptr);
+    const bool ok = ::PQresultStatus(result) == PGRES_COMMAND_OK;
+    ::PQclear(result);
+    if (!ok) throw std::runtime_error("PostgreSQL: cannot prepare " + sql);
+  }
+
   // Runs a query and returns its rows, as text.
   std::vector<std::vector<std::string>> rows(const std::string& sql) {
     PGresult* result = ::PQexec(conn_, sql.c_str());
@@ -282,20 +303,38 @@ void pin_server_sessions(const pg_settings& c, pq_connection& conn, pin_report& 
   }
 }
 
-// The raw baseline: what an application with one libpq connection would write.
+// The raw baseline: what an application with one libpq connection would write, sending the SQL
+// text each time, or (`prepared`) preparing the statements once, as the library does.
 class raw_lock {
  public:
-  raw_lock(const std::string& conninfo, std::int64_t key)
+  raw_lock(const std::string& conninfo, std::int64_t key, bool prepared)
       : conn_(conninfo),
-        lock_("SELECT pg_advisory_lock(" + std::to_string(key) + ")"),
-        unlock_("SELECT pg_advisory_unlock(" + std::to_string(key) + ")") {}
-  void lock() { conn_.value(lock_); }
+        key_(std::to_string(key)),
+        prepared_(prepared),
+        lock_("SELECT pg_advisory_lock(" + key_ + ")"),
+        unlock_("SELECT pg_advisory_unlock(" + key_ + ")") {
+    if (prepared_) {
+      conn_.prepare("raw_lock", "SELECT pg_advisory_lock($1)");
+      conn_.prepare("raw_unlock", "SELECT pg_advisory_unlock($1)");
+    }
+  }
+  void lock() {
+    if (prepared_) {
+      conn_.prepared_value("raw_lock", key_);
+    } else {
+      conn_.value(lock_);
+    }
+  }
   void unlock() {
-    if (conn_.value(unlock_) != "t") throw std::runtime_error("pg_advisory_unlock returned false");
+    const std::string released =
+        prepared_ ? conn_.prepared_value("raw_unlock", key_) : conn_.value(unlock_);
+    if (released != "t") throw std::runtime_error("pg_advisory_unlock returned false");
   }
 
  private:
   pq_connection conn_;
+  const std::string key_;
+  const bool prepared_;
   const std::string lock_;
   const std::string unlock_;
 };
@@ -310,8 +349,9 @@ class local_lock {
   local_lock(method how, const std::string& conninfo, const std::string& name,
              std::chrono::nanoseconds timeout)
       : how_(how), timeout_(timeout) {
-    if (how == method::raw) {
-      raw_ = std::make_unique<raw_lock>(conninfo, fasteners::postgres_key(name));
+    if (how == method::raw || how == method::raw_prepared) {
+      raw_ = std::make_unique<raw_lock>(conninfo, fasteners::postgres_key(name),
+                                        how == method::raw_prepared);
     } else {
       lib_ = std::make_unique<fasteners::postgres_lock>(conninfo, name);
     }
@@ -320,6 +360,7 @@ class local_lock {
   bool acquire() {
     switch (how_) {
       case method::raw:
+      case method::raw_prepared:
         raw_->lock();
         return true;
       case method::lock:
@@ -367,26 +408,8 @@ child_process spawn_on(const pg_settings& c, int cpu, const std::vector<std::str
   return child;
 }
 
-void send_command(child_process& child, char command) { write_all(child.to_child, &command, 1); }
-
-void expect_answer(child_process& child, char expected) {
-  char answer = 0;
-  read_all(child.from_child, &answer, 1);
-  if (answer != expected) throw std::runtime_error("a child process sent an unexpected answer");
-}
-
-void stop_child(child_process& child, const char* label) {
-  send_command(child, k_quit);
-  if (const int status = finish(child); status != 0) {
-    throw std::runtime_error(std::string("a child of ") + label + " exited with status " +
-                             std::to_string(status));
-  }
-}
-
-// A child still running on the way out of a failed measurement may be blocked on a lock.
-void abandon(child_process& child) {
-  if (child.pid >= 0) ::kill(child.pid, SIGKILL);
-  finish(child);
+void stop(child_process& child, const char* label) {
+  stop_child(child, std::string("a child of ") + label);
 }
 
 class child_guard {
@@ -458,8 +481,7 @@ class handoff_run {
       send_command(python_holder_->get(), k_acquire);
       expect_answer(python_holder_->get(), k_acquired);
     }
-    send_command(waiter_->get(), k_go);
-    expect_answer(waiter_->get(), k_waiting);
+    start_wait(waiter_->get());
     sleep_for_ns(hold_ns);
     // B said it is about to wait; see it queued in the server before releasing.
     const std::int64_t give_up = now_ns() + config_.queued_wait_ns;
@@ -483,30 +505,19 @@ class handoff_run {
       released = answer[0];
       returned = answer[1];
     }
-    wait_record record{};
-    read_all(waiter_->get().from_child, &record, sizeof record);
-    if (record.acquired != 1) {
-      throw std::runtime_error(std::string("the ") + who_.label + " waiter did not get the lock");
-    }
-    if (!counted) return;
-    latency_.push_back(static_cast<double>(record.end_ns - released));
-    release_.push_back(static_cast<double>(returned - released));
-    wall_.push_back(static_cast<double>(record.end_ns - record.start_ns));
-    cpu_.push_back(static_cast<double>(record.cpu_ns));
+    const wait_record record = read_handoff(waiter_->get(), who_.label);
+    if (counted) samples_.add(released, returned, record);
   }
 
   pg_handoff_result result() {
-    stop_child(waiter_->get(), who_.label);
-    if (python_holder_) stop_child(python_holder_->get(), who_.label);
+    stop(waiter_->get(), who_.label);
+    if (python_holder_) stop(python_holder_->get(), who_.label);
     pg_handoff_result r;
     r.key = who_.key;
     r.label = who_.label;
     r.ran = true;
     r.not_seen = not_seen_;
-    r.latency_ns = summarize(std::move(latency_));
-    r.release_ns = summarize(std::move(release_));
-    r.wall_ns = summarize(std::move(wall_));
-    r.cpu_ns = summarize(std::move(cpu_));
+    std::move(samples_).summarize_into(r);
     return r;
   }
 
@@ -519,10 +530,7 @@ class handoff_run {
   std::unique_ptr<child_guard> python_holder_;
   std::unique_ptr<child_guard> waiter_;
   int not_seen_ = 0;
-  std::vector<double> latency_;
-  std::vector<double> release_;
-  std::vector<double> wall_;
-  std::vector<double> cpu_;
+  handoff_samples samples_;
 };
 
 // One contender's uncontended pairs, through one object (one session) for the whole run.
@@ -563,7 +571,7 @@ class pairs_run {
   }
 
   pg_pair_result result() {
-    if (python_) stop_child(python_->get(), who_.label);
+    if (python_) stop(python_->get(), who_.label);
     pg_pair_result r;
     r.key = who_.key;
     r.label = who_.label;
@@ -578,13 +586,6 @@ class pairs_run {
   std::unique_ptr<child_guard> python_;
   std::vector<double> pairs_;
 };
-
-std::vector<std::size_t> turn_order(std::size_t n, std::mt19937& rng) {
-  std::vector<std::size_t> order(n);
-  for (std::size_t i = 0; i < n; ++i) order[i] = i;
-  std::shuffle(order.begin(), order.end(), rng);
-  return order;
-}
 
 // Rows in the contenders' order: the measured ones, and psycopg2's with a note when it is skipped.
 template <class Result, class Contenders>
@@ -667,22 +668,7 @@ int child_waiter_main(const std::vector<std::string>& args) {
   if (args.size() != 4) throw std::invalid_argument("--child-waiter KIND CONNINFO NAME TIMEOUT_NS");
   const method how = method_by_name(args[0]);
   local_lock lock(how, args[1], args[2], std::chrono::nanoseconds(std::stoll(args[3])));
-  for (;;) {
-    char command = 0;
-    const ssize_t n = ::read(STDIN_FILENO, &command, 1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n != 1 || command != k_go) return 0;
-    write_all(STDOUT_FILENO, &k_waiting, 1);
-    wait_record record{};
-    record.start_ns = now_ns();
-    const std::int64_t cpu = process_cpu_ns();
-    const bool acquired = lock.acquire();
-    record.end_ns = now_ns();
-    record.cpu_ns = process_cpu_ns() - cpu;
-    record.acquired = acquired ? 1 : 0;
-    if (acquired) lock.release();
-    write_all(STDOUT_FILENO, &record, sizeof record);
-  }
+  return serve_waits([&] { return lock.acquire(); }, [&] { lock.release(); });
 }
 
 struct options {
@@ -698,46 +684,25 @@ options parse(int argc, char** argv) {
   options o;
   auto& c = o.config;
   if (const char* env = std::getenv("FASTENERS_BENCH_CONNINFO")) c.conninfo = env;
-  const auto value = [&](int& i) -> std::string {
-    if (i + 1 >= argc) throw std::invalid_argument(std::string(argv[i]) + " needs a value");
-    return argv[++i];
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(k_usage, stdout);
-      std::exit(0);
-    } else if (arg == "--conninfo") {
-      c.conninfo = value(i);
-    } else if (arg == "--json") {
-      o.json = value(i);
-    } else if (arg == "--csv") {
-      o.csv = value(i);
+  command_line line(argc, argv);
+  std::string arg;
+  while (line.next(arg)) {
+    if (common_option(arg, line, o, k_usage)) continue;
+    if (arg == "--conninfo") {
+      c.conninfo = line.value();
     } else if (arg == "--markdown") {
-      o.markdown = value(i);
+      o.markdown = line.value();
     } else if (arg == "--png") {
-      o.png = value(i);
+      o.png = line.value();
     } else if (arg == "--quick") {
       c.handoff_rounds = 30;
       c.pairs = 200;
-    } else if (arg == "--rounds") {
-      c.handoff_rounds = std::stoi(value(i));
     } else if (arg == "--pairs") {
-      c.pairs = std::stoi(value(i));
+      c.pairs = std::stoi(line.value());
     } else if (arg == "--block") {
-      c.block = std::stoi(value(i));
-    } else if (arg == "--hold-min-ms") {
-      c.hold_min_ms = std::stod(value(i));
-    } else if (arg == "--hold-max-ms") {
-      c.hold_max_ms = std::stod(value(i));
-    } else if (arg == "--python") {
-      c.python = value(i);
-    } else if (arg == "--no-python") {
-      c.use_python = false;
+      c.block = std::stoi(line.value());
     } else if (arg == "--no-pin") {
       c.pin = false;
-    } else if (arg == "--fail-on-targets") {
-      o.fail_on_targets = true;
     } else {
       throw std::invalid_argument("unknown option " + arg + " (see --help)");
     }
@@ -754,51 +719,6 @@ options parse(int argc, char** argv) {
     o.png = base + ".png";
   }
   return o;
-}
-
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
-
-machine_info describe_machine() {
-  machine_info m;
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      m.cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  if (m.cpu.empty()) m.cpu = "unknown CPU";
-  m.cores = ::sysconf(_SC_NPROCESSORS_ONLN);
-  utsname name{};
-  if (::uname(&name) == 0) m.kernel = std::string(name.sysname) + " " + name.release;
-  const std::time_t now = std::time(nullptr);
-  char date[32];
-  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-  m.date = date;
-  m.load_before = load_average();
-#if defined(__clang__)
-  m.compiler = "clang++ " __clang_version__;
-#elif defined(__GNUC__)
-  m.compiler = "g++ " __VERSION__;
-#endif
-  m.build = FASTENERS_BENCH_BUILD_TYPE;
-#if defined(NDEBUG)
-  m.build += " (NDEBUG)";
-#else
-  m.build += " (assertions on: not a release build)";
-#endif
-  return m;
-}
-
-std::string trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
 }
 
 // Picks the holders' and the waiters' CPUs among those this process may use (one CPU serves both

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "common.hpp"
-#include "report.hpp"  // machine_info and target (plain structs; report.cpp is not linked).
+#include "report_common.hpp"
 
 namespace fasteners_bench {
 
@@ -34,31 +34,16 @@ struct pg_settings {
 };
 
 // Section 1: a holder releases, a waiter blocked in another process gets the lock.
-struct pg_handoff_result {
-  std::string key;
-  std::string label;
-  bool ran = false;
-  std::string note;  // Why it did not run.
-  summary latency_ns;
-  summary release_ns;  // A's release call, from its start to its return.
-  summary wall_ns;     // B's acquire call, from its start to its return.
-  summary cpu_ns;      // B's process CPU time during its acquire call.
-  int not_seen = 0;    // Rounds in which B never showed as a waiter in pg_locks before the release.
+struct pg_handoff_result : result_row, handoff_times {
+  int not_seen = 0;  // Rounds in which B never showed as a waiter in pg_locks before the release.
 };
 
 // Section 2: uncontended acquire+release pairs through one session.
-struct pg_pair_result {
-  std::string key;
-  std::string label;
-  bool ran = false;
-  std::string note;
+struct pg_pair_result : result_row {
   summary pair_ns;
 };
 
-struct pg_results {
-  machine_info machine;
-  pg_settings config;
-  std::string fasteners_version;
+struct pg_results : run_results<pg_settings> {
   std::string server_version;    // The server's server_version.
   std::string server_via;        // "a Unix socket" or "TCP to HOST".
   std::string libpq_version;     // PQlibVersion().
@@ -67,8 +52,6 @@ struct pg_results {
   std::string placement;  // Where the processes ran, and whether pinning them worked.
   std::vector<pg_handoff_result> handoff;
   std::vector<pg_pair_result> pairs;
-  std::vector<target> targets;
-  double total_seconds = 0;
 };
 
 // Fills results.targets from the measurements.

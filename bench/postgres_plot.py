@@ -1,33 +1,11 @@
 #!/usr/bin/env python3
 """Turns fasteners_postgres_bench --json output into a picture (PNG or SVG, by the extension)."""
 
-import argparse
-import json
 import sys
 
-import matplotlib
+from plot_common import FAIL, OURS, colour, plt, ran, read_results, row_axis, save, targets_panel
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
-
-OURS = "#1f77b4"
-RAW = "#7f7f7f"
-PEER = "#ff7f0e"
-PASS = "#2ca02c"
-FAIL = "#d62728"
 P99 = "#c7c7c7"
-
-
-def colour(key):
-    if key.startswith("fasteners"):
-        return OURS
-    if key.startswith("raw"):
-        return RAW
-    return PEER
-
-
-def ran(rows):
-    return [r for r in rows if r.get("ran")]
 
 
 def format_us(v):
@@ -44,11 +22,7 @@ def median_and_p99(ax, rows, field, raw_key, limits, xlabel, title):
     right = max(medians) * 2.4
     ax.barh([p + 0.2 for p in positions], [min(q, right) for q in p99s], height=0.4, color=P99)
     ax.barh([p - 0.2 for p in positions], medians, height=0.4, color=[colour(r["key"]) for r in rows])
-    ax.set_yticks(positions)
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel, fontsize=8)
-    ax.tick_params(axis="x", labelsize=8)
+    row_axis(ax, positions, labels, xlabel)
     raw = next((r[field]["median"] / 1e3 for r in rows if r["key"] == raw_key), None)
     for p, v, q in zip(positions, medians, p99s):
         ratio = f" ({v / raw:.2f}x raw)" if raw else ""
@@ -74,28 +48,12 @@ def median_and_p99(ax, rows, field, raw_key, limits, xlabel, title):
 
 
 def plot_targets(ax, data):
-    ax.axis("off")
-    ax.set_title("Targets, against the raw libpq figures of this run", fontsize=10)
-    y = 1.0
-    for target in data["targets"]:
-        verdict = "n/a" if not target["evaluated"] else ("PASS" if target["pass"] else "FAIL")
-        shade = RAW if verdict == "n/a" else (PASS if verdict == "PASS" else FAIL)
-        ax.text(0.0, y, verdict, color=shade, fontsize=8, fontweight="bold",
-                transform=ax.transAxes, va="top")
-        ax.text(0.08, y, target["name"], fontsize=7.5, transform=ax.transAxes, va="top")
-        figure = ("beside the targets: " if target.get("extra") else "") + target["figure"]
-        ax.text(0.55, y, figure, fontsize=7.5, color="#555555", transform=ax.transAxes,
-                va="top")
-        y -= 0.16
+    targets_panel(ax, "Targets, against the raw libpq figures of this run", data["targets"], 0.08,
+                  (0.55, 0), 7.5, 0.16)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("json", help="the file fasteners_postgres_bench --json wrote")
-    parser.add_argument("output", help="the picture to write, e.g. docs/postgres-benchmark.png")
-    args = parser.parse_args()
-    with open(args.json, encoding="utf-8") as f:
-        data = json.load(f)
+    args, data = read_results(__doc__, "fasteners_postgres_bench", "docs/postgres-benchmark.png")
 
     m = data["machine"]
     v = data["versions"]
@@ -120,11 +78,8 @@ def main():
                    "µs per acquire+release pair",
                    f"2. Uncontended acquire+release, session kept ({s['pairs']} pairs)")
     plot_targets(targets, data)
-    fig.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in (OURS, RAW, PEER)],
-               labels=["fasteners::postgres_lock", "raw libpq on one connection", "psycopg2"],
-               loc="lower center", ncol=3, fontsize=9)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
-    fig.savefig(args.output, dpi=110)
+    save(fig, ["fasteners::postgres_lock", "raw libpq on one connection", "psycopg2"],
+         args.output)
     return 0
 
 

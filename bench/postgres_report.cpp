@@ -1,7 +1,5 @@
 // The PostgreSQL benchmark's targets, and its table, JSON, CSV and Markdown forms.
-#include <cstdarg>
 #include <cstdlib>
-#include <memory>
 #include <stdexcept>
 
 #include "postgres_bench.hpp"
@@ -9,89 +7,12 @@
 namespace fasteners_bench {
 namespace {
 
-std::string format(const char* pattern, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char* pattern, ...) {
-  char buffer[1024];
-  va_list args;
-  va_start(args, pattern);
-  std::vsnprintf(buffer, sizeof buffer, pattern, args);
-  va_end(args);
-  return buffer;
-}
-
-std::string duration(double ns) {
-  if (ns < 1e3) return format("%.0f ns", ns);
-  if (ns < 1e4) return format("%.2f us", ns / 1e3);
-  if (ns < 1e6) return format("%.1f us", ns / 1e3);
-  if (ns < 1e9) return format("%.2f ms", ns / 1e6);
-  return format("%.2f s", ns / 1e9);
-}
-
 // As duration(), with the micro sign, for the Markdown page.
 std::string md_duration(double ns) {
   std::string s = duration(ns);
   const auto us = s.find(" us");
   if (us != std::string::npos) s.replace(us, 3, " µs");
   return s;
-}
-
-std::string ratio(double value, double baseline) {
-  if (!(baseline > 0)) return "n/a";
-  return format("%.2fx", value / baseline);
-}
-
-template <class T>
-const T* find(const std::vector<T>& rows, const std::string& key) {
-  for (const auto& row : rows) {
-    if (row.key == key && row.ran) return &row;
-  }
-  return nullptr;
-}
-
-std::string escape_json(const std::string& s) {
-  std::string out;
-  for (const char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += format("\\u%04x", static_cast<unsigned>(c));
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-std::string json_string(const std::string& s) { return "\"" + escape_json(s) + "\""; }
-
-std::string json_summary(const summary& s) {
-  return format(R"({"count": %zu, "min": %.1f, "median": %.1f, "p99": %.1f, "max": %.1f, )"
-                R"("mean": %.1f})",
-                s.count, s.min, s.median, s.p99, s.max, s.mean);
-}
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (const char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
-struct file_closer {
-  void operator()(std::FILE* f) const {
-    if (f != nullptr) std::fclose(f);
-  }
-};
-using file_ptr = std::unique_ptr<std::FILE, file_closer>;
-
-file_ptr open_for_writing(const std::string& path) {
-  file_ptr f(std::fopen(path.c_str(), "w"));
-  if (!f) throw std::runtime_error("cannot write " + path);
-  return f;
 }
 
 // The one-minute load average, from machine_info's "A B C".
@@ -112,34 +33,19 @@ std::string timeout_text(const pg_settings& c) { return format("%g s", c.timeout
 
 void pg_evaluate_targets(pg_results& r) {
   r.targets.clear();
-  const auto* raw = find(r.handoff, "raw_libpq");
-  const auto handoff_target = [&](const std::string& name, const char* key, double limit) {
-    target t;
-    t.name = name;
-    const auto* lib = find(r.handoff, key);
-    t.evaluated = raw && lib && raw->latency_ns.median > 0;
-    if (t.evaluated) {
-      const double x = lib->latency_ns.median / raw->latency_ns.median;
-      t.pass = x <= limit;
-      t.figure = format("%.2fx (%s vs raw %s)", x, duration(lib->latency_ns.median).c_str(),
-                        duration(raw->latency_ns.median).c_str());
-    }
-    r.targets.push_back(t);
+  // The median of `key`'s row against raw libpq's, in one section.
+  const auto ratio_target = [&](const std::string& name, const auto& rows, const char* key,
+                                auto field, double limit, bool extra) {
+    const auto* raw = find(rows, "raw_libpq");
+    const auto* lib = find(rows, key);
+    r.targets.push_back(median_target(name, lib ? &(lib->*field) : nullptr,
+                                      raw ? &(raw->*field) : nullptr, limit, extra));
   };
-  const auto* raw_pair = find(r.pairs, "raw_libpq");
+  const auto handoff_target = [&](const std::string& name, const char* key, double limit) {
+    ratio_target(name, r.handoff, key, &pg_handoff_result::latency_ns, limit, false);
+  };
   const auto pair_target = [&](const std::string& name, const char* key, double limit, bool extra) {
-    target t;
-    t.name = name;
-    t.extra = extra;
-    const auto* lib = find(r.pairs, key);
-    t.evaluated = raw_pair && lib && raw_pair->pair_ns.median > 0;
-    if (t.evaluated) {
-      const double x = lib->pair_ns.median / raw_pair->pair_ns.median;
-      t.pass = x <= limit;
-      t.figure = format("%.2fx (%s vs raw %s)", x, duration(lib->pair_ns.median).c_str(),
-                        duration(raw_pair->pair_ns.median).c_str());
-    }
-    r.targets.push_back(t);
+    ratio_target(name, r.pairs, key, &pg_pair_result::pair_ns, limit, extra);
   };
   handoff_target("blocking lock() hand-off median <= 1.2x raw", "fasteners_lock", 1.2);
   handoff_target("try_lock_for(" + timeout_text(r.config) + ") hand-off median <= 1.5x raw",
@@ -157,10 +63,7 @@ void pg_print_table(const pg_results& r, std::FILE* out) {
   const auto& m = r.machine;
   const auto& c = r.config;
   std::fprintf(out, "fasteners %s PostgreSQL benchmark\n", r.fasteners_version.c_str());
-  std::fprintf(out, "machine: %s, %ld cores, %s; %s\n", m.cpu.c_str(), m.cores, m.kernel.c_str(),
-               m.date.c_str());
-  std::fprintf(out, "build: %s, %s; load average before %s, after %s\n", m.build.c_str(),
-               m.compiler.c_str(), m.load_before.c_str(), m.load_after.c_str());
+  print_machine(out, m);
   std::fprintf(out, "server: PostgreSQL %s on this machine over %s; libpq %s; peer: %s\n",
                r.server_version.c_str(), r.server_via.c_str(), r.libpq_version.c_str(),
                peer_line(r).c_str());
@@ -183,10 +86,7 @@ void pg_print_table(const pg_results& r, std::FILE* out) {
   const auto* raw = find(r.handoff, "raw_libpq");
   int not_seen = 0;
   for (const auto& h : r.handoff) {
-    if (!h.ran) {
-      std::fprintf(out, "  %-34s skipped: %s\n", h.label.c_str(), h.note.c_str());
-      continue;
-    }
+    if (print_skipped(out, 34, h)) continue;
     not_seen += h.not_seen;
     std::fprintf(out, "  %-34s %10s %10s %10s %8s %10s %10s\n", h.label.c_str(),
                  duration(h.latency_ns.median).c_str(), duration(h.latency_ns.p99).c_str(),
@@ -213,10 +113,7 @@ void pg_print_table(const pg_results& r, std::FILE* out) {
                "vs raw median", "vs raw p99");
   const auto* raw_pair = find(r.pairs, "raw_libpq");
   for (const auto& p : r.pairs) {
-    if (!p.ran) {
-      std::fprintf(out, "  %-42s skipped: %s\n", p.label.c_str(), p.note.c_str());
-      continue;
-    }
+    if (print_skipped(out, 42, p)) continue;
     std::fprintf(out, "  %-42s %10s %10s %10s %14s %11s\n", p.label.c_str(),
                  duration(p.pair_ns.median).c_str(), duration(p.pair_ns.p99).c_str(),
                  duration(p.pair_ns.mean).c_str(),
@@ -224,20 +121,10 @@ void pg_print_table(const pg_results& r, std::FILE* out) {
                  ratio(p.pair_ns.p99, raw_pair ? raw_pair->pair_ns.p99 : 0).c_str());
   }
 
-  const auto print_targets = [&](bool extra) {
-    for (const auto& t : r.targets) {
-      if (t.extra != extra) continue;
-      std::fprintf(out, "  %-4s  %-68s %s\n",
-                   !t.evaluated ? "n/a"
-                   : t.pass     ? "PASS"
-                                : "FAIL",
-                   t.name.c_str(), t.figure.c_str());
-    }
-  };
   std::fprintf(out, "\nTargets, as ratios against the raw libpq figures of this run:\n");
-  print_targets(false);
+  print_targets(out, r.targets, false, 68);
   std::fprintf(out, "Beside the targets:\n");
-  print_targets(true);
+  print_targets(out, r.targets, true, 68);
   if (busy(m)) {
     std::fprintf(out,
                  "\nThe machine was busy (load average above 0.5 on %ld cores): other work ran "
@@ -248,99 +135,53 @@ void pg_print_table(const pg_results& r, std::FILE* out) {
 }
 
 void pg_write_json(const pg_results& r, const std::string& path) {
-  const auto f = open_for_writing(path);
-  std::FILE* out = f.get();
-  const auto& m = r.machine;
-  const auto& c = r.config;
-  std::fprintf(out, "{\n  \"machine\": {\"cpu\": %s, \"cores\": %ld, \"kernel\": %s, ",
-               json_string(m.cpu).c_str(), m.cores, json_string(m.kernel).c_str());
-  std::fprintf(out, "\"date\": %s, \"load_before\": %s, \"load_after\": %s, \"busy\": %s, ",
-               json_string(m.date).c_str(), json_string(m.load_before).c_str(),
-               json_string(m.load_after).c_str(), busy(m) ? "true" : "false");
-  std::fprintf(out, "\"compiler\": %s, \"build\": %s},\n", json_string(m.compiler).c_str(),
-               json_string(m.build).c_str());
-  std::fprintf(out,
-               "  \"versions\": {\"fasteners\": %s, \"server\": %s, \"libpq\": %s, "
-               "\"psycopg2\": %s, \"python\": %s},\n",
-               json_string(r.fasteners_version).c_str(), json_string(r.server_version).c_str(),
-               json_string(r.libpq_version).c_str(), json_string(r.psycopg2_version).c_str(),
-               json_string(r.python_version).c_str());
-  std::fprintf(out, "  \"server_via\": %s,\n  \"placement\": %s,\n",
-               json_string(r.server_via).c_str(), json_string(r.placement).c_str());
-  std::fprintf(out,
-               "  \"settings\": {\"handoff_rounds\": %d, \"warmup_rounds\": %d, \"hold_min_ms\": "
-               "%.3f, \"hold_max_ms\": %.3f, \"timeout_s\": %.3f, \"pairs\": %d, \"block\": "
-               "%d},\n",
-               c.handoff_rounds, c.warmup_rounds, c.hold_min_ms, c.hold_max_ms, c.timeout_s,
-               c.pairs, c.block);
-  const auto head = [&](const std::string& key, const std::string& label, bool ran,
-                        const std::string& note) {
-    std::fprintf(out, "    {\"key\": %s, \"label\": %s, \"ran\": %s, \"note\": %s",
-                 json_string(key).c_str(), json_string(label).c_str(), ran ? "true" : "false",
-                 json_string(note).c_str());
-  };
-  std::fprintf(out, "  \"handoff\": [\n");
-  for (std::size_t i = 0; i < r.handoff.size(); ++i) {
-    const auto& h = r.handoff[i];
-    head(h.key, h.label, h.ran, h.note);
+  write_file(path, [&](std::FILE* out) {
+    const auto& c = r.config;
+    std::fprintf(out, "{\n");
+    json_machine(out, r.machine,
+                 std::string("\"busy\": ") + (busy(r.machine) ? "true" : "false") + ", ");
     std::fprintf(out,
-                 ", \"latency_ns\": %s, \"release_ns\": %s, \"wait_wall_ns\": %s, "
-                 "\"waiter_cpu_ns\": %s, \"not_seen\": %d}%s\n",
-                 json_summary(h.latency_ns).c_str(), json_summary(h.release_ns).c_str(),
-                 json_summary(h.wall_ns).c_str(), json_summary(h.cpu_ns).c_str(), h.not_seen,
-                 i + 1 < r.handoff.size() ? "," : "");
-  }
-  std::fprintf(out, "  ],\n  \"pairs\": [\n");
-  for (std::size_t i = 0; i < r.pairs.size(); ++i) {
-    const auto& p = r.pairs[i];
-    head(p.key, p.label, p.ran, p.note);
-    std::fprintf(out, ", \"pair_ns\": %s}%s\n", json_summary(p.pair_ns).c_str(),
-                 i + 1 < r.pairs.size() ? "," : "");
-  }
-  std::fprintf(out, "  ],\n  \"targets\": [\n");
-  for (std::size_t i = 0; i < r.targets.size(); ++i) {
-    const auto& t = r.targets[i];
+                 "  \"versions\": {\"fasteners\": %s, \"server\": %s, \"libpq\": %s, "
+                 "\"psycopg2\": %s, \"python\": %s},\n",
+                 json_string(r.fasteners_version).c_str(), json_string(r.server_version).c_str(),
+                 json_string(r.libpq_version).c_str(), json_string(r.psycopg2_version).c_str(),
+                 json_string(r.python_version).c_str());
+    std::fprintf(out, "  \"server_via\": %s,\n  \"placement\": %s,\n",
+                 json_string(r.server_via).c_str(), json_string(r.placement).c_str());
     std::fprintf(out,
-                 "    {\"name\": %s, \"figure\": %s, \"evaluated\": %s, \"pass\": %s, "
-                 "\"extra\": %s}%s\n",
-                 json_string(t.name).c_str(), json_string(t.figure).c_str(),
-                 t.evaluated ? "true" : "false", t.pass ? "true" : "false",
-                 t.extra ? "true" : "false", i + 1 < r.targets.size() ? "," : "");
-  }
-  std::fprintf(out, "  ],\n  \"total_seconds\": %.1f\n}\n", r.total_seconds);
-  if (std::ferror(out)) throw std::runtime_error("cannot write " + path);
+                 "  \"settings\": {\"handoff_rounds\": %d, \"warmup_rounds\": %d, "
+                 "\"hold_min_ms\": %.3f, \"hold_max_ms\": %.3f, \"timeout_s\": %.3f, "
+                 "\"pairs\": %d, \"block\": %d},\n",
+                 c.handoff_rounds, c.warmup_rounds, c.hold_min_ms, c.hold_max_ms, c.timeout_s,
+                 c.pairs, c.block);
+    json_rows(out, "handoff", r.handoff, [&](const pg_handoff_result& h) {
+      json_handoff_times(out, h);
+      std::fprintf(out, ", \"not_seen\": %d", h.not_seen);
+    });
+    json_rows(out, "pairs", r.pairs, [&](const pg_pair_result& p) {
+      std::fprintf(out, ", \"pair_ns\": %s", json_summary(p.pair_ns).c_str());
+    });
+    json_end(out, r.targets, r.total_seconds);
+  });
 }
 
 void pg_write_csv(const pg_results& r, const std::string& path) {
-  const auto f = open_for_writing(path);
-  std::FILE* out = f.get();
-  std::fprintf(out, "section,key,label,metric,value,unit\n");
-  const auto row = [&](const char* section, const std::string& key, const std::string& label,
-                       const char* metric, double value, const char* unit) {
-    std::fprintf(out, "%s,%s,%s,%s,%.6g,%s\n", section, key.c_str(), csv_field(label).c_str(),
-                 metric, value, unit);
-  };
-  for (const auto& h : r.handoff) {
-    if (!h.ran) continue;
-    row("handoff", h.key, h.label, "latency_median", h.latency_ns.median, "ns");
-    row("handoff", h.key, h.label, "latency_p99", h.latency_ns.p99, "ns");
-    row("handoff", h.key, h.label, "latency_max", h.latency_ns.max, "ns");
-    row("handoff", h.key, h.label, "release_median", h.release_ns.median, "ns");
-    row("handoff", h.key, h.label, "waiter_cpu_mean", h.cpu_ns.mean, "ns");
-  }
-  for (const auto& p : r.pairs) {
-    if (!p.ran) continue;
-    row("uncontended", p.key, p.label, "pair_median", p.pair_ns.median, "ns");
-    row("uncontended", p.key, p.label, "pair_p99", p.pair_ns.p99, "ns");
-    row("uncontended", p.key, p.label, "pair_mean", p.pair_ns.mean, "ns");
-  }
-  // A target's value is 1 (pass), 0 (fail) or -1 (not evaluated); its metric names the figures.
-  for (std::size_t i = 0; i < r.targets.size(); ++i) {
-    const auto& t = r.targets[i];
-    std::fprintf(out, "target,target%zu,%s,%s,%d,pass\n", i + 1, csv_field(t.name).c_str(),
-                 csv_field("pass: " + t.figure).c_str(), t.evaluated ? (t.pass ? 1 : 0) : -1);
-  }
-  if (std::ferror(out)) throw std::runtime_error("cannot write " + path);
+  write_file(path, [&](std::FILE* out) {
+    csv_header(out);
+    for (const auto& h : r.handoff) {
+      if (!h.ran) continue;
+      csv_spread(out, "handoff", h, "latency", h.latency_ns);
+      csv_row(out, "handoff", h, "release_median", h.release_ns.median, "ns");
+      csv_row(out, "handoff", h, "waiter_cpu_mean", h.cpu_ns.mean, "ns");
+    }
+    for (const auto& p : r.pairs) {
+      if (!p.ran) continue;
+      csv_row(out, "uncontended", p, "pair_median", p.pair_ns.median, "ns");
+      csv_row(out, "uncontended", p, "pair_p99", p.pair_ns.p99, "ns");
+      csv_row(out, "uncontended", p, "pair_mean", p.pair_ns.mean, "ns");
+    }
+    csv_targets(out, r.targets);
+  });
 }
 
 void pg_write_markdown(const pg_results& r, const std::string& path, const std::string& png) {

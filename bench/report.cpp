@@ -1,91 +1,13 @@
 // Turns the measurements into the speed targets' verdicts, a table, and JSON and CSV files.
 #include "report.hpp"
 
-#include <cmath>
-#include <cstdarg>
-#include <memory>
-#include <stdexcept>
+#include <string>
 
 namespace fasteners_bench {
 namespace {
 
-std::string format(const char* pattern, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char* pattern, ...) {
-  char buffer[512];
-  va_list args;
-  va_start(args, pattern);
-  std::vsnprintf(buffer, sizeof buffer, pattern, args);
-  va_end(args);
-  return buffer;
-}
-
-std::string duration(double ns) {
-  if (ns < 1e3) return format("%.0f ns", ns);
-  if (ns < 1e4) return format("%.2f us", ns / 1e3);
-  if (ns < 1e6) return format("%.1f us", ns / 1e3);
-  if (ns < 1e9) return format("%.2f ms", ns / 1e6);
-  return format("%.2f s", ns / 1e9);
-}
-
-std::string ratio(double value, double baseline) {
-  if (!(baseline > 0)) return "n/a";
-  return format("%.2fx", value / baseline);
-}
-
-template <class T>
-const T* find(const std::vector<T>& rows, const std::string& key) {
-  for (const auto& row : rows) {
-    if (row.key == key && row.ran) return &row;
-  }
-  return nullptr;
-}
-
 std::int64_t lost(const throughput_result& t) {
   return static_cast<std::int64_t>(t.total) - static_cast<std::int64_t>(t.counter);
-}
-
-std::string escape_json(const std::string& s) {
-  std::string out;
-  for (const char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += format("\\u%04x", static_cast<unsigned>(c));
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-std::string json_string(const std::string& s) { return "\"" + escape_json(s) + "\""; }
-
-std::string json_summary(const summary& s) {
-  return format(R"({"count": %zu, "min": %.1f, "median": %.1f, "p99": %.1f, "max": %.1f, )"
-                R"("mean": %.1f})",
-                s.count, s.min, s.median, s.p99, s.max, s.mean);
-}
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (const char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
-struct file_closer {
-  void operator()(std::FILE* f) const { std::fclose(f); }
-};
-using file_ptr = std::unique_ptr<std::FILE, file_closer>;
-
-file_ptr open_for_writing(const std::string& path) {
-  file_ptr f(std::fopen(path.c_str(), "w"));
-  if (!f) throw std::runtime_error("cannot write " + path);
-  return f;
 }
 
 }  // namespace
@@ -93,23 +15,13 @@ file_ptr open_for_writing(const std::string& path) {
 void evaluate_targets(results& r) {
   r.targets.clear();
   const auto* raw = find(r.handoff, "raw_ofd");
-  const double raw_median = raw ? raw->latency_ns.median : 0;
   const auto* timed = find(r.handoff, "fasteners_try_lock_for");
 
   const auto handoff_target = [&](const char* name, const char* key, double limit,
                                   bool extra = false) {
-    target t;
-    t.name = name;
-    t.extra = extra;
     const auto* row = find(r.handoff, key);
-    t.evaluated = row && raw;
-    if (t.evaluated) {
-      const double x = row->latency_ns.median / raw_median;
-      t.pass = x <= limit;
-      t.figure = format("%.2fx (%s vs raw %s)", x, duration(row->latency_ns.median).c_str(),
-                        duration(raw_median).c_str());
-    }
-    r.targets.push_back(t);
+    r.targets.push_back(median_target(name, row ? &row->latency_ns : nullptr,
+                                      raw ? &raw->latency_ns : nullptr, limit, extra));
   };
   // `baseline` is the raw_pair row (lock+unlock on an open descriptor) or raw_open_pair_close.
   const auto uncontended_target = [&](const char* name, const char* key, const char* baseline,
@@ -196,10 +108,7 @@ void print_table(const results& r, std::FILE* out) {
   const auto& m = r.machine;
   const auto& c = r.config;
   std::fprintf(out, "fasteners %s benchmark\n", r.fasteners_version.c_str());
-  std::fprintf(out, "machine: %s, %ld cores, %s; %s\n", m.cpu.c_str(), m.cores, m.kernel.c_str(),
-               m.date.c_str());
-  std::fprintf(out, "build: %s, %s; load average before %s, after %s\n", m.build.c_str(),
-               m.compiler.c_str(), m.load_before.c_str(), m.load_after.c_str());
+  print_machine(out, m);
   std::fprintf(out, "peers: Boost.Interprocess %s, python-fasteners %s\n",
                r.boost_version.empty() ? "(not built in)" : r.boost_version.c_str(),
                r.python_version.empty() ? "(not available)" : r.python_version.c_str());
@@ -218,10 +127,7 @@ void print_table(const results& r, std::FILE* out) {
                "max", "vs raw", "A release", "CPU/wait", "CPU/wall");
   const auto* raw = find(r.handoff, "raw_ofd");
   for (const auto& h : r.handoff) {
-    if (!h.ran) {
-      std::fprintf(out, "  %-36s skipped: %s\n", h.label.c_str(), h.note.c_str());
-      continue;
-    }
+    if (print_skipped(out, 36, h)) continue;
     std::fprintf(out, "  %-36s %10s %10s %10s %8s %10s %10s %8.2f%%\n", h.label.c_str(),
                  duration(h.latency_ns.median).c_str(), duration(h.latency_ns.p99).c_str(),
                  duration(h.latency_ns.max).c_str(),
@@ -245,10 +151,7 @@ void print_table(const results& r, std::FILE* out) {
   std::fprintf(out, "  %-48s %10s %14s %22s\n", "operation", "ns/pair", "vs fcntl pair",
                "vs open+pair+close");
   for (const auto& u : r.uncontended) {
-    if (!u.ran) {
-      std::fprintf(out, "  %-48s skipped: %s\n", u.label.c_str(), u.note.c_str());
-      continue;
-    }
+    if (print_skipped(out, 48, u)) continue;
     std::fprintf(out, "  %-48s %10.0f %14s %22s\n", u.label.c_str(), u.ns,
                  ratio(u.ns, pair ? pair->ns : 0).c_str(),
                  ratio(u.ns, open_pair ? open_pair->ns : 0).c_str());
@@ -262,10 +165,7 @@ void print_table(const results& r, std::FILE* out) {
                "increments", "lost", "per process");
   const auto* raw_t = find(r.throughput, "raw_ofd");
   for (const auto& t : r.throughput) {
-    if (!t.ran) {
-      std::fprintf(out, "  %-36s skipped: %s\n", t.label.c_str(), t.note.c_str());
-      continue;
-    }
+    if (print_skipped(out, 36, t)) continue;
     std::string shares;
     for (const auto n : t.per_process) {
       shares += (shares.empty() ? "" : " ") + std::to_string(n);
@@ -283,162 +183,93 @@ void print_table(const results& r, std::FILE* out) {
   std::fprintf(out, "  %-36s %12s %12s %12s %12s %6s\n", "contender", "late median", "late p99",
                "late max", "p99 elapsed", "early");
   for (const auto& t : r.timeout) {
-    if (!t.ran) {
-      std::fprintf(out, "  %-36s skipped: %s\n", t.label.c_str(), t.note.c_str());
-      continue;
-    }
+    if (print_skipped(out, 36, t)) continue;
     std::fprintf(out, "  %-36s %12s %12s %12s %12s %6d\n", t.label.c_str(),
                  duration(t.lateness_ns.median).c_str(), duration(t.lateness_ns.p99).c_str(),
                  duration(t.lateness_ns.max).c_str(), duration(t.elapsed_ns.p99).c_str(), t.early);
   }
 
-  const auto print_targets = [&](bool extra) {
-    for (const auto& b : r.targets) {
-      if (b.extra != extra) continue;
-      std::fprintf(out, "  %-4s  %-72s %s\n",
-                   !b.evaluated ? "n/a"
-                   : b.pass     ? "PASS"
-                                : "FAIL",
-                   b.name.c_str(), b.figure.c_str());
-    }
-  };
   std::fprintf(out, "\nTargets, as ratios against the raw baseline of this run:\n");
-  print_targets(false);
+  print_targets(out, r.targets, false, 72);
   std::fprintf(out, "Beside the targets (a reader passes the writers' gate, one call more):\n");
-  print_targets(true);
+  print_targets(out, r.targets, true, 72);
   std::fprintf(out, "\nThe run took %.0f s.\n", r.total_seconds);
 }
 
 void write_json(const results& r, const std::string& path) {
-  const auto f = open_for_writing(path);
-  std::FILE* out = f.get();
-  const auto& m = r.machine;
-  const auto& c = r.config;
-  std::fprintf(out, "{\n  \"machine\": {\"cpu\": %s, \"cores\": %ld, \"kernel\": %s, ",
-               json_string(m.cpu).c_str(), m.cores, json_string(m.kernel).c_str());
-  std::fprintf(out, "\"date\": %s, \"load_before\": %s, \"load_after\": %s, ",
-               json_string(m.date).c_str(), json_string(m.load_before).c_str(),
-               json_string(m.load_after).c_str());
-  std::fprintf(out, "\"compiler\": %s, \"build\": %s},\n", json_string(m.compiler).c_str(),
-               json_string(m.build).c_str());
-  std::fprintf(out,
-               "  \"versions\": {\"fasteners\": %s, \"boost\": %s, \"python_fasteners\": %s},\n",
-               json_string(r.fasteners_version).c_str(), json_string(r.boost_version).c_str(),
-               json_string(r.python_version).c_str());
-  std::fprintf(out,
-               "  \"settings\": {\"handoff_rounds\": %d, \"hold_min_ms\": %.3f, \"hold_max_ms\": "
-               "%.3f, \"handoff_timeout_ns\": %lld, \"timeout_rounds\": %d, "
-               "\"accuracy_timeout_ns\": %lld, \"processes\": %d, \"throughput_seconds\": %.3f, "
-               "\"throughput_slices\": %d, "
-               "\"repetitions\": %d, \"min_time_s\": %.3f},\n",
-               c.handoff_rounds, c.hold_min_ms, c.hold_max_ms,
-               static_cast<long long>(c.handoff_timeout_ns), c.timeout_rounds,
-               static_cast<long long>(c.accuracy_timeout_ns), c.processes, c.throughput_seconds,
-               c.throughput_slices, c.repetitions, c.min_time);
-  const auto head = [&](const std::string& key, const std::string& label, bool ran,
-                        const std::string& note) {
-    std::fprintf(out, "    {\"key\": %s, \"label\": %s, \"ran\": %s, \"note\": %s",
-                 json_string(key).c_str(), json_string(label).c_str(), ran ? "true" : "false",
-                 json_string(note).c_str());
-  };
-  std::fprintf(out, "  \"handoff\": [\n");
-  for (std::size_t i = 0; i < r.handoff.size(); ++i) {
-    const auto& h = r.handoff[i];
-    head(h.key, h.label, h.ran, h.note);
+  write_file(path, [&](std::FILE* out) {
+    const auto& c = r.config;
+    std::fprintf(out, "{\n");
+    json_machine(out, r.machine);
     std::fprintf(out,
-                 ", \"latency_ns\": %s, \"release_ns\": %s, \"wait_wall_ns\": %s, "
-                 "\"waiter_cpu_ns\": %s, "
-                 "\"cpu_fraction\": %.6f, \"not_yet_blocked\": %d}%s\n",
-                 json_summary(h.latency_ns).c_str(), json_summary(h.release_ns).c_str(),
-                 json_summary(h.wall_ns).c_str(), json_summary(h.cpu_ns).c_str(), h.cpu_fraction,
-                 h.not_yet_blocked, i + 1 < r.handoff.size() ? "," : "");
-  }
-  std::fprintf(out, "  ],\n  \"uncontended\": [\n");
-  for (std::size_t i = 0; i < r.uncontended.size(); ++i) {
-    const auto& u = r.uncontended[i];
-    head(u.key, u.label, u.ran, u.note);
-    std::fprintf(out, ", \"ns_per_pair\": %.2f}%s\n", u.ns,
-                 i + 1 < r.uncontended.size() ? "," : "");
-  }
-  std::fprintf(out, "  ],\n  \"throughput\": [\n");
-  for (std::size_t i = 0; i < r.throughput.size(); ++i) {
-    const auto& t = r.throughput[i];
-    head(t.key, t.label, t.ran, t.note);
-    std::string shares;
-    for (const auto n : t.per_process) {
-      shares += (shares.empty() ? "" : ", ") + std::to_string(n);
-    }
+                 "  \"versions\": {\"fasteners\": %s, \"boost\": %s, \"python_fasteners\": %s},\n",
+                 json_string(r.fasteners_version).c_str(), json_string(r.boost_version).c_str(),
+                 json_string(r.python_version).c_str());
     std::fprintf(out,
-                 ", \"seconds\": %.3f, \"increments\": %llu, \"counter\": %llu, \"lost\": %lld, "
-                 "\"per_second\": %.1f, \"per_process\": [%s]}%s\n",
-                 t.seconds, static_cast<unsigned long long>(t.total),
-                 static_cast<unsigned long long>(t.counter), static_cast<long long>(lost(t)),
-                 t.per_second, shares.c_str(), i + 1 < r.throughput.size() ? "," : "");
-  }
-  std::fprintf(out, "  ],\n  \"timeout\": [\n");
-  for (std::size_t i = 0; i < r.timeout.size(); ++i) {
-    const auto& t = r.timeout[i];
-    head(t.key, t.label, t.ran, t.note);
-    std::fprintf(out,
-                 ", \"timeout_ns\": %lld, \"elapsed_ns\": %s, \"lateness_ns\": %s, \"early\": %d, "
-                 "\"acquired\": %d}%s\n",
-                 static_cast<long long>(t.timeout_ns), json_summary(t.elapsed_ns).c_str(),
-                 json_summary(t.lateness_ns).c_str(), t.early, t.acquired,
-                 i + 1 < r.timeout.size() ? "," : "");
-  }
-  std::fprintf(out, "  ],\n  \"targets\": [\n");
-  for (std::size_t i = 0; i < r.targets.size(); ++i) {
-    const auto& b = r.targets[i];
-    std::fprintf(out,
-                 "    {\"name\": %s, \"figure\": %s, \"evaluated\": %s, \"pass\": %s, "
-                 "\"extra\": %s}%s\n",
-                 json_string(b.name).c_str(), json_string(b.figure).c_str(),
-                 b.evaluated ? "true" : "false", b.pass ? "true" : "false",
-                 b.extra ? "true" : "false", i + 1 < r.targets.size() ? "," : "");
-  }
-  std::fprintf(out, "  ],\n  \"total_seconds\": %.1f\n}\n", r.total_seconds);
-  if (std::ferror(out)) throw std::runtime_error("cannot write " + path);
+                 "  \"settings\": {\"handoff_rounds\": %d, \"hold_min_ms\": %.3f, \"hold_max_ms\": "
+                 "%.3f, \"handoff_timeout_ns\": %lld, \"timeout_rounds\": %d, "
+                 "\"accuracy_timeout_ns\": %lld, \"processes\": %d, \"throughput_seconds\": %.3f, "
+                 "\"throughput_slices\": %d, "
+                 "\"repetitions\": %d, \"min_time_s\": %.3f},\n",
+                 c.handoff_rounds, c.hold_min_ms, c.hold_max_ms,
+                 static_cast<long long>(c.handoff_timeout_ns), c.timeout_rounds,
+                 static_cast<long long>(c.accuracy_timeout_ns), c.processes, c.throughput_seconds,
+                 c.throughput_slices, c.repetitions, c.min_time);
+    json_rows(out, "handoff", r.handoff, [&](const handoff_result& h) {
+      json_handoff_times(out, h);
+      std::fprintf(out, ", \"cpu_fraction\": %.6f, \"not_yet_blocked\": %d", h.cpu_fraction,
+                   h.not_yet_blocked);
+    });
+    json_rows(out, "uncontended", r.uncontended, [&](const uncontended_result& u) {
+      std::fprintf(out, ", \"ns_per_pair\": %.2f", u.ns);
+    });
+    json_rows(out, "throughput", r.throughput, [&](const throughput_result& t) {
+      std::string shares;
+      for (const auto n : t.per_process) {
+        shares += (shares.empty() ? "" : ", ") + std::to_string(n);
+      }
+      std::fprintf(out,
+                   ", \"seconds\": %.3f, \"increments\": %llu, \"counter\": %llu, \"lost\": "
+                   "%lld, \"per_second\": %.1f, \"per_process\": [%s]",
+                   t.seconds, static_cast<unsigned long long>(t.total),
+                   static_cast<unsigned long long>(t.counter), static_cast<long long>(lost(t)),
+                   t.per_second, shares.c_str());
+    });
+    json_rows(out, "timeout", r.timeout, [&](const timeout_result& t) {
+      std::fprintf(out,
+                   ", \"timeout_ns\": %lld, \"elapsed_ns\": %s, \"lateness_ns\": %s, "
+                   "\"early\": %d, \"acquired\": %d",
+                   static_cast<long long>(t.timeout_ns), json_summary(t.elapsed_ns).c_str(),
+                   json_summary(t.lateness_ns).c_str(), t.early, t.acquired);
+    });
+    json_end(out, r.targets, r.total_seconds);
+  });
 }
 
 void write_csv(const results& r, const std::string& path) {
-  const auto f = open_for_writing(path);
-  std::FILE* out = f.get();
-  std::fprintf(out, "section,key,label,metric,value,unit\n");
-  const auto row = [&](const char* section, const std::string& key, const std::string& label,
-                       const char* metric, double value, const char* unit) {
-    std::fprintf(out, "%s,%s,%s,%s,%.6g,%s\n", section, key.c_str(), csv_field(label).c_str(),
-                 metric, value, unit);
-  };
-  for (const auto& h : r.handoff) {
-    if (!h.ran) continue;
-    row("handoff", h.key, h.label, "latency_median", h.latency_ns.median, "ns");
-    row("handoff", h.key, h.label, "latency_p99", h.latency_ns.p99, "ns");
-    row("handoff", h.key, h.label, "latency_max", h.latency_ns.max, "ns");
-    row("waiter_cpu", h.key, h.label, "cpu_per_wait_mean", h.cpu_ns.mean, "ns");
-    row("waiter_cpu", h.key, h.label, "cpu_fraction_of_wall", h.cpu_fraction, "ratio");
-  }
-  for (const auto& u : r.uncontended) {
-    if (u.ran) row("uncontended", u.key, u.label, "ns_per_pair", u.ns, "ns");
-  }
-  for (const auto& t : r.throughput) {
-    if (!t.ran) continue;
-    row("throughput", t.key, t.label, "increments_per_second", t.per_second, "1/s");
-    row("throughput", t.key, t.label, "lost_updates", static_cast<double>(lost(t)), "count");
-  }
-  for (const auto& t : r.timeout) {
-    if (!t.ran) continue;
-    row("timeout", t.key, t.label, "lateness_median", t.lateness_ns.median, "ns");
-    row("timeout", t.key, t.label, "lateness_p99", t.lateness_ns.p99, "ns");
-    row("timeout", t.key, t.label, "lateness_max", t.lateness_ns.max, "ns");
-    row("timeout", t.key, t.label, "early_returns", t.early, "count");
-  }
-  // A target's value is 1 (pass), 0 (fail) or -1 (not evaluated); its metric names the figures.
-  for (std::size_t i = 0; i < r.targets.size(); ++i) {
-    const auto& b = r.targets[i];
-    std::fprintf(out, "target,target%zu,%s,%s,%d,pass\n", i + 1, csv_field(b.name).c_str(),
-                 csv_field("pass: " + b.figure).c_str(), b.evaluated ? (b.pass ? 1 : 0) : -1);
-  }
-  if (std::ferror(out)) throw std::runtime_error("cannot write " + path);
+  write_file(path, [&](std::FILE* out) {
+    csv_header(out);
+    for (const auto& h : r.handoff) {
+      if (!h.ran) continue;
+      csv_spread(out, "handoff", h, "latency", h.latency_ns);
+      csv_row(out, "waiter_cpu", h, "cpu_per_wait_mean", h.cpu_ns.mean, "ns");
+      csv_row(out, "waiter_cpu", h, "cpu_fraction_of_wall", h.cpu_fraction, "ratio");
+    }
+    for (const auto& u : r.uncontended) {
+      if (u.ran) csv_row(out, "uncontended", u, "ns_per_pair", u.ns, "ns");
+    }
+    for (const auto& t : r.throughput) {
+      if (!t.ran) continue;
+      csv_row(out, "throughput", t, "increments_per_second", t.per_second, "1/s");
+      csv_row(out, "throughput", t, "lost_updates", static_cast<double>(lost(t)), "count");
+    }
+    for (const auto& t : r.timeout) {
+      if (!t.ran) continue;
+      csv_spread(out, "timeout", t, "lateness", t.lateness_ns);
+      csv_row(out, "timeout", t, "early_returns", t.early, "count");
+    }
+    csv_targets(out, r.targets);
+  });
 }
 
 }  // namespace fasteners_bench

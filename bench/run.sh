@@ -6,19 +6,10 @@
 # the output directory (default docs).
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${FASTENERS_BENCH_BUILD_DIR:-$root/build-bench}"
-out="${FASTENERS_BENCH_OUT:-$root/docs}"
-
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFASTENERS_BUILD_BENCHMARKS=ON \
-  -DFASTENERS_BUILD_TESTS=OFF -DFASTENERS_BUILD_EXAMPLES=OFF -DFASTENERS_BUILD_TOOLS=OFF \
-  -DFASTENERS_INSTALL=OFF >/dev/null
-cmake --build "$build" --target fasteners_bench -j "$(nproc)"
-
-read -r load _ </proc/loadavg
-if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
-  echo "run.sh: the load average is $load; figures from a busy machine are noisy" >&2
-fi
+# shellcheck source=bench/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
+build_target fasteners_bench
+warn_if_busy run.sh
 
 mkdir -p "$out"
 "$build/bench/fasteners_bench" --json "$out/benchmark.json" --csv "$out/benchmark.csv" "$@" |

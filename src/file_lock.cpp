@@ -11,17 +11,6 @@
 #include "platform.hpp"
 
 namespace fasteners::detail {
-namespace {
-
-lock_object& object_of(const std::unique_ptr<lock_object>& impl) {
-  if (!impl) {
-    throw std::system_error(std::make_error_code(std::errc::operation_not_permitted),
-                            "fasteners: the lock object was moved from");
-  }
-  return *impl;
-}
-
-}  // namespace
 
 file_lock::file_lock(std::filesystem::path path, const lock_options& options)
     : impl_(std::make_unique<lock_object>(std::move(path), options)) {}
@@ -36,13 +25,7 @@ file_lock::file_lock(file_lock&& other) noexcept = default;
 file_lock& file_lock::operator=(file_lock&& other) noexcept = default;
 
 bool file_lock::acquire(lock_mode mode, bool blocking, const timeout_type& timeout) {
-  if (timeout && !(timeout->count() >= 0)) {
-    throw std::invalid_argument("fasteners: the timeout must not be negative or NaN, but it is " +
-                                std::to_string(timeout->count()) + " s");
-  }
-  if (!blocking) return acquire_until(mode, try_once);
-  if (!timeout) return acquire_until(mode, no_deadline);
-  return acquire_until(mode, deadline_after(*timeout));
+  return acquire_until(mode, deadline_of(blocking, timeout));
 }
 
 bool file_lock::acquire_until(lock_mode mode, std::chrono::steady_clock::time_point until) {

@@ -60,16 +60,7 @@ class FASTENERS_API postgres_session_lock {
   bool acquire_until(lock_mode mode, std::chrono::steady_clock::time_point deadline);
   template <class Clock, class Duration>
   bool acquire_until(lock_mode mode, const std::chrono::time_point<Clock, Duration>& t) {
-    check_not_nan(t.time_since_epoch().count());
-    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-      return acquire_until(mode, saturated(t));
-    } else {
-      for (;;) {
-        const auto now = Clock::now();
-        if (t <= now) return acquire_until(mode, std::chrono::steady_clock::time_point::min());
-        if (acquire_until(mode, deadline_after(t - now))) return true;
-      }
-    }
+    return acquire_until_on_clock(*this, mode, t);
   }
   void release(lock_mode mode);
   bool holds(lock_mode mode) const noexcept;

@@ -8,17 +8,6 @@
 #include "postgres/postgres_object.hpp"
 
 namespace fasteners::detail {
-namespace {
-
-postgres_object& object_of(const std::unique_ptr<postgres_object>& impl) {
-  if (!impl) {
-    throw std::system_error(std::make_error_code(std::errc::operation_not_permitted),
-                            "fasteners: the lock object was moved from");
-  }
-  return *impl;
-}
-
-}  // namespace
 
 postgres_session_lock::postgres_session_lock(std::string conninfo, std::string name,
                                              const postgres_options& options)
@@ -30,13 +19,7 @@ postgres_session_lock& postgres_session_lock::operator=(postgres_session_lock&& 
     default;
 
 bool postgres_session_lock::acquire(lock_mode mode, bool blocking, const timeout_type& timeout) {
-  if (timeout && !(timeout->count() >= 0)) {
-    throw std::invalid_argument("fasteners: the timeout must not be negative or NaN, but it is " +
-                                std::to_string(timeout->count()) + " s");
-  }
-  if (!blocking) return acquire_until(mode, try_once);
-  if (!timeout) return acquire_until(mode, no_deadline);
-  return acquire_until(mode, deadline_after(*timeout));
+  return acquire_until(mode, deadline_of(blocking, timeout));
 }
 
 bool postgres_session_lock::acquire_until(lock_mode mode,

@@ -16,6 +16,7 @@
 namespace fasteners::test::pg {
 
 namespace fs = std::filesystem;
+using fasteners_test::kind;
 
 namespace {
 
@@ -184,10 +185,38 @@ int terminate_sessions_on(std::int64_t key) {
             advisory_lock_filter(key) + " AND pid <> pg_backend_pid()) AS holders) AS ended"));
 }
 
-std::int64_t server_key(const std::string& name) {
+std::string hex_of(const std::string& bytes) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : bytes) {
+    const auto byte = static_cast<unsigned char>(c);
+    out += digits[byte >> 4];
+    out += digits[byte & 15];
+  }
+  return out;
+}
+
+std::string key_sql(const std::string& name) {
   // The expression of the comment above fasteners::postgres_key.
-  return std::stoll(query("SELECT ('x' || left(encode(sha256(convert_to(" + literal(name) +
-                          ", 'UTF8')), 'hex'), 16))::bit(64)::bigint"));
+  const std::string text = "convert_from('\\x" + hex_of(name) + "'::bytea, 'UTF8')";
+  return "('x' || left(encode(sha256(convert_to(" + text +
+         ", 'UTF8')), 'hex'), 16))::bit(64)::bigint";
+}
+
+std::int64_t server_key(const std::string& name) {
+  return std::stoll(query("SELECT " + key_sql(name)));
+}
+
+bool server_try(std::int64_t key, bool shared) {
+  const std::string k = std::to_string(key);
+  const std::string suffix = shared ? "_shared" : "";
+  return query("SELECT CASE WHEN pg_try_advisory_lock" + suffix + "(" + k +
+               ") THEN pg_advisory_unlock" + suffix + "(" + k + ") ELSE false END") == "t";
+}
+
+bool server_shows_nothing(std::int64_t key) {
+  return wait_for_advisory_locks(key, 0, false, std::chrono::seconds(5)) &&
+         advisory_locks_on(key, true) == 0;
 }
 
 std::string literal(const std::string& text) {
@@ -219,5 +248,62 @@ std::vector<std::vector<std::string>> connection::query_rows(const std::string& 
 }
 
 int connection::backend_pid() const { return PQbackendPID(conn_); }
+
+kind_lock::kind_lock(kind k, const std::string& conninfo, const std::string& name,
+                     const fasteners::postgres_options& options)
+    : kind_(k) {
+  if (k == kind::lock) {
+    lock_.emplace(conninfo, name, options);
+  } else {
+    rw_.emplace(conninfo, name, options);
+  }
+}
+
+bool kind_lock::acquire(bool blocking, fasteners::timeout_type timeout) {
+  switch (kind_) {
+    case kind::lock:
+      return lock_->acquire(blocking, timeout);
+    case kind::read:
+      return rw_->acquire_read_lock(blocking, timeout);
+    case kind::write:
+      return rw_->acquire_write_lock(blocking, timeout);
+  }
+  return false;
+}
+
+bool kind_lock::try_for(std::chrono::milliseconds timeout) {
+  switch (kind_) {
+    case kind::lock:
+      return lock_->try_lock_for(timeout);
+    case kind::read:
+      return rw_->try_lock_shared_for(timeout);
+    case kind::write:
+      return rw_->try_lock_for(timeout);
+  }
+  return false;
+}
+
+void kind_lock::release() {
+  switch (kind_) {
+    case kind::lock:
+      return lock_->release();
+    case kind::read:
+      return rw_->release_read_lock();
+    case kind::write:
+      return rw_->release_write_lock();
+  }
+}
+
+bool kind_lock::held() const {
+  switch (kind_) {
+    case kind::lock:
+      return lock_->acquired();
+    case kind::read:
+      return rw_->read_acquired();
+    case kind::write:
+      return rw_->write_acquired();
+  }
+  return false;
+}
 
 }  // namespace fasteners::test::pg

@@ -1,10 +1,12 @@
 // The PostgreSQL tests' support: the throwaway server of the CTest fixture postgres_server
-// (scripts/postgres-server.sh), a superuser side channel to it, lock names, pg_locks counts.
+// (scripts/postgres-server.sh), a superuser side channel to it, lock names, pg_locks counts, what
+// the server says of a key, and a lock object of any kind.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,8 +50,21 @@ bool wait_for_advisory_locks(std::int64_t key, int count, bool granted,
 // Ends the server sessions that hold or wait for an advisory lock on `key`
 // (pg_terminate_backend), as an administrator or a dropped connection would; returns how many.
 int terminate_sessions_on(std::int64_t key);
-// The key of `name` as the server computes it with the SQL expression of fasteners/postgres.hpp.
+// `bytes` as the hex digits of a bytea literal ('\x...'): two lower-case digits a byte.
+std::string hex_of(const std::string& bytes);
+// The SQL expression of fasteners/postgres.hpp (a bigint) for the key of `name`, the name given
+// as text built from its UTF-8 bytes, so that no client encoding or quoting stands between the
+// test and the server.
+std::string key_sql(const std::string& name);
+// The key of `name` as the server computes it (SELECT key_sql(name)).
 std::int64_t server_key(const std::string& name);
+// One try on `key` by a session of the server's own (the shared lock if `shared`), which lets go
+// again in the same statement, so that nothing lingers once it returns. True if the try got the
+// lock.
+bool server_try(std::int64_t key, bool shared = false);
+// Whether the server shows no lock and no wait on `key`. Waits end asynchronously after a
+// timed-out statement, so the wait rows get up to 5 s to go.
+bool server_shows_nothing(std::int64_t key);
 // `text` as an SQL string literal: in single quotes, which it doubles.
 std::string literal(const std::string& text);
 
@@ -71,6 +86,25 @@ class connection {
 
  private:
   pg_conn* conn_;
+};
+
+// A lock object of one kind on a name: a postgres_lock, or one side of a
+// postgres_reader_writer_lock (the PostgreSQL counterpart of fasteners_test::kind_lock).
+// Thread-safe as the lock objects are.
+class kind_lock {
+ public:
+  kind_lock(fasteners_test::kind k, const std::string& conninfo, const std::string& name,
+            const fasteners::postgres_options& options = {});
+  bool acquire(bool blocking = true, fasteners::timeout_type timeout = std::nullopt);
+  // try_lock_for / try_lock_shared_for.
+  bool try_for(std::chrono::milliseconds timeout);
+  void release();
+  bool held() const;
+
+ private:
+  fasteners_test::kind kind_;
+  std::optional<fasteners::postgres_lock> lock_;
+  std::optional<fasteners::postgres_reader_writer_lock> rw_;
 };
 
 }  // namespace fasteners::test::pg

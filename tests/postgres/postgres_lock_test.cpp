@@ -34,39 +34,6 @@ using fasteners::postgres_reader_writer_lock;
 // ---------------------------------------------------------------------------------------------
 // What the server says, asked on connections of its own (never the library's).
 
-// `bytes` as a bytea literal's hex digits.
-std::string hex_of(const std::string& bytes) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (const char c : bytes) {
-    const auto byte = static_cast<unsigned char>(c);
-    out += digits[byte >> 4];
-    out += digits[byte & 15];
-  }
-  return out;
-}
-
-// The SQL for the key of a name given as text; the text is built from its UTF-8 bytes so
-// that no client encoding or quoting stands between the test and the server.
-std::string key_sql_of_text(const std::string& name) {
-  const std::string text = "convert_from('\\x" + hex_of(name) + "'::bytea, 'UTF8')";
-  return "('x' || left(encode(sha256(convert_to(" + text +
-         ", 'UTF8')), 'hex'), 16))::bit(64)::bigint";
-}
-
-std::int64_t server_key(const std::string& name) {
-  return std::stoll(pg::query("SELECT " + key_sql_of_text(name)));
-}
-
-// One try on `key` by a session of the server's own, which lets go again at once (in the same
-// statement, so that nothing lingers once it returns). True if the try got the lock.
-bool server_try(std::int64_t key, bool shared = false) {
-  const std::string k = std::to_string(key);
-  const std::string suffix = shared ? "_shared" : "";
-  return pg::query("SELECT CASE WHEN pg_try_advisory_lock" + suffix + "(" + k +
-                   ") THEN pg_advisory_unlock" + suffix + "(" + k + ") ELSE false END") == "t";
-}
-
 // The condition of pg_locks rows on the advisory lock of a bigint key.
 std::string advisory_rows(std::int64_t key) {
   return "locktype = 'advisory' AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
@@ -98,11 +65,23 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
   }
 }
 
-// Whether the server shows no lock and no wait on `key` (waits end asynchronously after a
-// timed-out statement, so the wait rows get a moment).
-bool server_shows_nothing(std::int64_t key) {
-  return eventually([&] { return pg::advisory_locks_on(key, false) == 0; }, 5s) &&
-         pg::advisory_locks_on(key, true) == 0;
+// Runs `body(0)` .. `body(threads - 1)` on threads of their own, all at once, and joins them. An
+// exception out of a body is a test failure; returns how many bodies threw.
+int run_threads(int threads, const std::function<void(int)>& body) {
+  std::atomic<int> threw{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        body(t);
+      } catch (const std::exception& e) {
+        ++threw;
+        ADD_FAILURE() << e.what();
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  return threw;
 }
 
 // Expects `f` to throw std::system_error with `code`; returns its message ("" if it did not).
@@ -142,67 +121,6 @@ std::string with_param(const std::string& conninfo, const std::string& keyword,
   return conninfo + " " + keyword + "='" + value + "'";
 }
 
-// A lock object of one kind on a name: a postgres_lock, or one side of a
-// postgres_reader_writer_lock.
-class pg_kind_lock {
- public:
-  pg_kind_lock(kind k, const std::string& name, const postgres_options& options = {}) : kind_(k) {
-    if (k == kind::lock) {
-      lock_.emplace(pg::conninfo(), name, options);
-    } else {
-      rw_.emplace(pg::conninfo(), name, options);
-    }
-  }
-  bool acquire(bool blocking = true, fasteners::timeout_type timeout = std::nullopt) {
-    switch (kind_) {
-      case kind::lock:
-        return lock_->acquire(blocking, timeout);
-      case kind::read:
-        return rw_->acquire_read_lock(blocking, timeout);
-      case kind::write:
-        return rw_->acquire_write_lock(blocking, timeout);
-    }
-    return false;
-  }
-  bool try_for(std::chrono::milliseconds d) {
-    switch (kind_) {
-      case kind::lock:
-        return lock_->try_lock_for(d);
-      case kind::read:
-        return rw_->try_lock_shared_for(d);
-      case kind::write:
-        return rw_->try_lock_for(d);
-    }
-    return false;
-  }
-  void release() {
-    switch (kind_) {
-      case kind::lock:
-        return lock_->release();
-      case kind::read:
-        return rw_->release_read_lock();
-      case kind::write:
-        return rw_->release_write_lock();
-    }
-  }
-  bool held() const {
-    switch (kind_) {
-      case kind::lock:
-        return lock_->acquired();
-      case kind::read:
-        return rw_->read_acquired();
-      case kind::write:
-        return rw_->write_acquired();
-    }
-    return false;
-  }
-
- private:
-  kind kind_;
-  std::optional<postgres_lock> lock_;
-  std::optional<postgres_reader_writer_lock> rw_;
-};
-
 // ---------------------------------------------------------------------------------------------
 // The key.
 
@@ -226,7 +144,7 @@ TEST(postgres_key, matches_the_server_for_utf8_empty_and_random_names) {
     names.push_back(name);
   }
   for (const auto& name : names) {
-    EXPECT_EQ(postgres_key(name), server_key(name)) << "name '" << name << "'";
+    EXPECT_EQ(postgres_key(name), pg::server_key(name)) << "name '" << name << "'";
   }
 }
 
@@ -240,14 +158,14 @@ TEST(postgres_key, golden_values) {
   };
   for (const auto& [name, key] : golden) {
     EXPECT_EQ(postgres_key(name), key) << "name '" << name << "'";
-    EXPECT_EQ(server_key(name), key) << "the server disagrees on '" << name << "'";
+    EXPECT_EQ(pg::server_key(name), key) << "the server disagrees on '" << name << "'";
   }
 }
 
 // The key hashes the name's bytes as they are, as sha256() of a bytea does in SQL.
 TEST(postgres_key, hashes_the_bytes_as_given) {
   const std::string bytes = "\xff\xfe lock \x80";
-  const std::string sql = "SELECT ('x' || left(encode(sha256('\\x" + hex_of(bytes) +
+  const std::string sql = "SELECT ('x' || left(encode(sha256('\\x" + pg::hex_of(bytes) +
                           "'::bytea), 'hex'), 16))::bit(64)::bigint";
   EXPECT_EQ(std::to_string(postgres_key(bytes)), pg::query(sql));
 }
@@ -260,7 +178,7 @@ TEST(postgres_key, the_objects_report_their_name_and_key) {
   EXPECT_EQ(rw.name(), name);
   EXPECT_EQ(lock.key(), postgres_key(name));
   EXPECT_EQ(rw.key(), postgres_key(name));
-  EXPECT_EQ(lock.key(), server_key(name));
+  EXPECT_EQ(lock.key(), pg::server_key(name));
 }
 
 TEST(postgres_key, a_name_with_a_nul_byte_is_refused_at_construction) {
@@ -282,8 +200,8 @@ TEST(postgres_lock_test, two_objects_exclude_each_other) {
   ASSERT_TRUE(a.try_lock());
   EXPECT_TRUE(a.acquired());
   EXPECT_EQ(pg::advisory_locks_on(a.key()), 1);
-  EXPECT_FALSE(server_try(a.key()));
-  EXPECT_FALSE(server_try(a.key(), true));
+  EXPECT_FALSE(pg::server_try(a.key()));
+  EXPECT_FALSE(pg::server_try(a.key(), true));
   EXPECT_FALSE(on_other_thread([&] { return b.try_lock(); }));
   EXPECT_FALSE(b.acquired());
   a.unlock();
@@ -291,10 +209,10 @@ TEST(postgres_lock_test, two_objects_exclude_each_other) {
   EXPECT_TRUE(on_other_thread([&] { return b.try_lock(); }));
   EXPECT_TRUE(b.acquired());
   EXPECT_FALSE(on_other_thread([&] { return a.try_lock(); }));
-  EXPECT_FALSE(server_try(a.key()));
+  EXPECT_FALSE(pg::server_try(a.key()));
   b.unlock();
-  EXPECT_TRUE(server_shows_nothing(a.key()));
-  EXPECT_TRUE(server_try(a.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(a.key()));
+  EXPECT_TRUE(pg::server_try(a.key()));
 }
 
 TEST(postgres_lock_test, a_blocking_lock_waits_for_the_release) {
@@ -304,13 +222,13 @@ TEST(postgres_lock_test, a_blocking_lock_waits_for_the_release) {
   a.lock();
   thread_holder waiting([&] { return b.acquire(); }, [&] { b.release(); });
   EXPECT_FALSE(waiting.wait_held(k_quiet)) << "b got a held lock";
-  EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(a.key(), false) == 1; }))
+  EXPECT_TRUE(pg::wait_for_advisory_locks(a.key(), 1, false))
       << "the server shows no waiting session";
   a.unlock();
   EXPECT_TRUE(waiting.wait_held());
-  EXPECT_FALSE(server_try(a.key()));
+  EXPECT_FALSE(pg::server_try(a.key()));
   EXPECT_TRUE(waiting.release());
-  EXPECT_TRUE(server_shows_nothing(a.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(a.key()));
 }
 
 TEST(postgres_lock_test, two_threads_sharing_one_object_exclude_each_other) {
@@ -325,11 +243,11 @@ TEST(postgres_lock_test, two_threads_sharing_one_object_exclude_each_other) {
   lock.unlock();
   EXPECT_TRUE(waiting.wait_held());
   EXPECT_TRUE(lock.acquired());
-  EXPECT_FALSE(server_try(lock.key()));
+  EXPECT_FALSE(pg::server_try(lock.key()));
   EXPECT_TRUE(waiting.release());
   EXPECT_FALSE(lock.acquired());
   // The session took the key once at a time, never twice: nothing is left on the server.
-  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(lock.key()));
 }
 
 // Threads of one process, each with its own object or all sharing one, never overlap.
@@ -339,30 +257,20 @@ TEST(postgres_lock_test, threads_never_overlap) {
     const std::string name = pg::unique_name(shared_object ? "shared" : "own");
     postgres_lock shared(pg::conninfo(), name);
     occupancy inside;
-    std::atomic<int> errors{0};
-    std::vector<std::thread> pool;
-    for (int t = 0; t < 4; ++t) {
-      pool.emplace_back([&] {
-        try {
-          std::optional<postgres_lock> own;
-          if (!shared_object) own.emplace(pg::conninfo(), name);
-          postgres_lock& lock = shared_object ? shared : *own;
-          for (int i = 0; i < 40; ++i) {
-            std::lock_guard<postgres_lock> guard(lock);
-            inside.enter_exclusive();
-            std::this_thread::yield();
-            inside.leave_exclusive();
-          }
-        } catch (const std::exception& e) {
-          ++errors;
-          ADD_FAILURE() << e.what();
-        }
-      });
-    }
-    for (auto& t : pool) t.join();
-    EXPECT_EQ(errors, 0);
+    const int threw = run_threads(4, [&](int) {
+      std::optional<postgres_lock> own;
+      if (!shared_object) own.emplace(pg::conninfo(), name);
+      postgres_lock& lock = shared_object ? shared : *own;
+      for (int i = 0; i < 40; ++i) {
+        std::lock_guard<postgres_lock> guard(lock);
+        inside.enter_exclusive();
+        std::this_thread::yield();
+        inside.leave_exclusive();
+      }
+    });
+    EXPECT_EQ(threw, 0);
     EXPECT_FALSE(inside.violated());
-    EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+    EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
   }
 }
 
@@ -372,7 +280,7 @@ TEST(postgres_lock_test, every_acquire_form_takes_a_free_lock) {
   const auto check_and_release = [&](bool got, const char* form) {
     EXPECT_TRUE(got) << form;
     EXPECT_TRUE(lock.acquired()) << form;
-    EXPECT_FALSE(server_try(lock.key())) << form << ": the server does not show the lock";
+    EXPECT_FALSE(pg::server_try(lock.key())) << form << ": the server does not show the lock";
     lock.unlock();
     EXPECT_FALSE(lock.acquired()) << form;
     EXPECT_EQ(pg::advisory_locks_on(lock.key()), 0) << form << " left a lock on the server";
@@ -427,7 +335,7 @@ TEST(postgres_lock_test, timed_waits_against_another_object_time_out_never_early
         "acquire(false, 5): no wait without blocking");
   // Only the holder holds; no wait of the waiter lingers on the server.
   EXPECT_EQ(pg::advisory_locks_on(waiter.key(), true), 1);
-  EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(waiter.key(), false) == 0; }))
+  EXPECT_TRUE(pg::wait_for_advisory_locks(waiter.key(), 0, false))
       << "a timed-out wait is still queued on the server";
   EXPECT_TRUE(holding.release());
   // Once the holder let go, nothing the waiter queued is granted to its session.
@@ -436,7 +344,7 @@ TEST(postgres_lock_test, timed_waits_against_another_object_time_out_never_early
   EXPECT_FALSE(waiter.acquired());
   EXPECT_TRUE(waiter.try_lock());
   waiter.unlock();
-  EXPECT_TRUE(server_shows_nothing(waiter.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(waiter.key()));
 }
 
 TEST(postgres_lock_test, a_timed_wait_succeeds_when_the_holder_lets_go_in_time) {
@@ -452,7 +360,7 @@ TEST(postgres_lock_test, a_timed_wait_succeeds_when_the_holder_lets_go_in_time) 
   EXPECT_LT(seconds_since(start), 15.0) << "the waiter was not woken by the release";
   EXPECT_EQ(holder_pids(waiter.key()).size(), 1u);
   EXPECT_TRUE(waiting.release());
-  EXPECT_TRUE(server_shows_nothing(waiter.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(waiter.key()));
 }
 
 // A release that lands right at a waiter's deadline: the waiter's answer is true of the lock, and
@@ -480,14 +388,14 @@ TEST(postgres_lock_test, a_release_racing_the_deadline_gives_a_truthful_answer) 
     t.join();
     taken_count += taken;
     EXPECT_EQ(waiter.acquired(), taken);
-    ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(waiter.key(), false) == 0; }));
+    ASSERT_TRUE(pg::wait_for_advisory_locks(waiter.key(), 0, false));
     EXPECT_EQ(pg::advisory_locks_on(waiter.key(), true), taken ? 1 : 0)
         << "the waiter answered " << taken << " after a " << wait.count()
         << " ms wait; the server shows holds by server processes "
         << ::testing::PrintToString(holder_pids(waiter.key()))
         << " (the holder object's session is " << ::testing::PrintToString(holder_session)
         << ", and it released)";
-    EXPECT_EQ(server_try(waiter.key()), !taken);
+    EXPECT_EQ(pg::server_try(waiter.key()), !taken);
     if (taken) std::thread([&] { waiter.unlock(); }).join();
     ASSERT_EQ(pg::advisory_locks_on(waiter.key(), true), 0);
   }
@@ -503,10 +411,10 @@ TEST(postgres_lock_test, release_without_holding_throws_operation_not_permitted)
   postgres_lock other(pg::conninfo(), name);
   expect_not_permitted([&] { other.release(); }, "release through an object that does not hold");
   EXPECT_TRUE(lock.acquired());
-  EXPECT_FALSE(server_try(lock.key()));
+  EXPECT_FALSE(pg::server_try(lock.key()));
   lock.unlock();
   expect_not_permitted([&] { lock.unlock(); }, "a second unlock");
-  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(lock.key()));
 
   postgres_reader_writer_lock rw(pg::conninfo(), name);
   expect_not_permitted([&] { rw.release_read_lock(); }, "release_read_lock of a new object");
@@ -520,7 +428,7 @@ TEST(postgres_lock_test, release_without_holding_throws_operation_not_permitted)
   expect_not_permitted([&] { rw.release_read_lock(); }, "release_read_lock of a write lock");
   EXPECT_TRUE(rw.write_acquired());
   rw.unlock();
-  EXPECT_TRUE(server_shows_nothing(rw.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(rw.key()));
 }
 
 // A thread that holds a name in this process would wait for itself: blocking and timed acquires
@@ -545,10 +453,10 @@ TEST(postgres_lock_test, a_thread_waiting_for_its_own_hold_gets_a_deadlock_error
   EXPECT_TRUE(a.acquired());
   EXPECT_FALSE(b.acquired());
   EXPECT_EQ(holder_pids(a.key()).size(), 1u);
-  EXPECT_FALSE(server_try(a.key()));
+  EXPECT_FALSE(pg::server_try(a.key()));
   a.unlock();
   // None of the refused calls left a hold behind.
-  EXPECT_TRUE(server_shows_nothing(a.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(a.key()));
   EXPECT_TRUE(b.try_lock());
   b.unlock();
 }
@@ -572,7 +480,7 @@ TEST(postgres_lock_test, a_reader_thread_waiting_for_its_own_hold_gets_a_deadloc
   EXPECT_FALSE(b.try_lock_shared());
   EXPECT_TRUE(a.write_acquired());
   a.unlock();
-  EXPECT_TRUE(server_shows_nothing(a.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(a.key()));
 }
 
 TEST(postgres_lock_test, negative_or_nan_timeouts_throw_invalid_argument) {
@@ -611,7 +519,7 @@ TEST(postgres_lock_test, acquire_then_release_leaves_nothing_on_the_server) {
     EXPECT_EQ(pg::advisory_locks_on(lock.key(), true), 1);
     lock.unlock();
     EXPECT_EQ(pg::advisory_locks_on(lock.key(), true), 0) << "round " << i;
-    EXPECT_TRUE(server_try(lock.key())) << "round " << i;
+    EXPECT_TRUE(pg::server_try(lock.key())) << "round " << i;
   }
   EXPECT_TRUE(lock.session_alive()) << "the object closed its session without close_on_release";
 }
@@ -621,12 +529,12 @@ TEST(postgres_lock_test, destruction_releases) {
   {
     postgres_lock lock(pg::conninfo(), name);
     lock.lock();
-    EXPECT_FALSE(server_try(lock.key()));
+    EXPECT_FALSE(pg::server_try(lock.key()));
   }
   postgres_lock other(pg::conninfo(), name);
   EXPECT_TRUE(other.try_lock()) << "the destroyed object's lock is still held";
   other.unlock();
-  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
   {
     postgres_reader_writer_lock rw(pg::conninfo(), name);
     std::vector<std::thread> readers;
@@ -644,11 +552,11 @@ TEST(postgres_lock_test, destruction_releases) {
     ASSERT_TRUE(all_read.wait_for());
     done.count_down();
     for (auto& t : readers) t.join();
-    EXPECT_FALSE(server_try(rw.key()));
+    EXPECT_FALSE(pg::server_try(rw.key()));
   }
   EXPECT_TRUE(other.try_lock()) << "the destroyed object's read locks are still held";
   other.unlock();
-  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
 }
 
 TEST(postgres_lock_test, moved_objects_keep_their_lock) {
@@ -658,18 +566,18 @@ TEST(postgres_lock_test, moved_objects_keep_their_lock) {
   postgres_lock moved(std::move(lock));
   EXPECT_TRUE(moved.acquired());
   EXPECT_EQ(moved.name(), name);
-  EXPECT_FALSE(server_try(moved.key()));
+  EXPECT_FALSE(pg::server_try(moved.key()));
   const std::string other_name = pg::unique_name("other");
   postgres_lock assigned(pg::conninfo(), other_name);
   assigned.lock();
   assigned = std::move(moved);
   EXPECT_TRUE(assigned.acquired());
   EXPECT_EQ(assigned.name(), name);
-  EXPECT_FALSE(server_try(postgres_key(name)));
+  EXPECT_FALSE(pg::server_try(postgres_key(name)));
   // Assigning over a held lock releases it, as destruction does.
-  EXPECT_TRUE(server_try(postgres_key(other_name)));
+  EXPECT_TRUE(pg::server_try(postgres_key(other_name)));
   assigned.unlock();
-  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
 }
 
 TEST(postgres_lock_test, native_handle_and_session_state) {
@@ -700,7 +608,7 @@ TEST(postgres_lock_test, close_on_release_ends_the_session) {
     EXPECT_TRUE(eventually([&] { return !backend_exists(pids[0]); }))
         << "the server process of the released session lives on";
   }
-  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(lock.key()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -714,8 +622,8 @@ TEST_P(postgres_kind_pair_test, conflict_matrix_between_two_objects) {
   const auto [first, second] = GetParam();
   const bool conflict = conflicts(first, second);
   const std::string name = pg::unique_name();
-  pg_kind_lock holder(first, name);
-  pg_kind_lock wanting(second, name);
+  pg::kind_lock holder(first, pg::conninfo(), name);
+  pg::kind_lock wanting(second, pg::conninfo(), name);
   ASSERT_TRUE(holder.acquire(false));
   EXPECT_EQ(on_other_thread([&] { return wanting.acquire(false); }), !conflict);
   if (wanting.held()) {
@@ -723,11 +631,11 @@ TEST_P(postgres_kind_pair_test, conflict_matrix_between_two_objects) {
   } else {
     EXPECT_FALSE(on_other_thread([&] { return wanting.try_for(k_short); }));
   }
-  EXPECT_EQ(server_try(postgres_key(name), second == kind::read), !conflict);
+  EXPECT_EQ(pg::server_try(postgres_key(name), second == kind::read), !conflict);
   holder.release();
   EXPECT_TRUE(on_other_thread([&] { return wanting.acquire(false); }));
   std::thread([&] { wanting.release(); }).join();
-  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
 }
 
 INSTANTIATE_TEST_SUITE_P(pairs, postgres_kind_pair_test, ::testing::ValuesIn(all_kind_pairs()),
@@ -755,13 +663,13 @@ TEST(postgres_reader_writer_test, readers_of_several_objects_share) {
   EXPECT_TRUE(all_in.wait_for());
   EXPECT_EQ(got, readers);
   EXPECT_EQ(pg::advisory_locks_on(postgres_key(name), true), readers);
-  EXPECT_FALSE(server_try(postgres_key(name)));
-  EXPECT_TRUE(server_try(postgres_key(name), true));
+  EXPECT_FALSE(pg::server_try(postgres_key(name)));
+  EXPECT_TRUE(pg::server_try(postgres_key(name), true));
   postgres_reader_writer_lock writer(pg::conninfo(), name);
   EXPECT_FALSE(writer.try_lock());
   done.count_down();
   for (auto& t : pool) t.join();
-  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
   EXPECT_TRUE(writer.try_lock());
   writer.unlock();
 }
@@ -787,12 +695,12 @@ TEST(postgres_reader_writer_test, threads_of_one_object_read_together) {
   EXPECT_EQ(got, readers);
   EXPECT_TRUE(lock.read_acquired());
   EXPECT_EQ(pg::advisory_locks_on(lock.key(), true), 1) << "one session, one row";
-  EXPECT_FALSE(server_try(lock.key()));
+  EXPECT_FALSE(pg::server_try(lock.key()));
   done.count_down();
   for (auto& t : pool) t.join();
   EXPECT_FALSE(lock.read_acquired());
   // Four holds, four releases: the session's count is back to zero.
-  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(lock.key()));
 }
 
 TEST(postgres_reader_writer_test, a_writer_excludes_readers_and_writers) {
@@ -806,14 +714,14 @@ TEST(postgres_reader_writer_test, a_writer_excludes_readers_and_writers) {
   EXPECT_FALSE(on_other_thread([&] { return other.try_lock(); }));
   EXPECT_FALSE(on_other_thread([&] { return writer.try_lock_shared(); }))
       << "a thread read through the writing object";
-  EXPECT_FALSE(server_try(writer.key(), true));
+  EXPECT_FALSE(pg::server_try(writer.key(), true));
   thread_holder reading([&] { return other.acquire_read_lock(); },
                         [&] { other.release_read_lock(); });
   EXPECT_FALSE(reading.wait_held(k_quiet));
   writer.unlock();
   EXPECT_TRUE(reading.wait_held());
   EXPECT_TRUE(reading.release());
-  EXPECT_TRUE(server_shows_nothing(writer.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(writer.key()));
 }
 
 // While a writer waits, new readers queue behind it: here a reader of another object (the
@@ -834,13 +742,13 @@ TEST(postgres_reader_writer_test, a_waiting_writer_holds_back_new_readers) {
   }));
   thread_holder writing([&] { return writer.acquire_write_lock(); },
                         [&] { writer.release_write_lock(); });
-  ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(writer.key(), false) == 1; }))
+  ASSERT_TRUE(pg::wait_for_advisory_locks(writer.key(), 1, false))
       << "the writer does not wait on the server";
   EXPECT_FALSE(on_other_thread([&] { return late.try_lock_shared(); }));
   EXPECT_FALSE(on_other_thread([&] { return late.try_lock_shared_for(k_short); }));
   EXPECT_FALSE(on_other_thread([&] { return reader.try_lock_shared(); }))
       << "a thread joined the read lock of its object past a waiting writer";
-  EXPECT_FALSE(server_try(writer.key(), true));
+  EXPECT_FALSE(pg::server_try(writer.key(), true));
   thread_holder late_reading([&] { return late.acquire_read_lock(); },
                              [&] { late.release_read_lock(); });
   EXPECT_FALSE(late_reading.wait_held(k_quiet));
@@ -851,7 +759,7 @@ TEST(postgres_reader_writer_test, a_waiting_writer_holds_back_new_readers) {
   EXPECT_TRUE(writing.release());
   EXPECT_TRUE(late_reading.wait_held());
   EXPECT_TRUE(late_reading.release());
-  EXPECT_TRUE(server_shows_nothing(writer.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(writer.key()));
 }
 
 // Readers and writers of several objects and threads in a loop: readers overlap, writers are
@@ -863,55 +771,41 @@ TEST(postgres_reader_writer_test, readers_overlap_and_writers_are_alone) {
   latch first_reads(readers);
   std::atomic<int> errors{0};
   postgres_reader_writer_lock shared_object(pg::conninfo(), name);
-  std::vector<std::thread> pool;
-  for (int r = 0; r < readers; ++r) {
-    pool.emplace_back([&, r] {
-      try {
-        std::optional<postgres_reader_writer_lock> own;
-        if (r % 2 == 0) own.emplace(pg::conninfo(), name);
-        postgres_reader_writer_lock& lock = own ? *own : shared_object;
-        {
-          // All readers inside at once first: they must share.
-          std::shared_lock<postgres_reader_writer_lock> guard(lock);
-          inside.enter_shared();
-          if (!first_reads.arrive_and_wait_for()) ++errors;
-          inside.leave_shared();
-        }
-        for (int i = 0; i < 30; ++i) {
-          std::shared_lock<postgres_reader_writer_lock> guard(lock);
-          inside.enter_shared();
-          std::this_thread::sleep_for(1ms);
-          inside.leave_shared();
-        }
-      } catch (const std::exception& e) {
-        ++errors;
-        ADD_FAILURE() << e.what();
-      }
-    });
-  }
-  for (int w = 0; w < 2; ++w) {
-    pool.emplace_back([&] {
-      try {
-        postgres_reader_writer_lock lock(pg::conninfo(), name);
-        // A writer waiting before all readers are in would hold the last ones back.
-        if (!first_reads.wait_for()) ++errors;
-        for (int i = 0; i < 15; ++i) {
-          std::lock_guard<postgres_reader_writer_lock> guard(lock);
-          inside.enter_exclusive();
-          std::this_thread::sleep_for(1ms);
-          inside.leave_exclusive();
-        }
-      } catch (const std::exception& e) {
-        ++errors;
-        ADD_FAILURE() << e.what();
-      }
-    });
-  }
-  for (auto& t : pool) t.join();
+  const auto read = [&](int r) {
+    std::optional<postgres_reader_writer_lock> own;
+    if (r % 2 == 0) own.emplace(pg::conninfo(), name);
+    postgres_reader_writer_lock& lock = own ? *own : shared_object;
+    {
+      // All readers inside at once first: they must share.
+      std::shared_lock<postgres_reader_writer_lock> guard(lock);
+      inside.enter_shared();
+      if (!first_reads.arrive_and_wait_for()) ++errors;
+      inside.leave_shared();
+    }
+    for (int i = 0; i < 30; ++i) {
+      std::shared_lock<postgres_reader_writer_lock> guard(lock);
+      inside.enter_shared();
+      std::this_thread::sleep_for(1ms);
+      inside.leave_shared();
+    }
+  };
+  const auto write = [&] {
+    postgres_reader_writer_lock lock(pg::conninfo(), name);
+    // A writer waiting before all readers are in would hold the last ones back.
+    if (!first_reads.wait_for()) ++errors;
+    for (int i = 0; i < 15; ++i) {
+      std::lock_guard<postgres_reader_writer_lock> guard(lock);
+      inside.enter_exclusive();
+      std::this_thread::sleep_for(1ms);
+      inside.leave_exclusive();
+    }
+  };
+  // The readers, then two writers.
+  errors += run_threads(readers + 2, [&](int t) { t < readers ? read(t) : write(); });
   EXPECT_EQ(errors, 0);
   EXPECT_FALSE(inside.violated());
   EXPECT_EQ(inside.max_shared(), readers);
-  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -937,9 +831,9 @@ void expect_lost_lock(postgres_lock& lock) {
   EXPECT_TRUE(lock.try_lock()) << "the object did not connect again";
   EXPECT_TRUE(lock.session_alive());
   EXPECT_EQ(pg::advisory_locks_on(lock.key(), true), 1);
-  EXPECT_FALSE(server_try(lock.key()));
+  EXPECT_FALSE(pg::server_try(lock.key()));
   lock.unlock();
-  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(lock.key()));
 }
 
 TEST(postgres_session_test, a_terminated_session_loses_the_lock) {
@@ -949,7 +843,7 @@ TEST(postgres_session_test, a_terminated_session_loses_the_lock) {
   const std::string pid = only_holder_pid(lock.key());
   ASSERT_FALSE(pid.empty());
   ASSERT_EQ(pg::query("SELECT pg_terminate_backend(" + pid + ")"), "t");
-  EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(lock.key(), true) == 0; }));
+  EXPECT_TRUE(pg::wait_for_advisory_locks(lock.key(), 0, true));
   expect_lost_lock(lock);
 }
 
@@ -966,7 +860,7 @@ TEST(postgres_session_test, a_terminated_session_loses_read_locks) {
   EXPECT_FALSE(lock.read_acquired());
   EXPECT_TRUE(lock.try_lock());
   lock.unlock();
-  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(lock.key()));
 }
 
 TEST(postgres_session_test, a_server_restart_loses_the_lock) {
@@ -1084,7 +978,7 @@ TEST(postgres_scale_test, two_hundred_objects_hold_distinct_names_at_once) {
   for (auto& lock : locks) ASSERT_TRUE(lock->try_lock()) << lock->name();
   EXPECT_EQ(pg::query(held_sql), std::to_string(count));
   for (std::size_t i = 0; i < locks.size(); i += 37) {
-    EXPECT_FALSE(server_try(locks[i]->key())) << locks[i]->name();
+    EXPECT_FALSE(pg::server_try(locks[i]->key())) << locks[i]->name();
   }
   for (auto& lock : locks) lock->unlock();
   EXPECT_EQ(pg::query(held_sql), "0");
@@ -1098,12 +992,12 @@ TEST(postgres_locked_test, the_function_runs_under_the_lock) {
   const std::string name = pg::unique_name();
   const std::int64_t key = postgres_key(name);
   auto locked = fasteners::postgres_locked(pg::conninfo(), name, [&](int a, const std::string& b) {
-    EXPECT_FALSE(server_try(key)) << "called without the lock";
-    EXPECT_FALSE(server_try(key, true)) << "called without the lock";
+    EXPECT_FALSE(pg::server_try(key)) << "called without the lock";
+    EXPECT_FALSE(pg::server_try(key, true)) << "called without the lock";
     return b + std::to_string(a);
   });
   EXPECT_EQ(locked(7, "x"), "x7");
-  EXPECT_TRUE(server_try(key)) << "the lock outlived the call";
+  EXPECT_TRUE(pg::server_try(key)) << "the lock outlived the call";
   auto copy = locked;
   EXPECT_EQ(copy(8, "y"), "y8");
   // Copies share one lock object: calls on threads never overlap.
@@ -1121,7 +1015,7 @@ TEST(postgres_locked_test, the_function_runs_under_the_lock) {
   }
   for (auto& t : pool) t.join();
   EXPECT_FALSE(inside.violated());
-  EXPECT_TRUE(server_shows_nothing(key));
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 }
 
 TEST(postgres_locked_test, read_locked_calls_share_and_write_locked_calls_exclude) {
@@ -1131,8 +1025,8 @@ TEST(postgres_locked_test, read_locked_calls_share_and_write_locked_calls_exclud
   latch all_inside(threads);
   std::atomic<int> together{0};
   auto read = fasteners::postgres_read_locked(pg::conninfo(), name, [&] {
-    EXPECT_FALSE(server_try(key)) << "a read-locked call without the read lock";
-    EXPECT_TRUE(server_try(key, true)) << "a read-locked call under a write lock";
+    EXPECT_FALSE(pg::server_try(key)) << "a read-locked call without the read lock";
+    EXPECT_TRUE(pg::server_try(key, true)) << "a read-locked call under a write lock";
     if (all_inside.arrive_and_wait_for()) ++together;
     return 1;
   });
@@ -1142,15 +1036,15 @@ TEST(postgres_locked_test, read_locked_calls_share_and_write_locked_calls_exclud
   }
   for (auto& t : pool) t.join();
   EXPECT_EQ(together, threads) << "the read-locked calls did not run at once";
-  EXPECT_TRUE(server_shows_nothing(key));
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 
   auto write = fasteners::postgres_write_locked(pg::conninfo(), name, [&](int x) {
-    EXPECT_FALSE(server_try(key)) << "a write-locked call without the write lock";
-    EXPECT_FALSE(server_try(key, true)) << "a write-locked call without the write lock";
+    EXPECT_FALSE(pg::server_try(key)) << "a write-locked call without the write lock";
+    EXPECT_FALSE(pg::server_try(key, true)) << "a write-locked call without the write lock";
     return x * 2;
   });
   EXPECT_EQ(write(21), 42);
-  EXPECT_TRUE(server_shows_nothing(key));
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 }
 
 TEST(postgres_guard_test, guards_release_on_destruction) {
@@ -1160,30 +1054,30 @@ TEST(postgres_guard_test, guards_release_on_destruction) {
     auto guard = lock.write_lock();
     EXPECT_TRUE(guard.owns_lock());
     EXPECT_TRUE(lock.write_acquired());
-    EXPECT_FALSE(server_try(lock.key(), true));
+    EXPECT_FALSE(pg::server_try(lock.key(), true));
   }
   EXPECT_FALSE(lock.write_acquired());
-  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(lock.key()));
   {
     auto guard = lock.read_lock();
     EXPECT_TRUE(lock.read_acquired());
-    EXPECT_FALSE(server_try(lock.key()));
-    EXPECT_TRUE(server_try(lock.key(), true));
+    EXPECT_FALSE(pg::server_try(lock.key()));
+    EXPECT_TRUE(pg::server_try(lock.key(), true));
     fasteners::postgres_read_guard moved(std::move(guard));
     EXPECT_FALSE(guard.owns_lock());  // NOLINT(bugprone-use-after-move): checked on purpose
     EXPECT_TRUE(moved.owns_lock());
     EXPECT_TRUE(lock.read_acquired());
   }
   EXPECT_FALSE(lock.read_acquired());
-  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(lock.key()));
   {
     auto guard = lock.write_lock();
     guard.unlock();
     EXPECT_FALSE(guard.owns_lock());
     EXPECT_FALSE(lock.write_acquired());
-    EXPECT_TRUE(server_try(lock.key()));
+    EXPECT_TRUE(pg::server_try(lock.key()));
   }
-  EXPECT_TRUE(server_shows_nothing(lock.key()));
+  EXPECT_TRUE(pg::server_shows_nothing(lock.key()));
 }
 
 }  // namespace

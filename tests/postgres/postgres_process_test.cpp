@@ -38,116 +38,12 @@ using fasteners::postgres_lock;
 using fasteners::postgres_reader_writer_lock;
 
 // ---------------------------------------------------------------------------------------------
-// What the server says, asked on connections of its own (never the library's).
-
-std::string hex_of(const std::string& bytes) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (const char c : bytes) {
-    const auto byte = static_cast<unsigned char>(c);
-    out += digits[byte >> 4];
-    out += digits[byte & 15];
-  }
-  return out;
-}
-
-// The SQL for the key of `name`, the name given as text built from its UTF-8 bytes.
-std::string key_sql(const std::string& name) {
-  const std::string text = "convert_from('\\x" + hex_of(name) + "'::bytea, 'UTF8')";
-  return "('x' || left(encode(sha256(convert_to(" + text +
-         ", 'UTF8')), 'hex'), 16))::bit(64)::bigint";
-}
-
-// One try on `key` by a session of the server's own, which lets go again in the same statement.
-bool server_try(std::int64_t key, bool shared = false) {
-  const std::string k = std::to_string(key);
-  const std::string suffix = shared ? "_shared" : "";
-  return pg::query("SELECT CASE WHEN pg_try_advisory_lock" + suffix + "(" + k +
-                   ") THEN pg_advisory_unlock" + suffix + "(" + k + ") ELSE false END") == "t";
-}
-
-bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = steady::now() + timeout;
-  for (;;) {
-    if (condition()) return true;
-    if (steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-}
-
-bool server_shows_nothing(std::int64_t key) {
-  return eventually([&] { return pg::advisory_locks_on(key, false) == 0; }, 5s) &&
-         pg::advisory_locks_on(key, true) == 0;
-}
-
-// A lock object of one kind on a name: a postgres_lock, or one side of a
-// postgres_reader_writer_lock.
-class pg_kind_lock {
- public:
-  pg_kind_lock(kind k, const std::string& conninfo, const std::string& name) : kind_(k) {
-    if (k == kind::lock) {
-      lock_.emplace(conninfo, name);
-    } else {
-      rw_.emplace(conninfo, name);
-    }
-  }
-  bool acquire(bool blocking = true, fasteners::timeout_type timeout = std::nullopt) {
-    switch (kind_) {
-      case kind::lock:
-        return lock_->acquire(blocking, timeout);
-      case kind::read:
-        return rw_->acquire_read_lock(blocking, timeout);
-      case kind::write:
-        return rw_->acquire_write_lock(blocking, timeout);
-    }
-    return false;
-  }
-  bool try_for(std::chrono::milliseconds d) {
-    switch (kind_) {
-      case kind::lock:
-        return lock_->try_lock_for(d);
-      case kind::read:
-        return rw_->try_lock_shared_for(d);
-      case kind::write:
-        return rw_->try_lock_for(d);
-    }
-    return false;
-  }
-  void release() {
-    switch (kind_) {
-      case kind::lock:
-        return lock_->release();
-      case kind::read:
-        return rw_->release_read_lock();
-      case kind::write:
-        return rw_->release_write_lock();
-    }
-  }
-  bool held() const {
-    switch (kind_) {
-      case kind::lock:
-        return lock_->acquired();
-      case kind::read:
-        return rw_->read_acquired();
-      case kind::write:
-        return rw_->write_acquired();
-    }
-    return false;
-  }
-
- private:
-  kind kind_;
-  std::optional<postgres_lock> lock_;
-  std::optional<postgres_reader_writer_lock> rw_;
-};
-
-// ---------------------------------------------------------------------------------------------
 // Helper processes.
 
 // Helper "pg_hold KIND CONNINFO NAME": takes the lock (waiting as needed), prints "held", releases
 // when stdin ends.
 FASTENERS_TEST_HELPER(pg_hold) {
-  pg_kind_lock lock(parse_kind(args.at(0)), args.at(1), args.at(2));
+  pg::kind_lock lock(parse_kind(args.at(0)), args.at(1), args.at(2));
   if (!lock.acquire()) return fail(1, "blocking acquire returned false");
   report_and_wait("held");
   lock.release();
@@ -156,7 +52,7 @@ FASTENERS_TEST_HELPER(pg_hold) {
 
 // Helper "pg_try KIND CONNINFO NAME": tries once; exits k_acquired (after releasing) or k_busy.
 FASTENERS_TEST_HELPER(pg_try) {
-  pg_kind_lock lock(parse_kind(args.at(0)), args.at(1), args.at(2));
+  pg::kind_lock lock(parse_kind(args.at(0)), args.at(1), args.at(2));
   if (!lock.acquire(false)) return k_busy;
   lock.release();
   return k_acquired;
@@ -323,7 +219,7 @@ TEST_P(postgres_process_pair_test, conflict_matrix_between_processes) {
   const std::string name = pg::unique_name();
   child_process holder = hold_pg(first, name);
   EXPECT_EQ(try_pg(second, name), conflict ? k_busy : k_acquired);
-  pg_kind_lock here(second, pg::conninfo(), name);
+  pg::kind_lock here(second, pg::conninfo(), name);
   EXPECT_EQ(here.acquire(false), !conflict);
   if (here.held()) {
     here.release();
@@ -334,7 +230,7 @@ TEST_P(postgres_process_pair_test, conflict_matrix_between_processes) {
   EXPECT_EQ(try_pg(second, name), k_acquired);
   EXPECT_TRUE(here.acquire(false));
   here.release();
-  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
 }
 
 INSTANTIATE_TEST_SUITE_P(pairs, postgres_process_pair_test, ::testing::ValuesIn(all_kind_pairs()),
@@ -349,18 +245,18 @@ TEST(postgres_process_writer_preference, a_waiting_writer_holds_back_new_readers
   child_process reader = hold_pg(kind::read, name);
   EXPECT_EQ(try_pg(kind::read, name), k_acquired) << "readers do not share";
   child_process writer = spawn_helper("pg_hold", {"write", pg::conninfo(), name});
-  ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(key, false) == 1; }))
+  ASSERT_TRUE(pg::wait_for_advisory_locks(key, 1, false))
       << "the writer does not wait on the server";
   EXPECT_EQ(writer.read_line(10ms), std::nullopt) << "the writer got in past a reader";
   EXPECT_EQ(try_pg(kind::read, name), k_busy) << "a reader of another process got in";
-  EXPECT_FALSE(server_try(key, true)) << "a plain session got a shared lock past the writer";
+  EXPECT_FALSE(pg::server_try(key, true)) << "a plain session got a shared lock past the writer";
   postgres_reader_writer_lock here(pg::conninfo(), name);
   EXPECT_FALSE(here.try_lock_shared());
   const auto start = steady::now();
   EXPECT_FALSE(here.try_lock_shared_for(k_short));
   EXPECT_GE(seconds_since(start), 0.2);
   child_process late = spawn_helper("pg_hold", {"read", pg::conninfo(), name});
-  EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(key, false) == 2; }));
+  EXPECT_TRUE(pg::wait_for_advisory_locks(key, 2, false));
   EXPECT_EQ(late.read_line(k_quiet), std::nullopt) << "a blocking reader got in past the writer";
   EXPECT_EQ(reader.finish(), 0);
   EXPECT_EQ(writer.read_line(), std::optional<std::string>("held"));
@@ -371,7 +267,7 @@ TEST(postgres_process_writer_preference, a_waiting_writer_holds_back_new_readers
   EXPECT_TRUE(here.try_lock_shared());
   here.unlock_shared();
   EXPECT_EQ(late.finish(), 0);
-  EXPECT_TRUE(server_shows_nothing(key));
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 }
 
 TEST(postgres_process_writer_preference, a_writer_waiting_here_holds_back_readers_elsewhere) {
@@ -381,7 +277,7 @@ TEST(postgres_process_writer_preference, a_writer_waiting_here_holds_back_reader
   postgres_reader_writer_lock writer(pg::conninfo(), name);
   thread_holder writing([&] { return writer.acquire_write_lock(); },
                         [&] { writer.release_write_lock(); });
-  ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(key, false) == 1; }));
+  ASSERT_TRUE(pg::wait_for_advisory_locks(key, 1, false));
   EXPECT_EQ(try_pg(kind::read, name), k_busy);
   EXPECT_FALSE(writing.done_acquiring());
   EXPECT_EQ(reader.finish(), 0);
@@ -389,7 +285,7 @@ TEST(postgres_process_writer_preference, a_writer_waiting_here_holds_back_reader
   EXPECT_EQ(try_pg(kind::read, name), k_busy);
   EXPECT_TRUE(writing.release());
   EXPECT_EQ(try_pg(kind::read, name), k_acquired);
-  EXPECT_TRUE(server_shows_nothing(key));
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 }
 
 // A writer of another process waiting on the server holds back a thread that would join the read
@@ -411,12 +307,12 @@ TEST(postgres_process_writer_preference, readers_do_not_join_their_objects_lock_
   };
   EXPECT_TRUE(join()) << "before a writer waits, a thread joins its object's read lock";
   child_process writer = spawn_helper("pg_hold", {"write", pg::conninfo(), name});
-  ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(key, false) == 1; }));
+  ASSERT_TRUE(pg::wait_for_advisory_locks(key, 1, false));
   EXPECT_FALSE(join()) << "a thread joined its object's read lock past a writer waiting elsewhere";
   EXPECT_TRUE(reading.release());
   EXPECT_EQ(writer.read_line(), std::optional<std::string>("held"));
   EXPECT_EQ(writer.finish(), 0);
-  EXPECT_TRUE(server_shows_nothing(key));
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 }
 
 // The property for the server's queue: 2 processes whose 2 threads each keep one object's
@@ -461,7 +357,7 @@ TEST(postgres_process_timeouts, timed_waits_time_out_never_early_and_leave_nothi
     const std::string name = pg::unique_name(to_string(k));
     const std::int64_t key = postgres_key(name);
     child_process holder = hold_pg(kind::write, name);
-    pg_kind_lock waiter(k, pg::conninfo(), name);
+    pg::kind_lock waiter(k, pg::conninfo(), name);
     const auto check = [&](const std::function<bool()>& wait, double seconds, const char* form) {
       const auto start = steady::now();
       EXPECT_FALSE(wait()) << form;
@@ -479,16 +375,16 @@ TEST(postgres_process_timeouts, timed_waits_time_out_never_early_and_leave_nothi
     check([&] { return waiter.try_for(0ms); }, 0, "try_for(0ms): one try");
     // Only the holder holds, and the waits are gone from the server's queue.
     EXPECT_EQ(pg::advisory_locks_on(key, true), 1);
-    EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(key, false) == 0; }, 5s))
+    EXPECT_TRUE(pg::wait_for_advisory_locks(key, 0, false, 5s))
         << "a timed-out wait is still queued on the server";
     EXPECT_EQ(holder.finish(), 0);
     // Nothing the waiter queued is granted once the holder is gone.
     std::this_thread::sleep_for(k_quiet);
     EXPECT_EQ(pg::advisory_locks_on(key, true), 0) << "a timed-out wait took the lock";
-    EXPECT_TRUE(server_try(key));
+    EXPECT_TRUE(pg::server_try(key));
     EXPECT_TRUE(waiter.acquire(true, std::chrono::duration<double>(0)));
     waiter.release();
-    EXPECT_TRUE(server_shows_nothing(key));
+    EXPECT_TRUE(pg::server_shows_nothing(key));
   }
 }
 
@@ -530,7 +426,7 @@ TEST(postgres_process_timeouts, a_release_racing_the_deadline_gives_a_truthful_a
     ASSERT_EQ(holder.read_line(), std::optional<std::string>("unlocked"));
     taken_count += taken;
     EXPECT_EQ(waiter.acquired(), taken);
-    ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(key, false) == 0; }));
+    ASSERT_TRUE(pg::wait_for_advisory_locks(key, 0, false));
     ASSERT_EQ(pg::advisory_locks_on(key, true), taken ? 1 : 0)
         << "the waiter answered " << taken << " after a " << wait.count() << " ms wait";
     if (taken) waiter.unlock();
@@ -556,7 +452,7 @@ TEST(postgres_process_counter, no_lost_updates_among_processes) {
   }
   for (auto& child : children) EXPECT_EQ(child.finish(120s), 0);
   EXPECT_EQ(read_counter(counter), processes * iterations);
-  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
 }
 
 TEST(postgres_process_counter, no_lost_updates_among_threads_sharing_objects_in_processes) {
@@ -571,7 +467,7 @@ TEST(postgres_process_counter, no_lost_updates_among_threads_sharing_objects_in_
   }
   for (auto& child : children) EXPECT_EQ(child.finish(120s), 0);
   EXPECT_EQ(read_counter(counter), 2 * 3 * 50);
-  EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -583,10 +479,10 @@ TEST(postgres_process_kill, a_killed_holder_hands_over_at_once) {
     SCOPED_TRACE(std::string(to_string(held)) + " then " + to_string(wanted));
     const std::string name = pg::unique_name(to_string(held));
     child_process holder = hold_pg(held, name);
-    pg_kind_lock waiter(wanted, pg::conninfo(), name);
+    pg::kind_lock waiter(wanted, pg::conninfo(), name);
     thread_holder waiting([&] { return waiter.acquire(); }, [&] { waiter.release(); });
     EXPECT_FALSE(waiting.wait_held(k_quiet));
-    ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(postgres_key(name), false) == 1; }));
+    ASSERT_TRUE(pg::wait_for_advisory_locks(postgres_key(name), 1, false));
     const auto start = steady::now();
     holder.kill();
     EXPECT_TRUE(waiting.wait_held());
@@ -595,7 +491,7 @@ TEST(postgres_process_kill, a_killed_holder_hands_over_at_once) {
     EXPECT_LT(elapsed, 5.0);
     EXPECT_EQ(holder.wait(), k_killed);
     EXPECT_TRUE(waiting.release());
-    EXPECT_TRUE(server_shows_nothing(postgres_key(name)));
+    EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
   }
 }
 
@@ -605,10 +501,10 @@ TEST(postgres_process_kill, a_killed_waiter_leaves_no_wait_behind) {
   postgres_lock holder(pg::conninfo(), name);
   holder.lock();
   child_process waiter = spawn_helper("pg_hold", {"lock", pg::conninfo(), name});
-  ASSERT_TRUE(eventually([&] { return pg::advisory_locks_on(key, false) == 1; }));
+  ASSERT_TRUE(pg::wait_for_advisory_locks(key, 1, false));
   waiter.kill();
   EXPECT_EQ(waiter.wait(), k_killed);
-  EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(key, false) == 0; }));
+  EXPECT_TRUE(pg::wait_for_advisory_locks(key, 0, false));
   holder.unlock();
   std::this_thread::sleep_for(k_quiet);
   EXPECT_EQ(pg::advisory_locks_on(key, true), 0) << "the killed waiter's session took the lock";
@@ -625,12 +521,12 @@ TEST(postgres_fork_test, a_forked_child_holds_nothing_and_leaves_the_parents_ses
   // A terminate message or a shut-down socket from the child would have ended the session by now.
   std::this_thread::sleep_for(k_quiet);
   EXPECT_EQ(pg::advisory_locks_on(key, true), 1) << "the parent's lock went with the child";
-  EXPECT_FALSE(server_try(key)) << "the parent's lock went with the child";
+  EXPECT_FALSE(pg::server_try(key)) << "the parent's lock went with the child";
   EXPECT_TRUE(parent.write_line("release"));
   EXPECT_EQ(parent.read_line(), std::optional<std::string>("released"));
-  EXPECT_TRUE(server_try(key));
+  EXPECT_TRUE(pg::server_try(key));
   EXPECT_EQ(parent.finish(), 0);
-  EXPECT_TRUE(server_shows_nothing(key));
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 }
 
 TEST(postgres_fork_test, a_forked_child_cannot_take_the_parents_lock) {
@@ -639,11 +535,11 @@ TEST(postgres_fork_test, a_forked_child_cannot_take_the_parents_lock) {
   child_process parent = spawn_helper("pg_fork", {pg::conninfo(), name, "try"});
   ASSERT_EQ(parent.read_line(), std::optional<std::string>("child-exit 0"));
   std::this_thread::sleep_for(k_quiet);
-  EXPECT_FALSE(server_try(key));
+  EXPECT_FALSE(pg::server_try(key));
   EXPECT_TRUE(parent.write_line("release"));
   EXPECT_EQ(parent.read_line(), std::optional<std::string>("released"));
   EXPECT_EQ(parent.finish(), 0);
-  EXPECT_TRUE(server_shows_nothing(key));
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -665,6 +561,13 @@ bool read_until(child_process& child, const std::string& line) {
   }
 }
 
+// Has the psql session `psql` run `sql` and then print `marker`, and reads its lines up to that
+// one: false if a write fails or the marker does not come within k_long.
+bool psql_runs(child_process& psql, const std::string& sql, const std::string& marker) {
+  return psql.write_line(sql + ";") && psql.write_line("SELECT '" + marker + "';") &&
+         read_until(psql, marker);
+}
+
 // What `psql -c SQL` prints (its first line).
 std::optional<std::string> psql_says(const std::string& sql) {
   child_process psql(psql_command({"-c", sql}));
@@ -675,20 +578,16 @@ std::optional<std::string> psql_says(const std::string& sql) {
 
 TEST(postgres_psql_test, a_psql_session_and_the_library_exclude_each_other) {
   const std::string name = pg::unique_name();
-  const std::string key = key_sql(name);
+  const std::string key = pg::key_sql(name);
   {
     child_process psql(psql_command());
-    ASSERT_TRUE(psql.write_line("SELECT pg_advisory_lock(" + key + ");"));
-    ASSERT_TRUE(psql.write_line("SELECT 'held';"));
-    ASSERT_TRUE(read_until(psql, "held"));
+    ASSERT_TRUE(psql_runs(psql, "SELECT pg_advisory_lock(" + key + ")", "held"));
     postgres_lock lock(pg::conninfo(), name);
     EXPECT_FALSE(lock.try_lock()) << "the library took a key psql holds";
     postgres_reader_writer_lock rw(pg::conninfo(), name);
     EXPECT_FALSE(rw.try_lock_shared());
     EXPECT_FALSE(rw.try_lock());
-    ASSERT_TRUE(psql.write_line("SELECT pg_advisory_unlock(" + key + ");"));
-    ASSERT_TRUE(psql.write_line("SELECT 'released';"));
-    ASSERT_TRUE(read_until(psql, "released"));
+    ASSERT_TRUE(psql_runs(psql, "SELECT pg_advisory_unlock(" + key + ")", "released"));
     EXPECT_TRUE(lock.try_lock());
     lock.unlock();
     EXPECT_EQ(psql.finish(), 0);
@@ -705,11 +604,9 @@ TEST(postgres_psql_test, a_psql_session_and_the_library_exclude_each_other) {
 
 TEST(postgres_psql_test, a_psql_shared_lock_is_a_read_lock) {
   const std::string name = pg::unique_name();
-  const std::string key = key_sql(name);
+  const std::string key = pg::key_sql(name);
   child_process psql(psql_command());
-  ASSERT_TRUE(psql.write_line("SELECT pg_advisory_lock_shared(" + key + ");"));
-  ASSERT_TRUE(psql.write_line("SELECT 'held';"));
-  ASSERT_TRUE(read_until(psql, "held"));
+  ASSERT_TRUE(psql_runs(psql, "SELECT pg_advisory_lock_shared(" + key + ")", "held"));
   postgres_reader_writer_lock rw(pg::conninfo(), name);
   EXPECT_TRUE(rw.try_lock_shared());
   rw.unlock_shared();
@@ -743,7 +640,7 @@ TEST(postgres_process_scale, fifty_processes_each_get_the_lock_in_turn) {
     children.push_back(spawn_helper(
         "pg_turn", {pg::conninfo(), name, arg_of(log), arg_of(counter), std::to_string(i)}));
   }
-  EXPECT_TRUE(eventually([&] { return pg::advisory_locks_on(key, false) == processes; }, 60s))
+  EXPECT_TRUE(pg::wait_for_advisory_locks(key, processes, false, 60s))
       << "not all processes wait on the server: " << pg::advisory_locks_on(key, false);
   EXPECT_EQ(read_counter(counter), 0) << "a process got in past the holder";
   gate.unlock();
@@ -756,7 +653,7 @@ TEST(postgres_process_scale, fifty_processes_each_get_the_lock_in_turn) {
   for (int i = 0; i < processes; ++i) {
     EXPECT_EQ(turns[std::to_string(i)], 1) << "process " << i;
   }
-  EXPECT_TRUE(server_shows_nothing(key));
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 }
 
 }  // namespace

@@ -59,6 +59,25 @@ std::chrono::steady_clock::time_point saturated(
   return std::chrono::ceil<steady_clock::duration>(t);
 }
 
+// Waits through `core` (a lock core with acquire_until(mode, steady_clock::time_point)) until `t`
+// on `Clock`. Throws std::invalid_argument for a NaN time.
+template <class Core, class Clock, class Duration>
+bool acquire_until_on_clock(Core& core, lock_mode mode,
+                            const std::chrono::time_point<Clock, Duration>& t) {
+  using std::chrono::steady_clock;
+  check_not_nan(t.time_since_epoch().count());
+  if constexpr (std::is_same_v<Clock, steady_clock>) {
+    return core.acquire_until(mode, saturated(t));
+  } else {
+    // Another clock may jump: wait in slices measured on the steady clock, re-checking it.
+    for (;;) {
+      const auto now = Clock::now();
+      if (t <= now) return core.acquire_until(mode, steady_clock::time_point::min());
+      if (core.acquire_until(mode, deadline_after(t - now))) return true;
+    }
+  }
+}
+
 // One lock object on one path. Thread-safe: any thread may call any member at any time, except
 // that moving or destroying the object must not race with other calls on it.
 class FASTENERS_API file_lock {
@@ -78,17 +97,7 @@ class FASTENERS_API file_lock {
   // Waits until `t` on `Clock`. Throws std::invalid_argument for a NaN time.
   template <class Clock, class Duration>
   bool acquire_until(lock_mode mode, const std::chrono::time_point<Clock, Duration>& t) {
-    check_not_nan(t.time_since_epoch().count());
-    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-      return acquire_until(mode, saturated(t));
-    } else {
-      // Another clock may jump: wait in slices measured on the steady clock, re-checking it.
-      for (;;) {
-        const auto now = Clock::now();
-        if (t <= now) return acquire_until(mode, std::chrono::steady_clock::time_point::min());
-        if (acquire_until(mode, deadline_after(t - now))) return true;
-      }
-    }
+    return acquire_until_on_clock(*this, mode, t);
   }
   // Releases one hold of `mode`. Throws std::system_error(operation_not_permitted) if this
   // object holds none.
