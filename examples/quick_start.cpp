@@ -5,10 +5,21 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
+#include <string>
+#ifndef _WIN32
+#include <unistd.h>  // getuid
+#endif
 
 int main() {
   using namespace std::chrono_literals;
+  // A directory of this user's own: lock files that another user made may be read-only for this
+  // one. (Windows gives every user a temporary directory; /tmp is shared.)
+#ifdef _WIN32
   const auto dir = std::filesystem::temp_directory_path() / "fasteners-quick-start";
+#else
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("fasteners-quick-start-" + std::to_string(getuid()));
+#endif
 
   // An exclusive lock: one holder at a time among all processes and threads. The lock file and
   // its directory are created on first use.

@@ -16,6 +16,8 @@ packages=(
   libssl-dev                      # libcrypto, for the SHA-256 of PostgreSQL lock names
   python3-psycopg2                # the benchmark's PostgreSQL peer
   pgbouncer                       # a transaction pooler, which the PostgreSQL tests must detect
+  pkgconf                         # pkg-config, for the package check's pkg-config consumers
+  man-db                          # man, for the package check's `man -w fasteners`
 )
 
 if ! command -v apt-get >/dev/null 2>&1; then

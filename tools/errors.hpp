@@ -6,11 +6,13 @@
 
 namespace fasteners::tool {
 
-inline constexpr int exit_usage = 64;        // EX_USAGE: bad options or arguments.
-inline constexpr int exit_no_input = 66;     // EX_NOINPUT: the lock file cannot be opened.
-inline constexpr int exit_unavailable = 69;  // EX_UNAVAILABLE: the command cannot be executed.
-inline constexpr int exit_software = 70;     // EX_SOFTWARE: an internal error.
-inline constexpr int exit_os_error = 71;     // EX_OSERR: the OS failed otherwise.
+inline constexpr int exit_usage = 64;          // EX_USAGE: bad options or arguments.
+inline constexpr int exit_data_error = 65;     // EX_DATAERR: a lock call failed on an open file.
+inline constexpr int exit_no_input = 66;       // EX_NOINPUT: the lock file cannot be opened.
+inline constexpr int exit_unavailable = 69;    // EX_UNAVAILABLE: the command cannot be executed.
+inline constexpr int exit_software = 70;       // EX_SOFTWARE: an internal error.
+inline constexpr int exit_os_error = 71;       // EX_OSERR: out of memory or descriptors, and such.
+inline constexpr int exit_cannot_create = 73;  // EX_CANTCREAT: read-only or full file system.
 
 // `fasteners status`: whether the lock is free or held.
 inline constexpr int exit_free = 0;

@@ -9,6 +9,7 @@
 
 #include "errors.hpp"
 #include "fasteners/version.hpp"
+#include "option_prefixes.hpp"
 #include "run_command.hpp"
 #include "status_command.hpp"
 #include "system.hpp"
@@ -53,12 +54,17 @@ int main_throwing(const std::vector<std::string>& args) {
   for (auto* sub : {run_app, status_app}) sub->fallthrough(false);
 
   // `run` reads its command line as flock(1) does, which CLI11 cannot: options end at the lock
-  // file, and what follows belongs to the command.
-  std::vector<std::string> parsed = args;
-  if (subcommand_of(args) == "run") {
+  // file, and what follows belongs to the command. Long options may be abbreviated, as getopt_long
+  // allows.
+  std::vector<std::string> parsed;
+  const std::string subcommand = subcommand_of(args);
+  if (subcommand.empty()) {
+    parsed = expand_long_options(app, args, "");
+  } else {
     const std::vector<std::string> rest(args.begin() + 1, args.end());
-    parsed = split_run_arguments(*run_app, rest, run_opts);
-    parsed.insert(parsed.begin(), "run");
+    parsed = subcommand == "run" ? split_run_arguments(*run_app, rest, run_opts)
+                                 : expand_long_options(*status_app, rest, "status");
+    parsed.insert(parsed.begin(), subcommand);
   }
   try {
     std::reverse(parsed.begin(), parsed.end());  // CLI11 takes them last first.

@@ -39,9 +39,22 @@ bool command_can_inherit_lock();
 // across exec, so it shares the open file (and the lock held through it); this process opens and
 // closes no descriptor meanwhile (which would drop classic fcntl locks). On Windows the arguments
 // are joined into one UTF-16 command line that CommandLineToArgvW and the C runtime split back
-// into the same arguments. Throws std::system_error (with the error of exec or CreateProcessW,
-// such as ENOENT or ERROR_FILE_NOT_FOUND) naming the program if it cannot be started.
+// into the same arguments. As with execvp, a file that the kernel cannot execute (a script
+// without a #! line) runs with /bin/sh (POSIX). Throws std::system_error (with the error of exec
+// or CreateProcessW, such as ENOENT or ERROR_FILE_NOT_FOUND) naming the program if it cannot be
+// started.
 command_process start_command(const command_line& command, std::intptr_t inherited);
+
+// Whether exec_command() works here: true on POSIX; false on Windows, which cannot replace a
+// process by another.
+bool command_can_replace_process();
+
+// Replaces this process by `command` (flock(1)'s --no-fork), which execvp finds and starts (a
+// file without a #! line with /bin/sh). If `inherited` is a descriptor (>= 0; POSIX only), that
+// very descriptor stays open across exec, so the program holds the lock held through it. Returns
+// only by throwing: std::system_error (with exec's error) naming the program if it cannot be
+// started, std::errc::function_not_supported on Windows.
+void exec_command(const command_line& command, std::intptr_t inherited);
 
 // Waits until the command from start_command() ends, whatever signals arrive meanwhile. On Windows
 // Ctrl+C and Ctrl+Break, which reach the command too, do not end this process while it waits; the

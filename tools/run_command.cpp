@@ -7,12 +7,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <initializer_list>
 #include <iostream>
+#include <limits>
 #include <system_error>
 
 #include "errors.hpp"
 #include "fasteners/holders.hpp"
+#include "fasteners/version.hpp"
 #include "lock_backend.hpp"
+#include "option_prefixes.hpp"
 #include "postgres.hpp"
 #include "process.hpp"
 #include "system.hpp"
@@ -27,18 +31,33 @@ constexpr const char* footer =
     R"(The lock is taken before COMMAND starts and released when it ends. Unless -o is
 given, COMMAND inherits a descriptor of the locked file, so the lock stays held for
 as long as COMMAND, or anything it leaves running with that descriptor, lives, even
-if this process is killed. Signals are not forwarded to COMMAND.
+if this process is killed. Signals are not forwarded to COMMAND. With -F, COMMAND
+replaces this process (no fork) and holds the lock through that descriptor.
+
+With a descriptor number FD and no COMMAND, the lock is taken on the file that the
+shell opened as FD, and stays held after fasteners ends, until the last copy of
+that descriptor is closed or -u releases it:
+  ( fasteners run -n 9 || exit 1; ...commands under the lock... ) 9<>/var/lock/job.lock
+It is an fcntl lock on the whole file, which this library and python-fasteners
+see (with --flock, a flock(2) lock): -s needs FD open for reading (9<>FILE or
+9<FILE), an exclusive lock needs it open for writing (9<>FILE or 9>FILE). -u
+releases the lock held on FD's open file.
 
 On Windows a lock belongs to the process that took it, so -o is implied: fasteners
 holds the lock until COMMAND ends, ignoring Ctrl+C and Ctrl+Break (which reach
 COMMAND too) meanwhile; if fasteners is killed, the lock is released. There -c runs
-%COMSPEC% /d /s /c (cmd.exe), --flock is not available, and the exit status is
-COMMAND's exit code as it is.
+%COMSPEC% /d /s /c (cmd.exe), --flock is not available (nor are -F, -u and FD),
+and the exit status is COMMAND's exit code as it is.
+
+Long options may be abbreviated to any unambiguous beginning (--nonb, --time 5).
 
 Exit status: that of COMMAND (128+N if signal N killed it); the conflict exit code
-(-E, default 1) when -n or -w could not get the lock; 64 for bad usage, 66 when the
-lock file cannot be opened (its directory must exist), 69 when COMMAND cannot be
-executed, 71 for other system errors: the codes of flock(1).
+(-E, default 1) when -n or -w could not get the lock; 0 when a lock on FD was taken
+or released; 64 for bad usage, 65 when a lock call fails on an open file (such as
+FD not open), 66 when the lock file cannot be opened (its directory must exist), 69
+when COMMAND cannot be executed, 71 when memory or descriptors run out and for
+other system errors, 73 when the lock file cannot be created on a read-only or full
+file system: the codes of flock(1).
 
 With --postgres CONNINFO (a libpq connection string or URI; '' for libpq's
 defaults, PGHOST and so on), the operand is not a file but the NAME of a
@@ -49,11 +68,11 @@ belongs to this process, which waits for COMMAND and then releases it: the lock
 ends when fasteners ends, even if COMMAND, or anything it left running, runs on
 (-o is implied). While COMMAND runs, fasteners ignores SIGINT and SIGQUIT (a
 Ctrl+C at the terminal reaches COMMAND too); SIGTERM or SIGKILL to it ends the
-lock at once. --flock cannot be used with --postgres. The connection waits at
-most 10 seconds unless CONNINFO sets connect_timeout. Exit status as for files,
-and 69 when the server cannot be reached, refuses the login or loses the session
-while waiting. A session lost while COMMAND runs is reported on stderr; the exit
-status stays COMMAND's.)";
+lock at once. --flock, -F, -u and FD cannot be used with --postgres. The
+connection waits at most 10 seconds unless CONNINFO sets connect_timeout. Exit
+status as for files, and 69 when the server cannot be reached, refuses the login
+or loses the session while waiting. A session lost while COMMAND runs is reported
+on stderr; the exit status stays COMMAND's.)";
 
 bool takes_value(const CLI::App& app, const std::string& name) {
   const CLI::Option* option = app.get_option_no_throw(name);
@@ -99,21 +118,53 @@ int parse_conflict_exit_code(const std::optional<std::string>& given) {
   return value;
 }
 
-// Library errors that mean the lock file cannot be opened (flock(1) exits 66 for them); the rest
-// are other system errors (71). Compared as conditions, so Windows errors count as their errno
-// equivalents (ERROR_ACCESS_DENIED as permission_denied).
-int exit_code_for(const std::error_code& ec) {
+bool is_any_of(const std::error_code& ec, std::initializer_list<std::errc> errors) {
+  for (const auto e : errors) {
+    if (ec == e) return true;
+  }
+  return false;
+}
+
+// flock(1)'s exit status for a lock file that cannot be opened: 71 when memory or descriptors
+// run out, 73 when it cannot be created on a read-only or full file system, 66 otherwise; and for
+// a failed lock call on an open file (lock_call_error): 71 when locks or memory run out, 65
+// otherwise. The library's errors count as opening ones, as nearly all are (ENOLCK, of its lock
+// calls, is 71 either way). Compared as conditions, so Windows errors count as their errno
+// equivalents (ERROR_DISK_FULL as no_space_on_device).
+int exit_code_for(const std::system_error& e) {
+  const std::error_code& ec = e.code();
   if (ec.category() != std::system_category() && ec.category() != std::generic_category()) {
     return exit_os_error;
   }
-  for (const auto e : {std::errc::no_such_file_or_directory, std::errc::permission_denied,
-                       std::errc::operation_not_permitted, std::errc::is_a_directory,
-                       std::errc::not_a_directory, std::errc::read_only_file_system,
-                       std::errc::filename_too_long, std::errc::too_many_symbolic_link_levels,
-                       std::errc::invalid_argument, std::errc::no_such_device_or_address}) {
-    if (ec == e) return exit_no_input;
+  using std::errc;
+  if (dynamic_cast<const lock_call_error*>(&e) != nullptr) {
+    return is_any_of(ec, {errc::no_lock_available, errc::not_enough_memory}) ? exit_os_error
+                                                                             : exit_data_error;
   }
-  return exit_os_error;
+  if (is_any_of(ec, {errc::not_enough_memory, errc::too_many_files_open,
+                     errc::too_many_files_open_in_system, errc::no_lock_available})) {
+    return exit_os_error;
+  }
+  if (is_any_of(ec, {errc::read_only_file_system, errc::no_space_on_device})) {
+    return exit_cannot_create;
+  }
+  return exit_no_input;
+}
+
+// flock(1)'s exit status when COMMAND cannot be executed: 71 when memory runs out, else 69.
+int exec_exit_code(const std::system_error& e) {
+  return e.code() == std::errc::not_enough_memory ? exit_os_error : exit_unavailable;
+}
+
+// A descriptor number as flock(1) takes one: decimal digits, at most INT_MAX; nothing otherwise.
+std::optional<int> descriptor_number(const std::string& text) {
+  if (text.empty() || text.size() > 10 ||
+      text.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  const long long value = std::stoll(text);
+  if (value > std::numeric_limits<int>::max()) return std::nullopt;
+  return static_cast<int>(value);
 }
 
 // flock(1) does not create the lock file's directory, and neither does `fasteners run` (the
@@ -210,6 +261,51 @@ std::string format_seconds(seconds s) {
   return text;
 }
 
+// What `fasteners run` locks, for messages and the holder lookup of -v.
+struct lock_target {
+  std::string name;       // "'/tmp/job.lock'", or "descriptor 9 ('/tmp/job.lock')".
+  fs::path holders_path;  // What holders() is asked about.
+};
+
+// Takes `lock` as -n, -w and -v say; returns whether it did. Throws tool_error with flock(1)'s
+// exit status when the file cannot be opened or locked.
+bool take(lock_backend& lock, const run_options& o, const std::optional<seconds>& timeout,
+          const lock_target& target) {
+  const char* const mode = o.shared ? "shared" : "exclusive";
+  const auto start = std::chrono::steady_clock::now();
+  const auto elapsed = [&] { return seconds(std::chrono::steady_clock::now() - start); };
+  try {
+    bool taken = lock.try_acquire();
+    const bool one_try = o.nonblocking || (timeout && timeout->count() == 0);
+    if (!taken && !one_try) {
+      if (o.verbose) {
+        std::cerr << "fasteners: waiting for the " << mode << " lock on " << target.name
+                  << (timeout ? " (at most " + format_seconds(*timeout) + " seconds)" : "") << ": "
+                  << describe_holders(o, target.holders_path) << std::endl;
+      }
+      std::optional<seconds> left;
+      if (timeout) left = std::max(seconds(0), *timeout - elapsed());
+      taken = lock.acquire(left);
+    }
+    if (!taken) {
+      if (o.verbose) {
+        std::cerr << "fasteners: " << (one_try ? "failed to get" : "timed out waiting for")
+                  << " the " << mode << " lock on " << target.name << " after "
+                  << format_seconds(elapsed())
+                  << " seconds: " << describe_holders(o, target.holders_path) << std::endl;
+      }
+      return false;
+    }
+  } catch (const std::system_error& e) {
+    throw tool_error(exit_code_for(e), e.what());
+  }
+  if (o.verbose) {
+    std::cerr << "fasteners: getting the " << mode << " lock took " << format_seconds(elapsed())
+              << " seconds" << std::endl;
+  }
+  return true;
+}
+
 // Keeps the lock object alive, without releasing it, until the process exits: releasing would
 // take the lock from the command and whatever it left running with the inherited descriptor.
 // The OS drops this process's share of the lock when it exits, as flock(1)'s does.
@@ -273,6 +369,19 @@ int run_postgres(const run_options& o, const std::optional<seconds>& timeout,
     throw usage_error("run",
                       "--flock cannot be used with --postgres: --flock takes a flock(2) lock on a "
                       "file, --postgres a PostgreSQL advisory lock");
+  }
+  if (o.unlock || o.no_fork) {
+    throw usage_error("run", std::string(o.unlock ? "-u" : "-F") +
+                                 " cannot be used with --postgres: the lock belongs to the "
+                                 "database session of this process, which ends with it");
+  }
+  if (o.command.empty() && !o.shell_command) {
+    throw usage_error("run", std::string("no command given: fasteners run --postgres CONNINFO "
+                                         "[OPTIONS] NAME COMMAND [ARGS...]") +
+                                 (descriptor_number(o.lock_file)
+                                      ? "; the descriptor form (FD without a command) cannot be "
+                                        "used with --postgres"
+                                      : ""));
   }
   if (!postgres_supported()) {
     throw tool_error(exit_unavailable, postgres_unsupported_message("run"));
@@ -353,22 +462,120 @@ int run_postgres(const run_options& o, const std::optional<seconds>& timeout,
   return status.exit_code;
 }
 
+// `fasteners run [OPTIONS] FD`: takes (or with -u releases) the lock on the open file of
+// descriptor FD, which the shell opened; the lock stays with that open file after this process
+// ends.
+int run_descriptor(const run_options& o, int fd, const std::optional<seconds>& timeout,
+                   int conflict_exit_code) {
+  if (!descriptor_locks_supported(o.use_flock)) {
+    throw usage_error(
+        "run", command_can_inherit_lock()
+                   ? "the descriptor form (fasteners run FD) needs open-file-description locks, "
+                     "which " +
+                         system_name() + " lacks: use --flock, or give a LOCKFILE and a COMMAND"
+                   : "the descriptor form (fasteners run FD) is not available on " + system_name() +
+                         ", where a lock cannot outlive the process that takes it: give a "
+                         "LOCKFILE and a COMMAND");
+  }
+  const std::string name = descriptor_name(fd);
+  if (o.unlock) {
+    try {
+      unlock_descriptor(fd, o.use_flock);
+    } catch (const std::system_error& e) {
+      throw tool_error(exit_code_for(e), e.what());
+    }
+    if (o.verbose) std::cerr << "fasteners: released the lock on " << name << std::endl;
+    return 0;
+  }
+  const auto lock = make_descriptor_lock(fd, o.shared, o.use_flock);
+  return take(*lock, o, timeout, {name, descriptor_path(fd)}) ? 0 : conflict_exit_code;
+}
+
+// `fasteners run [OPTIONS] LOCKFILE COMMAND...`: takes the lock, runs COMMAND (or, with -F,
+// becomes it) and returns its exit status, or the conflict exit code.
+int run_file(const run_options& o, const std::optional<seconds>& timeout, int conflict_exit_code) {
+  if (o.unlock) {
+    throw usage_error("run",
+                      "-u releases the lock held through a descriptor that the shell opened: "
+                      "fasteners run -u FD, without a command");
+  }
+  if (o.use_flock && !flock_supported()) {
+    throw usage_error("run", "--flock is not available on " + system_name() +
+                                 ", which has no flock(2); without it the lock is the library's, "
+                                 "which python-fasteners shares");
+  }
+  if (o.no_fork && !command_can_replace_process()) {
+    throw usage_error("run", "-F is not available on " + system_name() +
+                                 ", where no program can replace a process; without it fasteners "
+                                 "holds the lock until the command ends");
+  }
+  const fs::path path = path_from_utf8(o.lock_file);
+  check_directory(path);
+  const command_line command =
+      o.shell_command ? shell_command(*o.shell_command) : command_line{o.command};
+  // Where a lock cannot be inherited (Windows), this process holds it until the command ends, as
+  // with -o.
+  const bool hand_down = !o.close && command_can_inherit_lock();
+
+  auto lock = o.use_flock ? make_flock_lock(path, o.shared) : make_library_lock(path, o.shared);
+  if (!take(*lock, o, timeout, {"'" + utf8_of(path) + "'", path})) return conflict_exit_code;
+  if (o.verbose) std::cerr << "fasteners: executing " << join(command.argv) << std::endl;
+
+  if (o.no_fork) {
+    try {
+      exec_command(command, lock->native_handle());
+    } catch (const std::system_error& e) {
+      throw tool_error(exec_exit_code(e), e.what());
+    }
+  }
+  command_process process{};
+  try {
+    process = start_command(command, hand_down ? lock->native_handle() : -1);
+  } catch (const std::system_error& e) {
+    throw tool_error(exec_exit_code(e), e.what());
+  }
+  const auto status = wait_command(process);
+  if (o.verbose) {
+    if (status.signal != 0) {
+      std::cerr << "fasteners: the command was killed by signal " << status.signal << " ("
+                << signal_description(status.signal) << ")" << std::endl;
+    } else {
+      std::cerr << "fasteners: the command exited with status " << status.exit_code << std::endl;
+    }
+  }
+  if (hand_down) keep_until_exit(std::move(lock));
+  return status.exit_code;
+}
+
 }  // namespace
 
 CLI::App* add_run_command(CLI::App& app, run_options& o) {
   auto* run = app.add_subcommand("run", "Run a command while holding a lock on a file");
   run->description(
       "Run a command while holding a lock on a file; also: fasteners run [OPTIONS] LOCKFILE -c "
-      "'SHELL COMMAND'");
+      "'SHELL COMMAND', and fasteners run [OPTIONS] FD (lock the file the shell opened as FD)");
   run->footer(footer);
   run->add_flag_callback(
-         "-x,-e,--exclusive", [&o] { o.shared = false; },
+         "-x,-e,--exclusive",
+         [&o] {
+           o.shared = false;
+           o.unlock = false;
+         },
          "Take an exclusive (write) lock: the default")
       ->trigger_on_parse();
   run->add_flag_callback(
-         "-s,--shared", [&o] { o.shared = true; }, "Take a shared (read) lock")
+         "-s,--shared",
+         [&o] {
+           o.shared = true;
+           o.unlock = false;
+         },
+         "Take a shared (read) lock")
       ->trigger_on_parse();
-  run->add_flag("-n,--nb,--nonblock", o.nonblocking,
+  run->add_flag_callback(
+         "-u,--unlock", [&o] { o.unlock = true; },
+         "Release the lock held on FD's open file (with FD only)")
+      ->trigger_on_parse();
+  run->add_flag("-n,--nb,--nonblock,--nonblocking", o.nonblocking,
                 "Fail rather than wait if the lock is taken (exit status: see -E)");
   run->add_option("-w,--wait,--timeout", o.timeout,
                   "Wait at most SECONDS (fractions allowed; 0: one try), then fail (see -E)")
@@ -381,6 +588,9 @@ CLI::App* add_run_command(CLI::App& app, run_options& o) {
   run->add_flag("-o,--close", o.close,
                 "Keep the lock from COMMAND: it ends with COMMAND, whatever COMMAND left running "
                 "(implied on Windows)");
+  run->add_flag("-F,--no-fork", o.no_fork,
+                "Execute COMMAND in place of fasteners (no fork): COMMAND holds the lock through "
+                "the descriptor it inherits (not with -o; not on Windows)");
   run->add_option("--postgres", o.postgres,
                   "Take the PostgreSQL advisory lock named by the operand (NAME, not LOCKFILE) in "
                   "this database: a libpq connection string or URI; see below")
@@ -396,10 +606,13 @@ CLI::App* add_run_command(CLI::App& app, run_options& o) {
                   "instead of COMMAND")
       ->type_name("'SHELL COMMAND'");
   run->add_option("LOCKFILE", o.lock_file,
-                  "The lock file: created if missing (its directory must exist); with --postgres, "
-                  "the lock's NAME")
+                  "The lock file: created if missing (its directory must exist); a number FD "
+                  "without COMMAND: lock the file open as descriptor FD (see below); with "
+                  "--postgres, the lock's NAME")
       ->required()
       ->type_name("");
+  run->set_version_flag("-V,--version", std::string("fasteners ") + fasteners::version_string,
+                        "Print the version and exit");
   // Filled by split_run_arguments(), declared here for the help text.
   run->add_option("COMMAND", o.command, "The command and its arguments (after an optional --)")
       ->type_name("");
@@ -414,7 +627,9 @@ std::vector<std::string> split_run_arguments(const CLI::App& run_app,
   bool operands_only = false;
   // Options, up to the lock file.
   while (i < args.size()) {
-    const std::string& arg = args[i];
+    // flock(1) takes --command only in full (getopt_long does not know it), so --co is
+    // --conflict-exit-code.
+    const std::string arg = expand_long_option(run_app, args[i], "run", {"command"});
     if (arg == "--") {
       parsed.push_back(arg);
       ++i;
@@ -460,78 +675,22 @@ int run(const run_options& o) {
   if (o.shell_command && !o.command.empty()) {
     throw usage_error("run", "give either COMMAND or -c 'SHELL COMMAND', not both");
   }
-  if (!o.shell_command && o.command.empty()) {
-    throw usage_error("run", o.postgres ? "no command given: fasteners run --postgres CONNINFO "
-                                          "[OPTIONS] NAME COMMAND [ARGS...]"
-                                        : "no command given: fasteners run [OPTIONS] LOCKFILE "
-                                          "COMMAND [ARGS...]");
+  if (o.no_fork && o.close) {
+    throw usage_error("run",
+                      "-F and -o cannot be used together: with -F the command replaces fasteners "
+                      "and holds the lock, which -o would take from it");
   }
   if (o.postgres) return run_postgres(o, timeout, conflict_exit_code);
-  if (o.use_flock && !flock_supported()) {
-    throw usage_error("run", "--flock is not available on " + system_name() +
-                                 ", which has no flock(2); without it the lock is the library's, "
-                                 "which python-fasteners shares");
-  }
-  const fs::path path = path_from_utf8(o.lock_file);
-  check_directory(path);
-  const command_line command =
-      o.shell_command ? shell_command(*o.shell_command) : command_line{o.command};
-  // Where a lock cannot be inherited (Windows), this process holds it until the command ends, as
-  // with -o.
-  const bool hand_down = !o.close && command_can_inherit_lock();
-  const char* const mode = o.shared ? "shared" : "exclusive";
-
-  auto lock = o.use_flock ? make_flock_lock(path, o.shared) : make_library_lock(path, o.shared);
-  const auto start = std::chrono::steady_clock::now();
-  const auto elapsed = [&] { return seconds(std::chrono::steady_clock::now() - start); };
-  try {
-    bool taken = lock->try_acquire();
-    const bool one_try = o.nonblocking || (timeout && timeout->count() == 0);
-    if (!taken && !one_try) {
-      if (o.verbose) {
-        std::cerr << "fasteners: waiting for the " << mode << " lock on '" << utf8_of(path) << "'"
-                  << (timeout ? " (at most " + format_seconds(*timeout) + " seconds)" : "") << ": "
-                  << describe_holders(o, path) << std::endl;
-      }
-      std::optional<seconds> left;
-      if (timeout) left = std::max(seconds(0), *timeout - elapsed());
-      taken = lock->acquire(left);
+  const bool has_command = o.shell_command || !o.command.empty();
+  if (!has_command) {
+    if (const auto fd = descriptor_number(o.lock_file)) {
+      return run_descriptor(o, *fd, timeout, conflict_exit_code);
     }
-    if (!taken) {
-      if (o.verbose) {
-        std::cerr << "fasteners: " << (one_try ? "failed to get" : "timed out waiting for")
-                  << " the " << mode << " lock on '" << utf8_of(path) << "' after "
-                  << format_seconds(elapsed()) << " seconds: " << describe_holders(o, path)
-                  << std::endl;
-      }
-      return conflict_exit_code;
-    }
-  } catch (const std::system_error& e) {
-    throw tool_error(exit_code_for(e.code()), e.what());
+    throw usage_error("run",
+                      "no command given: fasteners run [OPTIONS] LOCKFILE COMMAND [ARGS...], or "
+                      "fasteners run [OPTIONS] FD to lock a descriptor the shell opened");
   }
-  if (o.verbose) {
-    std::cerr << "fasteners: getting the " << mode << " lock took " << format_seconds(elapsed())
-              << " seconds" << std::endl;
-    std::cerr << "fasteners: executing " << join(command.argv) << std::endl;
-  }
-
-  command_process process{};
-  try {
-    process = start_command(command, hand_down ? lock->native_handle() : -1);
-  } catch (const std::system_error& e) {
-    throw tool_error(exit_unavailable, e.what());
-  }
-  const auto status = wait_command(process);
-  if (o.verbose) {
-    if (status.signal != 0) {
-      std::cerr << "fasteners: the command was killed by signal " << status.signal << " ("
-                << signal_description(status.signal) << ")" << std::endl;
-    } else {
-      std::cerr << "fasteners: the command exited with status " << status.exit_code << std::endl;
-    }
-  }
-  if (hand_down) keep_until_exit(std::move(lock));
-  return status.exit_code;
+  return run_file(o, timeout, conflict_exit_code);
 }
 
 }  // namespace fasteners::tool

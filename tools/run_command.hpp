@@ -11,13 +11,16 @@ namespace fasteners::tool {
 
 // What `fasteners run` was asked to do, as parsed from its command line.
 struct run_options {
-  std::string lock_file;                // With --postgres: the lock's name.
+  std::string lock_file;  // With --postgres: the lock's name. A number without a command: FD.
   std::optional<std::string> postgres;  // --postgres CONNINFO: a PostgreSQL advisory lock.
-  bool shared = false;                  // -s; -x (the default) clears it, the last one given wins.
+  // -s, -x (the default) and -u: the last one given wins, as in flock(1).
+  bool shared = false;
+  bool unlock = false;
   bool nonblocking = false;
   std::optional<std::string> timeout;             // -w SECONDS as written; none: no limit.
   std::optional<std::string> conflict_exit_code;  // -E N as written; none: 1.
   bool close = false;
+  bool no_fork = false;  // -F: exec COMMAND in place of this process.
   bool use_flock = false;
   bool verbose = false;
   std::optional<std::string> shell_command;  // -c
@@ -28,17 +31,20 @@ struct run_options {
 CLI::App* add_run_command(CLI::App& app, run_options& options);
 
 // Splits the arguments that follow `run` the way flock(1) reads them: options up to the first
-// operand, which names the lock file; after it come the command and its arguments (after an
-// optional `--`), or `-c COMMAND`. Stores the command in `options.command` and returns the rest,
-// for `run_app` to parse. `run_app` tells which options take a value.
+// operand, which names the lock file (or, with no command, the descriptor); after it come the
+// command and its arguments (after an optional `--`), or `-c COMMAND`. Abbreviated long options
+// are written out in full, as getopt_long reads them. Stores the command in `options.command` and
+// returns the rest, for `run_app` to parse. `run_app` tells which options take a value. Throws
+// usage_error for an ambiguous abbreviation.
 std::vector<std::string> split_run_arguments(const CLI::App& run_app,
                                              const std::vector<std::string>& args,
                                              run_options& options);
 
 // Runs the parsed command line; returns the exit code: the command's exit status (128 + N if
-// signal N killed it), the conflict exit code when the lock could not be had, or a flock(1)
-// error code. Throws tool_error for usage and OS errors, and (with --postgres) when the database
-// cannot be used.
+// signal N killed it), the conflict exit code when the lock could not be had, 0 when a lock on a
+// descriptor was taken or released, or a flock(1) error code. With -F it returns only if the lock
+// could not be had. Throws tool_error for usage and OS errors, and (with --postgres) when the
+// database cannot be used.
 int run(const run_options& options);
 
 }  // namespace fasteners::tool

@@ -11,6 +11,7 @@ are loose and only ever say "quickly" (well under WAIT) or "not before the timeo
 """
 
 import argparse
+import atexit
 import hashlib
 import importlib.util
 import json
@@ -19,6 +20,7 @@ import queue
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -96,11 +98,67 @@ def postgres_built():
     return POSTGRES_BUILT
 
 
+def readable_by_anyone(path):
+    """Whether every user may read the file `path`: it is readable by others, and every
+    directory above it searchable."""
+    path = os.path.realpath(path)
+    if not os.stat(path).st_mode & stat.S_IROTH:
+        return False
+    directory = os.path.dirname(path)
+    while True:
+        if not os.stat(directory).st_mode & stat.S_IXOTH:
+            return False
+        if directory == "/":
+            return True
+        directory = os.path.dirname(directory)
+
+
+NOBODY_COPY = None  # (binary, environment) for user 65534, from fasteners_for_nobody().
+
+
+def fasteners_for_nobody():
+    """The binary under test where the unprivileged user 65534 can run it, whatever directory the
+    build lives in (a clone in /root, mode 0700, is out of its reach): a copy in a directory of
+    its own under /tmp, with copies of the shared libraries it loads from unreachable places (a
+    shared build's libfasteners), found through LD_LIBRARY_PATH. Returns (binary, environment);
+    the copy is deleted when the tests end."""
+    global NOBODY_COPY
+    if NOBODY_COPY is None:
+        directory = tempfile.mkdtemp(prefix="fasteners_cli_bin_", dir="/tmp")
+        atexit.register(shutil.rmtree, directory, True)
+        os.chmod(directory, 0o755)
+        binary = os.path.join(directory, "fasteners")
+        shutil.copyfile(FASTENERS, binary)
+        os.chmod(binary, 0o755)
+        ldd = subprocess.run(["ldd", FASTENERS], capture_output=True, text=True, timeout=WAIT)
+        env = dict(os.environ)
+        copied = False
+        for line in ldd.stdout.splitlines():
+            words = line.split()
+            if len(words) >= 3 and words[1] == "=>" and os.path.isabs(words[2]):
+                if not readable_by_anyone(words[2]):
+                    library = os.path.join(directory, words[0])
+                    shutil.copyfile(words[2], library)
+                    os.chmod(library, 0o755)
+                    copied = True
+        if copied:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(
+                [directory] + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else []))
+        NOBODY_COPY = (binary, env)
+    return NOBODY_COPY
+
+
 def run(*args, env=None, cwd=None, as_nobody=False):
     """Runs `fasteners ARGS...` to completion; returns the CompletedProcess (text output).
-    With `as_nobody`, as the unprivileged user 65534 (the caller must be root)."""
-    user = {"user": 65534, "group": 65534, "extra_groups": []} if as_nobody else {}
-    return subprocess.run([FASTENERS, *args], capture_output=True, text=True, timeout=WAIT * 2,
+    With `as_nobody`, as the unprivileged user 65534 (the caller must be root), through a copy of
+    the binary that this user can reach."""
+    binary = FASTENERS
+    user = {}
+    if as_nobody:
+        user = {"user": 65534, "group": 65534, "extra_groups": []}
+        binary, nobody_env = fasteners_for_nobody()
+        env = env or nobody_env
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=WAIT * 2,
                           env=env, cwd=cwd, stdin=subprocess.DEVNULL, **user)
 
 
@@ -278,17 +336,21 @@ class usage(CliTest):
             self.assertIn(word, result.stdout)
         result = run("run", "--help")
         self.assertEqual(result.returncode, 0)
-        for word in ("LOCKFILE", "COMMAND", "--shared", "--exclusive", "--nonblock", "--timeout",
-                     "--conflict-exit-code", "--close", "--flock", "--verbose", "--command"):
+        for word in ("LOCKFILE", "COMMAND", "FD", "--shared", "--exclusive", "--nonblocking",
+                     "--timeout", "--conflict-exit-code", "--close", "--flock", "--verbose",
+                     "--command", "--unlock", "--no-fork", "--version"):
             self.assertIn(word, result.stdout)
         result = run("status", "--help")
         self.assertEqual(result.returncode, 0)
         self.assertIn("--json", result.stdout)
 
     def test_version(self):
-        for flag in ("--version", "-V"):
-            result = run(flag)
-            self.assertEqual((result.returncode, result.stdout), (0, "fasteners %s\n" % VERSION))
+        # As flock(1), `run` takes them too, and long options may be abbreviated.
+        for args in (["--version"], ["-V"], ["--vers"], ["run", "--version"], ["run", "-V"],
+                     ["run", "--vers"]):
+            result = run(*args)
+            self.assertEqual((result.returncode, result.stdout), (0, "fasteners %s\n" % VERSION),
+                             args)
 
     def test_no_or_unknown_subcommand(self):
         self.assert_one_line_error(run(), 64, "run or status")
@@ -303,7 +365,7 @@ class usage(CliTest):
 
     def test_missing_arguments(self):
         self.assert_one_line_error(run("run"), 64, "LOCKFILE")
-        self.assert_one_line_error(run("run", self.lock), 64, "no command")
+        self.assert_one_line_error(run("run", self.lock), 64, "no command", "FD")
         self.assert_one_line_error(run("run", "-s"), 64, "LOCKFILE")
         self.assert_one_line_error(run("run", self.lock, "-c"), 64)
         self.assert_one_line_error(run("run", "-w"), 64)
@@ -321,6 +383,25 @@ class usage(CliTest):
         for value in ("256", "-1", "abc", "1.5", ""):
             result = run("run", "-E", value, self.lock, "true")
             self.assert_one_line_error(result, 64, "exit code")
+
+    def test_ambiguous_abbreviation(self):
+        for option, names in (("--n", ["--nb", "--nonblocking", "--no-fork"]),
+                              ("--c", ["--conflict-exit-code", "--close"]),
+                              ("--v=1", ["--verbose", "--version"])):
+            result = run("run", option, self.lock, "true")
+            self.assert_one_line_error(result, 64, "ambiguous", *names)
+        self.assertFalse(os.path.exists(self.lock))
+        # `status` takes abbreviations too.
+        self.assertEqual(json.loads(run("status", "--js", self.lock).stdout)["state"], "free")
+
+    def test_options_that_do_not_go_together(self):
+        for args, words in ((["-F", "-o", self.lock, "true"], ["-F", "-o"]),
+                            (["-u", self.lock, "true"], ["-u", "FD"]),
+                            (["--postgres", "", "9"], ["descriptor", "--postgres"]),
+                            (["--postgres", "", "-u", "9"], ["-u", "--postgres"]),
+                            (["--postgres", "", "-F", "name", "true"], ["-F", "--postgres"])):
+            self.assert_one_line_error(run("run", *args), 64, *words)
+        self.assertFalse(os.path.exists(self.lock))
 
     def test_shell_command_with_more(self):
         self.assert_one_line_error(run("run", self.lock, "-c", "true", "extra"), 64, "-c")
@@ -918,6 +999,260 @@ class flock_interop(CliTest):
         self.assertTrue(flock_try(self.dir))
 
 
+# Runs the commands given as JSON lists and prints their exit statuses and outputs as JSON: what
+# flock_compat runs inside a mount namespace of its own.
+RUN_ALL = r"""
+import json, subprocess, sys
+results = []
+for argv in json.loads(sys.argv[1]):
+    r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    results.append([r.returncode, r.stdout, r.stderr])
+print(json.dumps(results))
+"""
+
+
+class flock_compat(CliTest):
+    """`fasteners run` as a drop-in for util-linux flock(1): each case run through both, with the
+    same exit status: abbreviated long options, scripts without #!, lock files that cannot be
+    created, the descriptor form (FD, -u) and -F."""
+
+    def tools(self, *fasteners_options):
+        """(name, argv) of flock(1) and of `fasteners run FASTENERS_OPTIONS`."""
+        return [("flock(1)", [FLOCK]), ("fasteners run", [FASTENERS, "run", *fasteners_options])]
+
+    def assert_same(self, args, code, stdout=None, fasteners_options=(), env=None):
+        """Both tools given ARGS exit with `code` (and print `stdout`); returns fasteners'."""
+        for name, argv in self.tools(*fasteners_options):
+            result = subprocess.run(argv + list(args), capture_output=True, text=True,
+                                    timeout=WAIT * 2, stdin=subprocess.DEVNULL, env=env)
+            self.assertEqual(result.returncode, code, "%s %s: %s" % (name, args, result.stderr))
+            if stdout is not None:
+                self.assertEqual(result.stdout, stdout, "%s %s" % (name, args))
+        return result
+
+    def shell(self, script, tool, **extra):
+        """Starts `sh -c SCRIPT` with $LOCK, $RUN (the tool's command) and $EXTRA... set."""
+        env = dict(os.environ, LOCK=self.lock, RUN=" ".join(tool), **extra)
+        return self.start(["sh", "-c", script], env=env)
+
+    def test_long_option_abbreviations(self):
+        for option in ("--nonblocking", "--nonblock", "--nonb", "--nb", "--exc", "--sh"):
+            self.assert_same([option, self.lock, "echo", "ok"], 0, "ok\n")
+        self.hold(flock=True)
+        for options, code in ((["--nonblocking"], 1), (["--nonb"], 1), (["--time", "0.1"], 1),
+                              (["--timeout=0.1"], 1), (["--wai", "0.1"], 1),
+                              (["-n", "--conf", "7"], 7), (["-n", "--conflict-exit=7"], 7),
+                              (["-n", "--co", "7"], 7), (["-n", "--co=7"], 7),
+                              (["--n"], 64), (["--c"], 64), (["--ver"], 64), (["--bogus"], 64),
+                              (["--comm", "true"], 64)):
+            self.assert_same(options + [self.lock, "true"], code, fasteners_options=["--flock"])
+        for option in ("--vers", "--he"):
+            self.assert_same([option], 0)
+        result = self.assert_same(["--n", self.lock, "true"], 64)
+        for name in ("--nonblocking", "--no-fork"):
+            self.assertIn(name, result.stderr)
+
+    def test_script_without_interpreter_line(self):
+        # execvp runs a file that the kernel cannot execute with /bin/sh.
+        script = os.path.join(self.dir, "script")
+        with open(script, "w") as f:
+            f.write('echo hello "$1"; exit 3\n')
+        os.chmod(script, 0o755)
+        env = dict(os.environ, PATH=self.dir + os.pathsep + os.environ.get("PATH", ""))
+        for args in ([script, "you"], ["script", "you"], ["-F", script, "you"]):
+            options, args = (["-F"], args[1:]) if args[0] == "-F" else ([], args)
+            for mechanism in ([], ["--flock"]):
+                self.assert_same(options + [self.lock] + args, 3, "hello you\n",
+                                 fasteners_options=mechanism, env=env)
+
+    def in_mount_namespace(self, mount, commands):
+        """Runs the shell commands `mount` (with $1: a fresh directory) and then `commands` (argv
+        lists) in a mount namespace of its own, whose tmpfs mounts the rest of the system never
+        sees: as root, or where it is not, as root of a user namespace of its own. Returns
+        [(exit status, stdout, stderr)] of the commands. Skips the test, saying why, when not
+        root and user namespaces are not available; as root it must work."""
+        unshare = shutil.which("unshare") or "/usr/bin/unshare"
+        root = os.geteuid() == 0
+        prefix = [unshare, "-m", "--propagation", "private"] if root else [unshare, "-r", "-m"]
+        mount_point = os.path.join(self.dir, "mnt")
+        os.mkdir(mount_point)
+        script = '%s || exit 100\nshift\nexec "$@"' % mount
+        result = subprocess.run(prefix + ["sh", "-c", script, "sh", mount_point, PYTHON, "-c",
+                                          RUN_ALL, json.dumps(commands)],
+                                capture_output=True, text=True, timeout=WAIT * 4)
+        if result.returncode != 0 and not root:
+            reason = ("not root, and cannot mount a file system in a user namespace of its own "
+                      "(%s): %s" % (" ".join(prefix), result.stderr.strip()))
+            print("\nskipped %s: %s" % (self.id(), reason), file=sys.stderr)
+            self.skipTest(reason)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return json.loads(result.stdout), mount_point
+
+    def check_cannot_create(self, mount, error):
+        lock = os.path.join(self.dir, "mnt", "lock")
+        cases = [[FLOCK, lock, "true"], [FLOCK, "-s", lock, "true"],
+                 [FASTENERS, "run", lock, "true"], [FASTENERS, "run", "-s", lock, "true"],
+                 [FASTENERS, "run", "--flock", lock, "true"],
+                 [FASTENERS, "run", "--flock", "-n", "-s", lock, "true"]]
+        results, _ = self.in_mount_namespace(mount, cases)
+        for argv, (code, _, stderr) in zip(cases, results):
+            self.assertEqual(code, 73, "%s: %s" % (argv, stderr))  # EX_CANTCREAT
+            self.assertIn(error, stderr)
+            if argv[0] == FASTENERS:
+                self.assert_one_line_error(subprocess.CompletedProcess(argv, code, "", stderr),
+                                           73, lock)
+
+    def test_read_only_file_system(self):
+        self.check_cannot_create('mount -t tmpfs -o ro,size=64k fasteners-ro "$1"',
+                                 "Read-only file system")
+
+    def test_full_file_system(self):
+        # A tmpfs with a handful of inodes, all of them used up.
+        fill = ('mount -t tmpfs -o size=64k,nr_inodes=8 fasteners-full "$1" && i=0 && '
+                'while [ $i -lt 100 ] && touch "$1/fill$i" 2>/dev/null; do i=$((i+1)); done && '
+                '[ $i -lt 100 ]')
+        self.check_cannot_create(fill, "No space left on device")
+
+    def hold_descriptor(self, tool, options="", redirect="9<>", unlock=False):
+        """A shell that opens the lock file as descriptor 9, locks it with `TOOL OPTIONS 9` (and
+        releases it with `TOOL -u 9`), then prints "locked PID" and waits for its stdin to close,
+        with the descriptor open."""
+        script = 'exec %s"$LOCK"; $RUN %s 9 || exit $?; %secho locked $$; cat >/dev/null' % (
+            redirect, options, "$RUN -u 9 || exit $?; " if unlock else "")
+        p = self.shell(script, tool)
+        self.assertEqual(p.locked_pid(), p.pid)
+        return p
+
+    def test_descriptor_form_flock(self):
+        for name, tool in self.tools("--flock"):
+            p = self.hold_descriptor(tool, "-n")
+            # The lock outlived the tool and stays with the shell's open file.
+            self.assertFalse(flock_try(self.lock), name)
+            self.assertFalse(flock_try(self.lock, "-s"), name)
+            self.assert_conflict("--flock", self.lock)
+            holders = self.status_json()["holders"]
+            self.assertEqual({h["mechanism"] for h in holders}, {"flock"}, name)
+            self.assertIn(p.pid, [h["pid"] for h in holders], name)  # The shell.
+            self.assertEqual(p.release(), 0)
+            self.assertTrue(flock_try(self.lock), name)
+
+    def test_descriptor_form_default_mechanism(self):
+        # An open-file-description lock: this library's and python-fasteners' locks see it.
+        p = self.hold_descriptor([FASTENERS, "run"], "-n")
+        self.assert_conflict(self.lock)
+        self.assert_conflict("-s", self.lock)
+        for kind in ("lock", "read", "write"):
+            self.assertFalse(python_try(kind, self.lock), kind)
+        self.assert_free("--flock", self.lock)  # Another mechanism: no conflict.
+        doc = self.status_json()
+        self.assertEqual(doc["state"], "exclusive")
+        holders = {h["pid"]: h for h in doc["holders"]}
+        self.assertIn(p.pid, holders)  # The shell, which holds the open file.
+        self.assertEqual(holders[p.pid]["mechanism"], "fcntl_ofd")
+        self.assertTrue(holders[p.pid]["whole_file"])
+        self.assertIn("sh -c", holders[p.pid]["command"])
+        self.assertIn(str(p.pid), run("status", self.lock).stdout)
+        self.assertEqual(p.release(), 0)
+        self.assert_free(self.lock)
+        for kind in ("lock", "read", "write"):
+            self.assertTrue(python_try(kind, self.lock), kind)
+
+    def test_descriptor_form_shared(self):
+        for redirect in ("9<>", "9<"):
+            open(self.lock, "a").close()
+            p1 = self.hold_descriptor([FASTENERS, "run"], "-s", redirect)
+            p2 = self.hold_descriptor([FASTENERS, "run"], "-s -n", redirect)
+            self.assert_free("-s", self.lock)
+            self.assertTrue(python_try("read", self.lock))
+            self.assert_conflict(self.lock)
+            self.assertEqual(self.status_json()["state"], "shared")
+            self.assertEqual((p1.release(), p2.release()), (0, 0))
+        p = self.hold_descriptor([FASTENERS, "run"], "", "9>")  # Exclusive: open for writing.
+        self.assert_conflict("-s", self.lock)
+        p.release()
+
+    def test_descriptor_form_unlock(self):
+        # Free again although the shell still holds the descriptor.
+        for name, tool in self.tools("--flock"):
+            p = self.hold_descriptor(tool, "-n", unlock=True)
+            self.assertTrue(flock_try(self.lock), name)
+            p.release()
+        p = self.hold_descriptor([FASTENERS, "run"], "-n", unlock=True)
+        self.assert_free(self.lock)
+        self.assertTrue(python_try("lock", self.lock))
+        p.release()
+
+    def test_descriptor_form_conflict(self):
+        self.hold(flock=True)
+        script = 'exec 9<>"$LOCK"; $RUN %s 9; echo $?'
+        for options, code in (("-n", 1), ("-n -E 7", 7), ("-w 0.2", 1), ("--nonb", 1)):
+            for name, tool in self.tools("--flock"):
+                p = self.shell(script % options, tool)
+                self.assertEqual(p.expect("").strip(), str(code), name)
+        self.hold()
+        p = self.shell(script % "-n", [FASTENERS, "run"])
+        self.assertEqual(p.expect("").strip(), "1")
+
+    def test_descriptor_form_waits(self):
+        holder, _ = self.hold()
+        p = self.shell('exec 9<>"$LOCK"; $RUN -v 9 && echo locked $$; cat >/dev/null',
+                       [FASTENERS, "run"])
+        line = p.expect("waiting", "err")
+        self.assertIn("descriptor 9", line)
+        self.assertIn("pid %d" % holder.pid, line)
+        holder.release()
+        self.assertEqual(p.locked_pid(), p.pid)
+        self.assert_conflict(self.lock)
+
+    def test_descriptor_not_open(self):
+        self.assert_same(["-n", "9"], 65)  # EX_DATAERR, flock(1)'s status for EBADF.
+        self.assert_same(["-u", "9"], 65)
+        result = run("run", "9")
+        self.assert_one_line_error(result, 65, "descriptor 9", "not open", "9<>FILE")
+
+    def test_descriptor_form_access_mode(self):
+        # fcntl read locks need a descriptor open for reading, write locks one open for writing.
+        for redirect, options, words in (("9>", "-s", ["writing only", "9<>FILE", "--flock"]),
+                                         ("9<", "", ["reading only", "9<>FILE", "-s"])):
+            open(self.lock, "a").close()
+            p = self.shell('exec %s"$LOCK"; $RUN %s 9' % (redirect, options), [FASTENERS, "run"])
+            self.assertEqual(p.wait(), 65)
+            line = p.expect("descriptor 9", "err")
+            for word in words + [os.path.realpath(self.lock)]:
+                self.assertIn(word, line)
+            # flock(2) does not care, with flock(1) or --flock.
+            for name, tool in self.tools("--flock"):
+                p = self.shell('exec %s"$LOCK"; $RUN %s 9' % (redirect, options), tool)
+                self.assertEqual(p.wait(), 0, name)
+
+    def test_no_fork(self):
+        for name, tool in self.tools() + self.tools("--flock")[1:]:
+            for option in ("-F", "--no-fork"):
+                p = self.start(tool + [option, self.lock, "sh", "-c", HOLD])
+                # The command is the very process: nothing forked.
+                self.assertEqual(p.locked_pid(), p.pid, name)
+                mechanism = "flock" if tool[0] == FLOCK or "--flock" in tool else MECHANISM
+                holders = self.status_json()["holders"]
+                self.assertEqual({(h["pid"], h["mechanism"]) for h in holders},
+                                 {(p.pid, mechanism)}, name)
+                if mechanism == "flock":
+                    self.assertFalse(flock_try(self.lock), name)
+                else:
+                    self.assert_conflict(self.lock)
+                self.assertEqual(p.release(), 0)
+        for tool_options in ([], ["--flock"]):
+            self.assert_same(["-F", self.lock, "sh", "-c", "exit 7"], 7,
+                             fasteners_options=tool_options)
+            self.assert_same(["-F", self.lock, "-c", "echo $0"], 0, "/bin/sh\n",
+                             fasteners_options=tool_options,
+                             env={k: v for k, v in os.environ.items() if k != "SHELL"})
+            self.assert_same(["-F", self.lock, os.path.join(self.dir, "missing")], 69,
+                             fasteners_options=tool_options)
+            self.assert_same(["-F", "-o", self.lock, "true"], 64, fasteners_options=tool_options)
+        self.hold()
+        self.assert_conflict("-F", self.lock)
+
+
 class python_interop(CliTest):
     """The default mechanism and python-fasteners exclude each other, both ways."""
 
@@ -1427,7 +1762,8 @@ def sql_key(name):
 
 
 GROUPS = {"usage": usage, "run": run_, "inheritance": inheritance, "status": status,
-          "flock_interop": flock_interop, "python_interop": python_interop,
+          "flock_interop": flock_interop, "flock_compat": flock_compat,
+          "python_interop": python_interop,
           "postgres": postgres}
 
 

@@ -118,10 +118,19 @@ TEST_P(files_test, descriptor_count_returns_to_its_start) {
 
 // A timed wait that gives up stays queued in the kernel until the holder lets go (nothing else can
 // end it); later timed waits adopt it instead of adding their own, and once the holder lets go,
-// everything it kept is gone. (Handles are counted, never asked about, while a thread of the
-// library may block on one: Windows would make the question wait for the lock.)
+// everything it kept is gone. Handles are only counted here, never asked about: on Windows a
+// question about a handle on which a thread of the library waits would wait for the lock too.
 TEST_P(files_test, descriptor_count_returns_to_its_start_after_failing_against_another_process) {
+  // Waits until this process has at most `limit` handles open; returns the count.
+  const auto settle_at = [](std::size_t limit) {
+    const auto until = steady::now() + k_long;
+    while (count_open_handles() > limit && steady::now() < until) {
+      std::this_thread::sleep_for(1ms);
+    }
+    return count_open_handles();
+  };
   const auto round = [&] {
+    const std::size_t before_holder = count_open_handles();
     child_process holder = hold_in_child(kind::write, lock_path());
     const std::size_t start = count_open_handles();
     {
@@ -136,23 +145,16 @@ TEST_P(files_test, descriptor_count_returns_to_its_start_after_failing_against_a
       EXPECT_EQ(count_open_handles(), queued) << "later timed waits did not adopt the queued one";
     }
     EXPECT_EQ(holder.finish(), 0);
-    const auto until = steady::now() + k_long;
-    while (!handles_referring_to(lock_path()).empty() && steady::now() < until) {
-      std::this_thread::sleep_for(1ms);
-    }
-    EXPECT_TRUE(handles_referring_to(lock_path()).empty()) << "once the other process released";
+    return before_holder;
   };
   // The first round may set up what a process keeps for good (on Windows, kernel objects of the
-  // runtime's threads); a second round must leave nothing behind. The count may also fall below
-  // where it was: the library's idle waiting threads end after a while.
-  round();
+  // runtime's threads); after a second round, once the holder let go, nothing is left. The count
+  // may also fall below where it was: the library's idle waiting threads end after a while.
+  settle_at(round());
   const std::size_t before = count_open_handles();
   round();
-  const auto until = steady::now() + k_long;
-  while (count_open_handles() > before && steady::now() < until) {
-    std::this_thread::sleep_for(1ms);
-  }
-  EXPECT_LE(count_open_handles(), before) << "after a second round";
+  EXPECT_LE(settle_at(before), before) << "after a second round, once the other process let go";
+  EXPECT_TRUE(handles_referring_to(lock_path()).empty()) << "once the other process let go";
 }
 
 TEST_P(files_test, descriptor_count_returns_to_its_start_after_errors) {

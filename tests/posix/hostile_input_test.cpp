@@ -173,7 +173,9 @@ FASTENERS_TEST_HELPER(full_descriptor_table) {
 }
 
 // Unprivileged users: a lock file they can neither read nor write, and a directory they cannot
-// search, give permission errors naming the path. Run as uid 65534 even under root.
+// search, give permission errors naming the path. Neither grants anything to anyone, the owner
+// included, so the helper checks them as uid 65534 under root (which passes every permission
+// check) and as the test's own user otherwise.
 TEST_F(hostile_input_test, unreadable_files_and_unsearchable_directories_are_permission_errors) {
   fs::permissions(dir(), fs::perms(0755));
   const fs::path unreadable = dir() / "unreadable";
@@ -182,7 +184,7 @@ TEST_F(hostile_input_test, unreadable_files_and_unsearchable_directories_are_per
   const fs::path closed_dir = dir() / "closed";
   fs::create_directory(closed_dir);
   std::ofstream(closed_dir / "lock").close();
-  fs::permissions(closed_dir, fs::perms(0700));
+  fs::permissions(closed_dir, fs::perms::owner_read | fs::perms::owner_write);  // no search
   EXPECT_EQ(run_helper("unprivileged_permission_errors",
                        {unreadable.string(), (closed_dir / "lock").string()}),
             0)

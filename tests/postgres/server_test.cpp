@@ -20,10 +20,13 @@ namespace fs = std::filesystem;
 using fasteners_test::child_process;
 using fasteners_test::fail;
 
-// Helper "query_unprivileged": drops to an unprivileged user, then asks the server.
+// Helper "query_unprivileged": drops to an unprivileged user, then asks the server. The conninfo
+// is read first: the state file that names the server sits in the build tree, which that user
+// may not reach (a clone in root's home).
 FASTENERS_TEST_HELPER(query_unprivileged) {
+  const std::string info = conninfo();
   if (!fasteners_test::drop_privileges()) return fail(2, "could not run as an unprivileged user");
-  const std::string answer = query("SELECT 6 * 7");
+  const std::string answer = connection(info).query("SELECT 6 * 7");
   if (answer != "42") return fail(3, "the server answered " + answer);
   return 0;
 }

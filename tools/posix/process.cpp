@@ -1,9 +1,10 @@
-// Running the command of `fasteners run` on POSIX: posix_spawnp, a lock descriptor handed down.
+// Running the command of `fasteners run` on POSIX: posix_spawnp or execvp, the lock handed down.
 #include "process.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,16 +22,51 @@ std::system_error os_error(int error, const std::string& what) {
   return std::system_error(std::error_code(error, std::system_category()), "fasteners: " + what);
 }
 
-}  // namespace
-
-bool command_can_inherit_lock() { return true; }
-
-command_process start_command(const command_line& command, std::intptr_t inherited) {
-  const std::vector<std::string>& argv = command.argv;
+// argv for exec: pointers into `argv`, which must outlive them, and a null pointer.
+std::vector<char*> c_arguments(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
   for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
+  return args;
+}
+
+// The file that execvp runs for `program`: `program` itself when it names a path (has a '/'),
+// else the first executable regular file of that name in the directories of PATH (confstr's
+// default path when PATH is unset; an empty entry is the working directory).
+std::string program_path(const std::string& program) {
+  if (program.find('/') != std::string::npos) return program;
+  std::string search;
+  if (const char* path = std::getenv("PATH")) {
+    search = path;
+  } else {
+    search.resize(::confstr(_CS_PATH, nullptr, 0));
+    if (!search.empty()) ::confstr(_CS_PATH, search.data(), search.size());
+    search = search.c_str();
+  }
+  std::size_t begin = 0;
+  for (;;) {
+    const auto end = search.find(':', begin);
+    const std::string dir = search.substr(begin, end == std::string::npos ? end : end - begin);
+    const std::string candidate = (dir.empty() ? "." : dir) + "/" + program;
+    struct stat st {};
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+    if (end == std::string::npos) return program;
+    begin = end + 1;
+  }
+}
+
+}  // namespace
+
+bool command_can_inherit_lock() { return true; }
+
+bool command_can_replace_process() { return true; }
+
+command_process start_command(const command_line& command, std::intptr_t inherited) {
+  const std::vector<std::string>& argv = command.argv;
   // The command gets a copy of the descriptor, made in the new process by dup2 (so without
   // FD_CLOEXEC) at the lowest number free here, so it shares the very open file, and the lock
   // held through it. This process makes and closes no descriptor of the file: closing one would
@@ -64,11 +100,37 @@ command_process start_command(const command_line& command, std::intptr_t inherit
     ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF);
   }
   pid_t pid = 0;
-  const int error = ::posix_spawnp(&pid, args[0], &actions, attributes_used, args.data(), environ);
+  std::vector<char*> args = c_arguments(argv);
+  int error = ::posix_spawnp(&pid, args[0], &actions, attributes_used, args.data(), environ);
+  if (error == ENOEXEC) {
+    // As execvp: a file that the kernel cannot execute (a script without a #! line) is a script
+    // for /bin/sh.
+    std::vector<std::string> shell_argv{"/bin/sh", program_path(argv[0])};
+    shell_argv.insert(shell_argv.end(), argv.begin() + 1, argv.end());
+    args = c_arguments(shell_argv);
+    error = ::posix_spawn(&pid, args[0], &actions, attributes_used, args.data(), environ);
+  }
   if (attributes_used != nullptr) ::posix_spawnattr_destroy(attributes_used);
   ::posix_spawn_file_actions_destroy(&actions);
   if (error != 0) throw os_error(error, "failed to execute '" + argv[0] + "'");
   return pid;
+}
+
+void exec_command(const command_line& command, std::intptr_t inherited) {
+  const std::vector<std::string>& argv = command.argv;
+  if (inherited >= 0) {
+    // The very descriptor stays open, not a copy: closing a descriptor of the file, as exec does
+    // with close-on-exec ones, would drop a classic fcntl lock.
+    const int fd = static_cast<int>(inherited);
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (flags == -1 || ::fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) == -1) {
+      throw os_error(errno, "cannot hand the lock to the command");
+    }
+  }
+  for (const int signal : command.default_signals) ::signal(signal, SIG_DFL);
+  std::vector<char*> args = c_arguments(argv);
+  ::execvp(args[0], args.data());  // Runs a file without a #! line with /bin/sh.
+  throw os_error(errno, "failed to execute '" + argv[0] + "'");
 }
 
 command_status wait_command(command_process process) {

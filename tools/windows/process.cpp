@@ -100,6 +100,14 @@ BOOL WINAPI ignore_interrupts(DWORD event) {
 
 bool command_can_inherit_lock() { return false; }
 
+bool command_can_replace_process() { return false; }
+
+void exec_command(const command_line& command, std::intptr_t) {
+  throw std::system_error(std::make_error_code(std::errc::function_not_supported),
+                          "fasteners: cannot execute '" + command.argv.at(0) +
+                              "' in place of this process: Windows cannot replace a process");
+}
+
 command_process start_command(const command_line& command, std::intptr_t) {
   std::wstring line = command_line_of(command);
   // The standard streams are handed down explicitly, so that they reach the command also when
