@@ -235,10 +235,33 @@ void postgres_object::stop_counting(bool& counted_writer) {
   }
 }
 
+template <class Call>
+bool postgres_object::use_session(use how, Call call, std::unique_ptr<postgres::session>& doomed,
+                                  bool* counted_writer) {
+  postgres::session& s = *session_;
+  use_ = how;
+  bool result = false;
+  std::exception_ptr error;
+  registry_mu.unlock();
+  try {
+    result = call(s);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  registry_mu.lock();
+  use_ = use::idle;
+  if (counted_writer != nullptr) stop_counting(*counted_writer);
+  postgres::the_registry().changed->notify_all();
+  if (error) {
+    if (s.lost()) doomed = drop_session();
+    std::rethrow_exception(error);
+  }
+  return result;
+}
+
 bool postgres_object::acquire(lock_mode mode, deadline until) {
   const platform::cancellation_off no_cancel;
   if (!may_wait(until)) until = try_once;
-  postgres::registry& r = postgres::the_registry();
   std::unique_ptr<postgres::session> doomed;  // Closed after the mutex is let go.
   mutex_lock lock(registry_mu);
   bool counted_writer = false;  // In state_->writers_waiting.
@@ -270,23 +293,8 @@ bool postgres_object::acquire(lock_mode mode, deadline until) {
       // Joining the session's read lock asks the server nothing, so ask whether a writer waits
       // anywhere: if one does, readers here stop joining until the read lock drops, and then
       // queue behind it in the server.
-      use_ = use::brief;
-      postgres::session& s = *session_;
-      bool waiting = false;
-      std::exception_ptr error;
-      registry_mu.unlock();
-      try {
-        waiting = s.writer_waiting(key_);
-      } catch (...) {
-        error = std::current_exception();
-      }
-      registry_mu.lock();
-      use_ = use::idle;
-      r.changed->notify_all();
-      if (error) {
-        if (s.lost()) doomed = drop_session();
-        std::rethrow_exception(error);
-      }
+      const bool waiting = use_session(
+          use::brief, [&](postgres::session& s) { return s.writer_waiting(key_); }, doomed);
       if (waiting && shared_held_ > 0) gate_closed_ = true;
       if (shared_held_ == 0) continue;  // The read lock dropped meanwhile: ask for one.
       admitted = !waiting;
@@ -312,24 +320,9 @@ bool postgres_object::acquire(lock_mode mode, deadline until) {
       ++state_->writers_waiting;
       counted_writer = true;
     }
-    use_ = until == try_once ? use::brief : use::waiting;
-    postgres::session& s = *session_;
-    bool granted = false;
-    std::exception_ptr error;
-    registry_mu.unlock();
-    try {
-      granted = s.lock(key_, mode, until);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    registry_mu.lock();
-    use_ = use::idle;
-    stop_counting(counted_writer);
-    r.changed->notify_all();
-    if (error) {
-      if (s.lost()) doomed = drop_session();
-      std::rethrow_exception(error);
-    }
+    const bool granted = use_session(
+        until == try_once ? use::brief : use::waiting,
+        [&](postgres::session& s) { return s.lock(key_, mode, until); }, doomed, &counted_writer);
     if (granted) record(mode);
     return granted;
   }
@@ -368,22 +361,13 @@ void postgres_object::release(lock_mode mode) {
     shared_held_ = 0;
     gate_closed_ = false;
   }
-  use_ = use::brief;
-  postgres::session& s = *session_;
-  std::exception_ptr error;
-  registry_mu.unlock();
-  try {
-    s.unlock(key_, mode);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  registry_mu.lock();
-  use_ = use::idle;
-  r.changed->notify_all();
-  if (error) {
-    if (s.lost()) doomed = drop_session();
-    std::rethrow_exception(error);
-  }
+  use_session(
+      use::brief,
+      [&](postgres::session& s) {
+        s.unlock(key_, mode);
+        return true;
+      },
+      doomed);
   if (options_.close_on_release && !holds_any()) {
     unbind();
     doomed = std::move(session_);
@@ -398,18 +382,12 @@ bool postgres_object::holds(lock_mode mode) noexcept {
 
 bool postgres_object::session_alive() noexcept {
   const platform::cancellation_off no_cancel;
-  postgres::registry& r = postgres::the_registry();
   mutex_lock lock(registry_mu);
   if (!session_) return false;
   if (use_ != use::idle) return !session_->lost();  // In use: it answered a moment ago.
-  use_ = use::brief;
-  postgres::session& s = *session_;
-  registry_mu.unlock();
-  const bool alive = s.alive();
-  registry_mu.lock();
-  use_ = use::idle;
-  r.changed->notify_all();
-  return alive;
+  std::unique_ptr<postgres::session> doomed;        // alive() never throws: stays empty.
+  return use_session(
+      use::brief, [](postgres::session& s) { return s.alive(); }, doomed);
 }
 
 std::intptr_t postgres_object::native_handle() noexcept {

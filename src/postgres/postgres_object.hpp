@@ -73,6 +73,13 @@ class postgres_object {
   void record(lock_mode mode) FASTENERS_REQUIRES(postgres::registry_mu);
   void forget_holding(lock_mode mode) FASTENERS_REQUIRES(postgres::registry_mu);
   void unbind() FASTENERS_REQUIRES(postgres::registry_mu);
+  // Runs `call(session)` with the session to the calling thread alone (marked `how`) and the
+  // registry mutex let go meanwhile; afterwards ends the writer count `*counted_writer`, if given.
+  // If the call throws and the session is lost, the session moves to `doomed` (to be closed after
+  // the mutex), and the exception goes on.
+  template <class Call>
+  bool use_session(use how, Call call, std::unique_ptr<postgres::session>& doomed,
+                   bool* counted_writer = nullptr) FASTENERS_REQUIRES(postgres::registry_mu);
   // Ends a writer's count in state_->writers_waiting, if `counted_writer`.
   void stop_counting(bool& counted_writer) FASTENERS_REQUIRES(postgres::registry_mu);
 
