@@ -213,9 +213,12 @@ const kernel_wait* inode_state::queued_grant_in_the_way(lock_mode mode) {
   for (const auto& w : pending_) {
     if (!w || !w->wanters.empty()) continue;
     if (w->mode == lock_mode::shared && mode == lock_mode::shared) continue;
-    // Seen from the wait's own handle, nobody else holds the lock: what stood in the way was
-    // the wait's own grant.
-    if (!platform::locked_elsewhere(w->file.get(), mode, platform::region::main)) return w.get();
+    // Seen from the wait's own handle, nobody else holds what the try asked for (a reader asks
+    // for the gate too, which a writer elsewhere may hold while it waits): what stood in the way
+    // was the wait's own grant.
+    const auto asked =
+        mode == lock_mode::shared ? platform::region::main_and_gate : platform::region::main;
+    if (!platform::locked_elsewhere(w->file.get(), mode, asked)) return w.get();
   }
   return nullptr;
 }

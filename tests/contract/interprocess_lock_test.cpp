@@ -197,6 +197,48 @@ TEST_F(interprocess_lock_test, extreme_deadlines_neither_overflow_nor_wait) {
   lock.release();
 }
 
+// Deadlines so far ahead on another clock that they overflow its nanoseconds (the year 2286, the
+// end of `hours`): each wait must last as a wait without limit does, until the holder lets go.
+TEST_F(interprocess_lock_test, far_deadlines_on_other_clocks_wait_until_the_holder_releases) {
+  using std::chrono::system_clock;
+  interprocess_lock lock(lock_path());
+  fasteners::interprocess_reader_writer_lock rw(lock_path());
+  const std::vector<std::pair<const char*, std::function<bool()>>> waits = {
+      {"try_lock_until(system_clock, 10^10 s)",
+       [&] {
+         return lock.try_lock_until(std::chrono::time_point<system_clock, std::chrono::seconds>(
+             std::chrono::seconds(10'000'000'000)));
+       }},
+      {"try_lock_until(system_clock, hours max)",
+       [&] {
+         return lock.try_lock_until(
+             std::chrono::time_point<system_clock, std::chrono::hours>(std::chrono::hours::max()));
+       }},
+      {"try_lock_shared_until(system_clock, 10^10 s)",
+       [&] {
+         return rw.try_lock_shared_until(
+             std::chrono::time_point<system_clock, std::chrono::seconds>(
+                 std::chrono::seconds(10'000'000'000)));
+       }},
+  };
+  for (const auto& [name, wait] : waits) {
+    child_process holder = hold_in_child(kind::lock, lock_path());
+    std::atomic<bool> done{false};
+    bool taken = false;
+    std::thread waiter([&, wait = wait] {
+      taken = wait();
+      done = true;
+    });
+    std::this_thread::sleep_for(k_quiet);
+    EXPECT_FALSE(done) << name << " gave up while the lock was held";
+    EXPECT_EQ(holder.finish(), 0);
+    waiter.join();
+    EXPECT_TRUE(taken) << name;
+    if (lock.acquired()) lock.unlock();
+    if (rw.read_acquired()) rw.unlock_shared();
+  }
+}
+
 TEST_F(interprocess_lock_test, timed_acquire_succeeds_when_the_holder_releases_in_time) {
   interprocess_lock holder(lock_path());
   interprocess_lock other(lock_path());

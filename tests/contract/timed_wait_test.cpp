@@ -2,6 +2,7 @@
 // wait, many waits at once).
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -101,6 +102,52 @@ TEST_F(timed_wait_test, a_release_racing_the_deadline_gives_a_truthful_answer) {
     if (probe.acquired()) probe.unlock();
     if (taken) waiter.unlock();
   }
+}
+
+// A timed wait that gave up stays queued in the kernel, and its grant, which nobody wants, is
+// released as soon as it comes, also when the object keeps the file open (keep_open), so that
+// closing the file does not release it anyway.
+TEST_F(timed_wait_test, an_abandoned_grant_is_released_while_the_object_keeps_the_file_open) {
+  fasteners::lock_options keep;
+  keep.keep_open = true;
+  for (const kind k : {kind::lock, kind::read}) {
+    child_process holder = hold_in_child(kind::write, lock_path());
+    kind_lock waiter(k, lock_path(), keep);
+    EXPECT_FALSE(waiter.acquire(true, std::chrono::duration<double>(0.02)));
+    holder.kill();
+    EXPECT_EQ(holder.wait(), k_killed);
+    // The grant goes to the abandoned wait, which lets go of it at once: another process gets
+    // the lock soon, while `waiter` lives on with its file open.
+    const auto until = steady::now() + k_long;
+    int code = k_busy;
+    while ((code = try_in_child(kind::write, lock_path())) == k_busy && steady::now() < until) {
+      std::this_thread::sleep_for(20ms);
+    }
+    EXPECT_EQ(code, k_acquired) << to_string(k) << ": the abandoned grant is still held";
+    EXPECT_FALSE(waiter.held());
+  }
+}
+
+// A try is one try, also beside a write wait of this process that gave up and is still queued,
+// while a reader of another process holds the lock and a writer of a third waits at the gate: the
+// try finds the lock taken by them, not by a grant to the abandoned wait.
+TEST_F(timed_wait_test, a_try_beside_an_abandoned_wait_and_a_waiting_writer_is_one_try) {
+  child_process reader = hold_in_child(kind::read, lock_path());
+  fasteners::interprocess_reader_writer_lock rw(lock_path());
+  EXPECT_FALSE(rw.try_lock_for(20ms));
+  child_process writer = spawn_helper("hold", {"write", arg_of(lock_path())});
+  ASSERT_TRUE(wait_for_waiting_writer(lock_path()));
+  for (int i = 0; i < 3; ++i) {
+    const auto start = steady::now();
+    EXPECT_FALSE(rw.try_lock_shared());
+    EXPECT_LT(seconds_since(start), 0.5) << "try_lock_shared() waited";
+    const auto write_start = steady::now();
+    EXPECT_FALSE(rw.try_lock());
+    EXPECT_LT(seconds_since(write_start), 0.5) << "try_lock() waited";
+  }
+  EXPECT_EQ(reader.finish(), 0);
+  EXPECT_EQ(writer.read_line(), std::optional<std::string>("held"));
+  EXPECT_EQ(writer.finish(), 0);
 }
 
 }  // namespace

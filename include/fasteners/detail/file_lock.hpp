@@ -69,9 +69,17 @@ bool acquire_until_on_clock(Core& core, lock_mode mode,
   if constexpr (std::is_same_v<Clock, steady_clock>) {
     return core.acquire_until(mode, saturated(t));
   } else {
-    // Another clock may jump: wait in slices measured on the steady clock, re-checking it.
+    // Another clock may jump: wait in slices measured on the steady clock, re-checking it. The
+    // distance to `t` is taken in floating-point seconds first, since `t - now` overflows in the
+    // clock's own units for a `t` far ahead (the year 2286 in nanoseconds); near `t` it is exact.
+    using seconds = std::chrono::duration<double>;
     for (;;) {
       const auto now = Clock::now();
+      const seconds far = seconds(t.time_since_epoch()) - seconds(now.time_since_epoch());
+      if (far > seconds(1)) {
+        if (core.acquire_until(mode, deadline_after(far))) return true;
+        continue;
+      }
       if (t <= now) return core.acquire_until(mode, steady_clock::time_point::min());
       if (core.acquire_until(mode, deadline_after(t - now))) return true;
     }
