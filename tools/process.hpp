@@ -67,7 +67,4 @@ command_status wait_command(command_process process);
 // written.
 command_line shell_command(const std::string& command);
 
-// A short description of a signal ("Terminated"), for messages.
-std::string signal_description(int signal);
-
 }  // namespace fasteners::tool

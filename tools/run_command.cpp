@@ -20,6 +20,7 @@
 #include "postgres.hpp"
 #include "process.hpp"
 #include "system.hpp"
+#include "verbose_report.hpp"
 
 namespace fasteners::tool {
 namespace {
@@ -50,6 +51,18 @@ COMMAND too) meanwhile; if fasteners is killed, the lock is released. There -c r
 and the exit status is COMMAND's exit code as it is.
 
 Long options may be abbreviated to any unambiguous beginning (--nonb, --time 5).
+-w reads SECONDS as strtod does (2.5, 1e-3, 0x10); a value below the smallest
+double (1e-400) is 0, one over 10^9 seconds (31 years; inf too) waits without limit;
+an empty, negative or non-numeric one (nan included) is bad usage.
+
+With -v, as flock(1), on stdout: "NAME: getting lock took S seconds" and "NAME:
+executing PROGRAM", written when fasteners ends if stdout is not a terminal (after
+COMMAND's output; with -F never); on stderr: "NAME: failed to get lock" or "NAME:
+timeout while waiting to get lock". NAME is the name fasteners was invoked by.
+When it waits, it also says on stderr whom it waits for.
+
+Invoked through a link named flock, fasteners is 'fasteners run --flock', with
+flock(1)'s help and version. To make one: ln -s /usr/bin/fasteners ~/bin/flock
 
 Exit status: that of COMMAND (128+N if signal N killed it); the conflict exit code
 (-E, default 1) when -n or -w could not get the lock; 0 when a lock on FD was taken
@@ -84,21 +97,29 @@ bool is_shell_command_option(const std::string& arg) {
          (arg.size() > 2 && arg.rfind("-c", 0) == 0);
 }
 
-// -w: seconds, fractions allowed, 0 means one try. Returns nothing when waiting is unlimited.
+// The longest wait -w counts: longer ones (infinity included) never end, so they wait without
+// limit.
+constexpr double longest_timeout = 1e9;
+
+// -w: seconds as strtod (and so flock(1)) reads them: decimal or hexadecimal, fractions and
+// exponents allowed; 0 or more, 0 meaning one try. A value too small for a double (1e-400, -0) is
+// 0; one over longest_timeout is no limit: returns nothing then, as when -w is not given. Throws
+// usage_error saying what is wrong with any other.
 std::optional<seconds> parse_timeout(const std::optional<std::string>& given) {
   if (!given) return std::nullopt;
   const std::string& text = *given;
-  const auto bad = [&] {
-    return usage_error("run", "invalid timeout '" + text +
-                                  "': expected a number of seconds, 0 or more (fractions allowed)");
+  const auto bad = [&](const char* why) {
+    return usage_error("run", "invalid timeout '" + text + "': " + why +
+                                  "; expected a number of seconds, 0 or more (fractions allowed)");
   };
+  if (text.empty()) throw bad("it is empty");
   char* end = nullptr;
   errno = 0;
-  const double value = std::strtod(text.c_str(), &end);
-  if (end == text.c_str() || *end != '\0' || errno == ERANGE || !std::isfinite(value) ||
-      value < 0) {
-    throw bad();
-  }
+  double value = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0' || std::isnan(value)) throw bad("not a number");
+  if (errno == ERANGE && std::fabs(value) < 1) value = 0;  // Below the smallest double.
+  if (value < 0) throw bad("it is negative");
+  if (value > longest_timeout) return std::nullopt;
   return seconds(value);
 }
 
@@ -180,15 +201,6 @@ void check_directory(const fs::path& path) {
   }
 }
 
-std::string join(const std::vector<std::string>& words) {
-  std::string out;
-  for (const auto& word : words) {
-    if (!out.empty()) out += ' ';
-    out += word;
-  }
-  return out;
-}
-
 // Whether `holder`'s lock keeps us from taking ours.
 bool conflicts(const run_options& o, const lock_holder& holder) {
   const bool fcntl = holder.mechanism == lock_mechanism::fcntl_ofd ||
@@ -251,59 +263,29 @@ std::string describe_holders(const run_options& o, const fs::path& path) {
   return out.empty() ? "held by another process" : out;
 }
 
-std::string format_seconds(seconds s) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%.6f", s.count());
-  // "0.500000" -> "0.5", "2.000000" -> "2".
-  std::string text = buffer;
-  while (text.back() == '0') text.pop_back();
-  if (text.back() == '.') text.pop_back();
-  return text;
-}
-
 // What `fasteners run` locks, for messages and the holder lookup of -v.
 struct lock_target {
   std::string name;       // "'/tmp/job.lock'", or "descriptor 9 ('/tmp/job.lock')".
   fs::path holders_path;  // What holders() is asked about.
 };
 
+// Whether -n or -w 0 asks for one try only.
+bool one_try(const run_options& o, const std::optional<seconds>& timeout) {
+  return o.nonblocking || (timeout && timeout->count() == 0);
+}
+
 // Takes `lock` as -n, -w and -v say; returns whether it did. Throws tool_error with flock(1)'s
 // exit status when the file cannot be opened or locked.
 bool take(lock_backend& lock, const run_options& o, const std::optional<seconds>& timeout,
           const lock_target& target) {
-  const char* const mode = o.shared ? "shared" : "exclusive";
-  const auto start = std::chrono::steady_clock::now();
-  const auto elapsed = [&] { return seconds(std::chrono::steady_clock::now() - start); };
+  const std::string what =
+      std::string("the ") + (o.shared ? "shared" : "exclusive") + " lock on " + target.name;
   try {
-    bool taken = lock.try_acquire();
-    const bool one_try = o.nonblocking || (timeout && timeout->count() == 0);
-    if (!taken && !one_try) {
-      if (o.verbose) {
-        std::cerr << "fasteners: waiting for the " << mode << " lock on " << target.name
-                  << (timeout ? " (at most " + format_seconds(*timeout) + " seconds)" : "") << ": "
-                  << describe_holders(o, target.holders_path) << std::endl;
-      }
-      std::optional<seconds> left;
-      if (timeout) left = std::max(seconds(0), *timeout - elapsed());
-      taken = lock.acquire(left);
-    }
-    if (!taken) {
-      if (o.verbose) {
-        std::cerr << "fasteners: " << (one_try ? "failed to get" : "timed out waiting for")
-                  << " the " << mode << " lock on " << target.name << " after "
-                  << format_seconds(elapsed())
-                  << " seconds: " << describe_holders(o, target.holders_path) << std::endl;
-      }
-      return false;
-    }
+    return take_and_report(lock, one_try(o, timeout), timeout, {o.verbose, o.program_name}, what,
+                           [&] { return describe_holders(o, target.holders_path); });
   } catch (const std::system_error& e) {
     throw tool_error(exit_code_for(e), e.what());
   }
-  if (o.verbose) {
-    std::cerr << "fasteners: getting the " << mode << " lock took " << format_seconds(elapsed())
-              << " seconds" << std::endl;
-  }
-  return true;
 }
 
 // Keeps the lock object alive, without releasing it, until the process exits: releasing would
@@ -361,10 +343,8 @@ std::string database_error(const std::exception& e, const std::string& conninfo)
   return message;
 }
 
-// `fasteners run --postgres CONNINFO NAME COMMAND...`: the same steps as for a file, with a
-// session of this process holding the lock until COMMAND ends.
-int run_postgres(const run_options& o, const std::optional<seconds>& timeout,
-                 int conflict_exit_code) {
+// Refuses what --postgres cannot do, before anything is asked of the database.
+void check_postgres_usage(const run_options& o) {
   if (o.use_flock) {
     throw usage_error("run",
                       "--flock cannot be used with --postgres: --flock takes a flock(2) lock on a "
@@ -376,62 +356,26 @@ int run_postgres(const run_options& o, const std::optional<seconds>& timeout,
                                  "database session of this process, which ends with it");
   }
   if (o.command.empty() && !o.shell_command) {
-    throw usage_error("run", std::string("no command given: fasteners run --postgres CONNINFO "
-                                         "[OPTIONS] NAME COMMAND [ARGS...]") +
+    throw usage_error("run", "no command given: " + o.command_name +
+                                 " --postgres CONNINFO [OPTIONS] NAME COMMAND [ARGS...]" +
                                  (descriptor_number(o.lock_file)
                                       ? "; the descriptor form (FD without a command) cannot be "
                                         "used with --postgres"
                                       : ""));
   }
+  if (o.lock_file.empty()) {
+    throw usage_error("run", "the lock name given with --postgres is empty");
+  }
   if (!postgres_supported()) {
     throw tool_error(exit_unavailable, postgres_unsupported_message("run"));
   }
-  const std::string& conninfo = *o.postgres;
-  check_conninfo("run", conninfo);
-  const std::string& name = o.lock_file;
-  if (name.empty()) throw usage_error("run", "the lock name given with --postgres is empty");
-  command_line command =
-      o.shell_command ? shell_command(*o.shell_command) : command_line{o.command};
-  const std::string what =
-      std::string("the ") + (o.shared ? "shared" : "exclusive") + " PostgreSQL lock '" + name + "'";
+  check_conninfo("run", *o.postgres);
+}
 
-  const auto start = std::chrono::steady_clock::now();
-  const auto elapsed = [&] { return seconds(std::chrono::steady_clock::now() - start); };
-  std::unique_ptr<postgres_run_lock> lock;
-  try {
-    lock = make_postgres_run_lock(conninfo, name, o.shared);
-    bool taken = lock->try_acquire();
-    const bool one_try = o.nonblocking || (timeout && timeout->count() == 0);
-    if (!taken && !one_try) {
-      if (o.verbose) {
-        std::cerr << "fasteners: waiting for " << what
-                  << (timeout ? " (at most " + format_seconds(*timeout) + " seconds)" : "") << ": "
-                  << describe_postgres_holders(o.shared, conninfo, name) << std::endl;
-      }
-      std::optional<seconds> left;
-      if (timeout) left = std::max(seconds(0), *timeout - elapsed());
-      taken = lock->acquire(left);
-    }
-    if (!taken) {
-      if (o.verbose) {
-        std::cerr << "fasteners: " << (one_try ? "failed to get " : "timed out waiting for ")
-                  << what << " after " << format_seconds(elapsed())
-                  << " seconds: " << describe_postgres_holders(o.shared, conninfo, name)
-                  << std::endl;
-      }
-      return conflict_exit_code;
-    }
-  } catch (const std::system_error& e) {
-    throw tool_error(exit_unavailable, database_error(e, conninfo));
-  } catch (const std::invalid_argument& e) {
-    throw usage_error("run", scrub(e.what(), conninfo));
-  }
-  if (o.verbose) {
-    std::cerr << "fasteners: getting " << what << " took " << format_seconds(elapsed())
-              << " seconds" << std::endl;
-    std::cerr << "fasteners: executing " << join(command.argv) << std::endl;
-  }
-
+// Runs `command` while this process's session holds `lock`, then releases it; returns the
+// command's exit status.
+int run_holding(postgres_run_lock& lock, command_line command, const std::string& what,
+                const std::string& conninfo) {
   command_status status;
   {
     const interrupts_ignored ignored;
@@ -444,22 +388,42 @@ int run_postgres(const run_options& o, const std::optional<seconds>& timeout,
     }
     status = wait_command(process);
   }
-  if (o.verbose) {
-    if (status.signal != 0) {
-      std::cerr << "fasteners: the command was killed by signal " << status.signal << " ("
-                << signal_description(status.signal) << ")" << std::endl;
-    } else {
-      std::cerr << "fasteners: the command exited with status " << status.exit_code << std::endl;
-    }
-  }
   try {
-    lock->release();
+    lock.release();
   } catch (const std::system_error& e) {
     // The command has run; its status stays the exit status.
     std::cerr << "fasteners: warning: " << what
               << " was lost while the command ran: " << scrub(e.what(), conninfo) << std::endl;
   }
   return status.exit_code;
+}
+
+// `fasteners run --postgres CONNINFO NAME COMMAND...`: the same steps as for a file, with a
+// session of this process holding the lock until COMMAND ends.
+int run_postgres(const run_options& o, const std::optional<seconds>& timeout,
+                 int conflict_exit_code) {
+  check_postgres_usage(o);
+  const std::string& conninfo = *o.postgres;
+  const std::string& name = o.lock_file;
+  const command_line command =
+      o.shell_command ? shell_command(*o.shell_command) : command_line{o.command};
+  const std::string what =
+      std::string("the ") + (o.shared ? "shared" : "exclusive") + " PostgreSQL lock '" + name + "'";
+  const verbose_report report{o.verbose, o.program_name};
+  std::unique_ptr<postgres_run_lock> lock;
+  try {
+    lock = make_postgres_run_lock(conninfo, name, o.shared);
+    if (!take_and_report(*lock, one_try(o, timeout), timeout, report, what,
+                         [&] { return describe_postgres_holders(o.shared, conninfo, name); })) {
+      return conflict_exit_code;
+    }
+  } catch (const std::system_error& e) {
+    throw tool_error(exit_unavailable, database_error(e, conninfo));
+  } catch (const std::invalid_argument& e) {
+    throw usage_error("run", scrub(e.what(), conninfo));
+  }
+  report.executing(command.argv[0]);
+  return run_holding(*lock, command, what, conninfo);
 }
 
 // `fasteners run [OPTIONS] FD`: takes (or with -u releases) the lock on the open file of
@@ -479,25 +443,26 @@ int run_descriptor(const run_options& o, int fd, const std::optional<seconds>& t
   }
   const std::string name = descriptor_name(fd);
   if (o.unlock) {
+    // As flock(1), -v tells how long the unlock call took.
+    const auto start = std::chrono::steady_clock::now();
     try {
       unlock_descriptor(fd, o.use_flock);
     } catch (const std::system_error& e) {
       throw tool_error(exit_code_for(e), e.what());
     }
-    if (o.verbose) std::cerr << "fasteners: released the lock on " << name << std::endl;
+    verbose_report(o.verbose, o.program_name).took(std::chrono::steady_clock::now() - start);
     return 0;
   }
   const auto lock = make_descriptor_lock(fd, o.shared, o.use_flock);
   return take(*lock, o, timeout, {name, descriptor_path(fd)}) ? 0 : conflict_exit_code;
 }
 
-// `fasteners run [OPTIONS] LOCKFILE COMMAND...`: takes the lock, runs COMMAND (or, with -F,
-// becomes it) and returns its exit status, or the conflict exit code.
-int run_file(const run_options& o, const std::optional<seconds>& timeout, int conflict_exit_code) {
+// Refuses what `fasteners run LOCKFILE COMMAND` cannot do here, before the file is opened.
+void check_file_usage(const run_options& o) {
   if (o.unlock) {
     throw usage_error("run",
-                      "-u releases the lock held through a descriptor that the shell opened: "
-                      "fasteners run -u FD, without a command");
+                      "-u releases the lock held through a descriptor that the shell opened: " +
+                          o.command_name + " -u FD, without a command");
   }
   if (o.use_flock && !flock_supported()) {
     throw usage_error("run", "--flock is not available on " + system_name() +
@@ -509,6 +474,12 @@ int run_file(const run_options& o, const std::optional<seconds>& timeout, int co
                                  ", where no program can replace a process; without it fasteners "
                                  "holds the lock until the command ends");
   }
+}
+
+// `fasteners run [OPTIONS] LOCKFILE COMMAND...`: takes the lock, runs COMMAND (or, with -F,
+// becomes it) and returns its exit status, or the conflict exit code.
+int run_file(const run_options& o, const std::optional<seconds>& timeout, int conflict_exit_code) {
+  check_file_usage(o);
   const fs::path path = path_from_utf8(o.lock_file);
   check_directory(path);
   const command_line command =
@@ -519,30 +490,15 @@ int run_file(const run_options& o, const std::optional<seconds>& timeout, int co
 
   auto lock = o.use_flock ? make_flock_lock(path, o.shared) : make_library_lock(path, o.shared);
   if (!take(*lock, o, timeout, {"'" + utf8_of(path) + "'", path})) return conflict_exit_code;
-  if (o.verbose) std::cerr << "fasteners: executing " << join(command.argv) << std::endl;
-
-  if (o.no_fork) {
-    try {
-      exec_command(command, lock->native_handle());
-    } catch (const std::system_error& e) {
-      throw tool_error(exec_exit_code(e), e.what());
-    }
-  }
+  verbose_report(o.verbose, o.program_name).executing(command.argv[0]);
   command_process process{};
   try {
+    if (o.no_fork) exec_command(command, lock->native_handle());
     process = start_command(command, hand_down ? lock->native_handle() : -1);
   } catch (const std::system_error& e) {
     throw tool_error(exec_exit_code(e), e.what());
   }
-  const auto status = wait_command(process);
-  if (o.verbose) {
-    if (status.signal != 0) {
-      std::cerr << "fasteners: the command was killed by signal " << status.signal << " ("
-                << signal_description(status.signal) << ")" << std::endl;
-    } else {
-      std::cerr << "fasteners: the command exited with status " << status.exit_code << std::endl;
-    }
-  }
+  const command_status status = wait_command(process);
   if (hand_down) keep_until_exit(std::move(lock));
   return status.exit_code;
 }
@@ -578,7 +534,8 @@ CLI::App* add_run_command(CLI::App& app, run_options& o) {
   run->add_flag("-n,--nb,--nonblock,--nonblocking", o.nonblocking,
                 "Fail rather than wait if the lock is taken (exit status: see -E)");
   run->add_option("-w,--wait,--timeout", o.timeout,
-                  "Wait at most SECONDS (fractions allowed; 0: one try), then fail (see -E)")
+                  "Wait at most SECONDS (fractions allowed; 0: one try; over 10^9: no limit), then "
+                  "fail (see -E)")
       ->type_name("SECONDS")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   run->add_option("-E,--conflict-exit-code", o.conflict_exit_code,
@@ -600,7 +557,8 @@ CLI::App* add_run_command(CLI::App& app, run_options& o) {
                 "Use flock(2) locks, shared with flock(1), not fcntl ones (python-fasteners'); "
                 "locks directories too; not on Windows");
   run->add_flag("-v,--verbose", o.verbose,
-                "Say on stderr whether and for whom it waits, and how long it took");
+                "As flock(1): say on stdout how long getting the lock took and which command "
+                "runs, on stderr that the lock was not had; and on stderr whom it waits for");
   run->add_option("-c,--command", o.shell_command,
                   "Run this with $SHELL -c (/bin/sh if unset; on Windows %COMSPEC% /d /s /c) "
                   "instead of COMMAND")
@@ -686,9 +644,9 @@ int run(const run_options& o) {
     if (const auto fd = descriptor_number(o.lock_file)) {
       return run_descriptor(o, *fd, timeout, conflict_exit_code);
     }
-    throw usage_error("run",
-                      "no command given: fasteners run [OPTIONS] LOCKFILE COMMAND [ARGS...], or "
-                      "fasteners run [OPTIONS] FD to lock a descriptor the shell opened");
+    throw usage_error("run", "no command given: " + o.command_name +
+                                 " [OPTIONS] LOCKFILE COMMAND [ARGS...], or " + o.command_name +
+                                 " [OPTIONS] FD to lock a descriptor the shell opened");
   }
   return run_file(o, timeout, conflict_exit_code);
 }

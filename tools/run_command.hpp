@@ -25,6 +25,10 @@ struct run_options {
   bool verbose = false;
   std::optional<std::string> shell_command;  // -c
   std::vector<std::string> command;
+  // The name this program was invoked by, which the lines of -v begin with (as flock(1)'s).
+  std::string program_name = "fasteners";
+  // How usage messages spell this command: "fasteners run", or "flock" through a link so named.
+  std::string command_name = "fasteners run";
 };
 
 // Adds the `run` subcommand to `app`; what it parses lands in `options`.

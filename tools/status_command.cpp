@@ -85,9 +85,8 @@ std::string range_of(const lock_holder& h) {
          (h.last_byte ? std::to_string(*h.last_byte) : std::string("EOF"));
 }
 
-// Command lines may hold any bytes: control characters are shown escaped, long ones cut.
+// Text that may hold any bytes (paths, command lines), with control characters shown escaped.
 std::string printable(const std::string& text) {
-  constexpr std::size_t most = 200;
   std::string out;
   for (const char c : text) {
     if (c == '\n') {
@@ -100,6 +99,14 @@ std::string printable(const std::string& text) {
       out += c;
     }
   }
+  return out;
+}
+
+// A command line for the COMMAND column of the table: printable(), cut after 200 bytes. Only
+// there: paths, and JSON, are always whole.
+std::string table_command(const std::string& text) {
+  constexpr std::size_t most = 200;
+  std::string out = printable(text);
   if (out.size() > most) out = out.substr(0, most) + "...";
   return out;
 }
@@ -132,7 +139,7 @@ void print_text(const fs::path& path, bool exists, lock_state state,
       continue;
     }
     row r{h.pid > 0 ? std::to_string(h.pid) : "?", lock_description(h),
-          std::string(to_string(h.mechanism)), printable(h.command)};
+          std::string(to_string(h.mechanism)), table_command(h.command)};
     if (h.since) r.command += " [since " + format_time(*h.since) + "]";
     if (!h.inspectable) r.command += "[a process this user cannot see]";
     rows.push_back(std::move(r));
@@ -205,7 +212,7 @@ void print_postgres_text(const std::string& name, lock_state state,
       {"PID", "HOST", "LOCK", "SESSION", "CLIENT", "APPLICATION"}};
   for (const auto& h : holders) {
     const bool ours = h.client_pid > 0;  // A session of this library, by its application_name.
-    std::string application = printable(ours ? h.program : h.application_name);
+    std::string application = table_command(ours ? h.program : h.application_name);
     if (!h.since.empty()) application += " [since " + h.since + "]";
     rows.push_back({ours ? std::to_string(h.client_pid) : "?",
                     ours && !h.client_host.empty() ? printable(h.client_host) : "?",
@@ -254,13 +261,13 @@ void print_postgres_json(const std::string& name, const postgres_lock_state& fou
 
 // `fasteners status --postgres CONNINFO NAME`.
 int status_postgres(const status_options& o) {
+  if (o.lock_file.empty()) {
+    throw usage_error("status", "the lock name given with --postgres is empty");
+  }
   if (!postgres_supported()) {
     throw tool_error(exit_unavailable, postgres_unsupported_message("status"));
   }
   check_conninfo("status", *o.postgres);
-  if (o.lock_file.empty()) {
-    throw usage_error("status", "the lock name given with --postgres is empty");
-  }
   const auto found = postgres_holders("status", *o.postgres, o.lock_file);
   const auto state = state_of(found.holders);
   if (o.json) {
@@ -295,6 +302,8 @@ CLI::App* add_status_command(CLI::App& app, status_options& o) {
 
 int status(const status_options& o) {
   if (o.postgres) return status_postgres(o);
+  // An empty path names no file (the system would say ENOENT, and so "free").
+  if (o.lock_file.empty()) throw usage_error("status", "the lock file path is empty");
   const fs::path path = path_from_utf8(o.lock_file);
   std::error_code ec;
   const auto st = fs::status(path, ec);

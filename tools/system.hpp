@@ -13,6 +13,22 @@ namespace fasteners::tool {
 // `argv` as it is.
 std::vector<std::string> arguments(int argc, char** argv);
 
+// The name this program was invoked by, as glibc's program_invocation_short_name has it: argv[0]
+// after its last '/' (on Windows also '\\', and without ".exe"); "fasteners" when there is none.
+inline std::string program_name(int argc, char** argv) {
+  std::string name = argc > 0 && argv[0] != nullptr ? argv[0] : "";
+#if defined(_WIN32)
+  name.erase(0, name.find_last_of("/\\") + 1);
+  if (name.size() > 4 && (name.compare(name.size() - 4, 4, ".exe") == 0 ||
+                          name.compare(name.size() - 4, 4, ".EXE") == 0)) {
+    name.resize(name.size() - 4);
+  }
+#else
+  name.erase(0, name.find_last_of('/') + 1);
+#endif
+  return name.empty() ? "fasteners" : name;
+}
+
 // The system's name for messages: "Windows", or uname(2)'s ("Linux", "Darwin").
 std::string system_name();
 

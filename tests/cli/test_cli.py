@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -189,10 +190,11 @@ def flock_try(path, *options):
 class Process:
     """A running program whose stdout and stderr lines are collected as they come."""
 
-    def __init__(self, argv, env=None):
+    def __init__(self, argv, env=None, executable=None, cwd=None):
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
+                                     stderr=subprocess.PIPE, env=env, executable=executable,
+                                     cwd=cwd)
         self.pid = self.proc.pid
         self.lines = {"out": queue.Queue(), "err": queue.Queue()}
         self.seen = {"out": [], "err": []}
@@ -252,6 +254,17 @@ def alive(pid):
     except ProcessLookupError:
         return False
     return True
+
+
+def without_timings(text):
+    """`text` with the time of flock(1)'s "getting lock took S seconds" lines as "<n>", as
+    util-linux's own tests write it."""
+    return re.sub(r"took \d+\.\d+ seconds", "took <n> seconds", text)
+
+
+def took_and_executing(name, program):
+    """The lines that flock(1) -v writes on stdout once it has the lock and runs `program`."""
+    return "%s: getting lock took <n> seconds\n%s: executing %s\n" % (name, name, program)
 
 
 def wait_until(condition, what, timeout=WAIT):
@@ -373,11 +386,59 @@ class usage(CliTest):
         self.assertFalse(os.path.exists(self.lock))
 
     def test_bad_timeout(self):
-        for value in ("abc", "-1", "-0.5", "inf", "nan", "", "1s", "1e999"):
+        # Each says what is wrong with the value.
+        for value, why in (("abc", "not a number"), ("1s", "not a number"), ("", "empty"),
+                           ("nan", "not a number"), ("-nan", "not a number"),
+                           ("-1", "negative"), ("-0.5", "negative"), ("-inf", "negative"),
+                           ("-1e400", "negative")):
             result = run("run", "-w", value, self.lock, "true")
-            self.assert_one_line_error(result, 64, "timeout")
+            self.assert_one_line_error(result, 64, "timeout '%s'" % value, why)
         self.assert_one_line_error(run("run", "--timeout=x", self.lock, "true"), 64, "timeout")
         self.assertFalse(os.path.exists(self.lock))
+
+    def test_timeout_too_small_to_count_is_zero(self):
+        # 1e-400 is below the smallest double: one try, as -w 0 (and as flock(1) takes it).
+        holder = self.start([FASTENERS, "run", self.lock, "sh", "-c", HOLD])
+        self.stray_pids.append(holder.locked_pid())
+        for value in ("1e-400", "-0", "0.0", "-1e-400", "1e-320", "0x0p0"):
+            result, took = run_timed("run", "-w", value, "-E", "7", self.lock, "true")
+            self.assertEqual(result.returncode, 7, (value, result.stderr))
+            self.assertLess(took, WAIT / 3)
+        holder.release()
+        for value in ("1e-400", "-0"):
+            result = run("run", "-w", value, self.lock, "echo", "ran")
+            self.assertEqual((result.returncode, result.stdout), (0, "ran\n"), result.stderr)
+
+    def test_timeout_in_hexadecimal(self):
+        # As strtod reads it, and so flock(1): 0x0.8 is half a second.
+        self.stray_pids.append(
+            self.start([FASTENERS, "run", self.lock, "sh", "-c", HOLD]).locked_pid())
+        result, took = run_timed("run", "-w", "0x0.8", "-E", "5", self.lock, "true")
+        self.assertEqual(result.returncode, 5, result.stderr)
+        self.assertGreaterEqual(took, 0.45)
+        self.assertLess(took, WAIT / 3)
+
+    def test_timeout_too_large_to_count_waits_without_limit(self):
+        # A wait longer than 10^9 seconds (31 years) never ends: it is a wait without limit.
+        for value in ("1e400", "inf", "INFINITY", "1e308", "2e9"):
+            holder = self.start([FASTENERS, "run", self.lock, "sh", "-c", HOLD])
+            self.stray_pids.append(holder.locked_pid())
+            waiter = self.start([FASTENERS, "run", "-v", "-w", value, self.lock, "echo", "got"])
+            line = waiter.expect("waiting for the exclusive lock", "err")
+            self.assertNotIn("at most", line)
+            self.assertEqual(holder.release(), 0)
+            self.assertEqual(waiter.wait(), 0, value)
+            waiter.expect("got")
+
+    def test_empty_operands(self):
+        self.assert_one_line_error(run("status", ""), 64, "path", "empty")
+        self.assert_one_line_error(run("status", "--json", ""), 64, "path", "empty")
+        # flock(1)'s exit status for a lock file that cannot be opened.
+        self.assert_one_line_error(run("run", "", "true"), 66, "path", "empty")
+        for args in (["run", "--postgres", "host=/nonexistent port=1", "", "true"],
+                     ["status", "--postgres", "host=/nonexistent port=1", ""],
+                     ["status", "--postgres", "", "--json", ""]):
+            self.assert_one_line_error(run(*args), 64, "name", "--postgres", "empty")
 
     def test_bad_conflict_exit_code(self):
         for value in ("256", "-1", "abc", "1.5", ""):
@@ -620,29 +681,54 @@ class run_(CliTest):
         waiter.expect("got it")
 
     def test_verbose(self):
+        # flock(1)'s lines, where flock(1) writes them: on stdout, through its buffer (so after
+        # the command's output when stdout is a pipe), named by the program.
+        result = run("run", "-v", self.lock, "echo", "ran")
+        self.assertEqual((result.returncode, without_timings(result.stdout), result.stderr),
+                         (0, "ran\n" + took_and_executing("fasteners", "echo"), ""))
+        result = run("run", "--verbose", self.lock, "-c", "exit 3",
+                     env={k: v for k, v in os.environ.items() if k != "SHELL"})
+        self.assertEqual((result.returncode, without_timings(result.stdout), result.stderr),
+                         (3, took_and_executing("fasteners", "/bin/sh"), ""))
+        result = run("run", "--verbose", self.lock, "sh", "-c", "kill $$")
+        self.assertEqual((result.returncode, result.stderr), (128 + signal.SIGTERM, ""))
         holder, child = self.hold()
-        result = run("run", "-v", "-n", self.lock, "true")
-        self.assertEqual(result.returncode, 1)
-        self.assertIn("failed to get", result.stderr)
-        self.assertIn("pid %d" % holder.pid, result.stderr)
+        # Nothing more than flock(1) says when it did not wait.
+        for options in (["-n"], ["-w", "0"], ["--nb", "-E", "7"]):
+            result = run("run", "-v", *options, self.lock, "true")
+            self.assertEqual((result.returncode, result.stdout, result.stderr),
+                             (7 if "7" in options else 1, "", "fasteners: failed to get lock\n"))
+        # When it waits, it says on stderr whom for.
+        result = run("run", "-v", "-w", "0.2", self.lock, "true")
+        self.assertEqual((result.returncode, result.stdout), (1, ""), result.stderr)
+        waiting, timed_out = result.stderr.splitlines()
+        self.assertTrue(waiting.startswith("fasteners: waiting for the exclusive lock on '%s' "
+                                           "(at most 0.2 seconds): held exclusive by pid %d"
+                                           % (self.lock, holder.pid)), waiting)
+        self.assertIn("sh -c " + HOLD, waiting)  # The holder's command line.
         if MECHANISM == "fcntl_ofd":
-            self.assertIn("pid %d" % child, result.stderr)  # It shares the lock.
-        result = run("run", "-v", "--verbose", "-w", "0.2", self.lock, "true")
-        self.assertEqual(result.returncode, 1)
-        self.assertIn("timed out", result.stderr)
-        self.assertIn("sh -c " + HOLD, result.stderr)  # The holder's command line.
+            self.assertIn("pid %d" % child, waiting)  # It shares the lock.
+        self.assertEqual(timed_out, "fasteners: timeout while waiting to get lock")
         waiter = self.start([FASTENERS, "run", "-v", self.lock, "sh", "-c", "exit 4"])
         line = waiter.expect("waiting for the exclusive lock", "err")
         self.assertIn("held exclusive by pid %d" % holder.pid, line)
         holder.release()
         self.assertEqual(waiter.wait(), 4)
-        waiter.expect("took", "err")
-        waiter.expect("executing sh -c exit 4", "err")
-        waiter.expect("exited with status 4", "err")
-        result = run("run", "--verbose", self.lock, "sh", "-c", "kill $$")
-        self.assertIn("killed by signal %d" % signal.SIGTERM, result.stderr)
+        self.assertEqual(without_timings(waiter.expect("executing")),
+                         "fasteners: executing sh\n")
+        self.assertEqual(without_timings("".join(waiter.seen["out"])),
+                         took_and_executing("fasteners", "sh"))
         # Quiet without -v.
         self.assertEqual(run("run", self.lock, "true").stderr, "")
+
+    def test_verbose_names_the_program_as_invoked(self):
+        # As flock(1) names itself by program_invocation_short_name.
+        link = os.path.join(self.dir, "locker")
+        os.symlink(FASTENERS, link)
+        result = subprocess.run([link, "run", "-v", self.lock, "true"], capture_output=True,
+                                text=True, timeout=WAIT, stdin=subprocess.DEVNULL)
+        self.assertEqual((result.returncode, without_timings(result.stdout), result.stderr),
+                         (0, took_and_executing("locker", "true"), ""))
 
 
 class inheritance(CliTest):
@@ -885,21 +971,60 @@ class status(CliTest):
         p.release()
         self.assertTrue(python_try("lock", self.lock))
 
+    def start_named(self, argv, cwd):
+        """Starts ARGV with "fasteners" as its argv[0] in `cwd`, so that its command line, which
+        `status` shows, does not depend on where the binary or the directory lives."""
+        p = Process(["fasteners", *argv], executable=FASTENERS, cwd=cwd)
+        self.processes.append(p)
+        return p
+
     def test_json_escaping(self):
-        name = os.path.join(self.dir, 'odd "name" \\ \t\u00e9')
+        name = 'odd "name" \\ \t\u00e9'
+        path = os.path.join(self.dir, name)
         arg = 'quote " backslash \\ tab \t newline \n bell \a'
-        p = self.start([FASTENERS, "run", name, "sh", "-c", HOLD, "sh", arg])
+        p = self.start_named(["run", name, "sh", "-c", HOLD, "sh", arg], cwd=self.dir)
         p.locked_pid()
-        doc = self.status_json(name)
-        self.assertEqual(doc["path"], name)
+        doc = self.status_json(path)
+        self.assertEqual(doc["path"], path)
         self.assertTrue(any(arg in h["command"] for h in doc["holders"]), doc)
         raw = os.fsencode(self.dir) + b"/bad-\xff"  # Not UTF-8.
         result = subprocess.run([FASTENERS, "status", "--json", raw], capture_output=True,
                                 timeout=WAIT)
         doc = json.loads(result.stdout.decode("utf-8"))  # Valid UTF-8 and JSON.
         self.assertTrue(doc["path"].endswith("bad-\ufffd"), doc)
-        result = run("status", name)  # Text: control characters escaped, one line per holder.
-        self.assertIn("newline \\n bell ?", result.stdout)
+        result = run("status", path)  # Text: control characters escaped, one line per holder.
+        self.assertEqual(result.stdout.splitlines()[0],
+                         os.path.join(self.dir, 'odd "name" \\ \\t\u00e9') + ": held exclusive")
+        self.assertIn("fasteners run %s sh -c %s sh %s" % (
+            'odd "name" \\ \\t\u00e9', HOLD, 'quote " backslash \\ tab \\t newline \\n bell ?'),
+            result.stdout)
+
+    def test_long_command_shortened_in_the_table_only(self):
+        arg = "x" * 300 + "-end"
+        p = self.start_named(["run", "lock", "sh", "-c", HOLD, "sh", arg], cwd=self.dir)
+        p.locked_pid()
+        command = "fasteners run lock sh -c %s sh %s" % (HOLD, arg)
+        doc = self.status_json()
+        self.assertIn(command, [h["command"] for h in doc["holders"]])  # Whole in JSON.
+        result = run("status", self.lock)
+        row = [line for line in result.stdout.splitlines() if str(p.pid) in line]
+        self.assertEqual(len(row), 1, result.stdout)
+        self.assertTrue(row[0].endswith(command[:200] + "..."), row[0])  # Cut in the table.
+
+    def test_long_path_is_never_shortened(self):
+        directory = self.dir
+        while len(directory) < 300:
+            directory = os.path.join(directory, "d" * 50)
+            os.mkdir(directory)
+        path = os.path.join(directory, "lock")
+        result = run("status", path)
+        self.assertEqual((result.returncode, result.stdout),
+                         (0, path + ": free (the file does not exist)\n"), result.stderr)
+        p, _ = self.hold(path=path)
+        result = run("status", path)
+        self.assertEqual(result.stdout.splitlines()[0], path + ": held exclusive")
+        self.assertEqual(self.status_json(path)["path"], path)
+        p.release()
 
     @unittest.skipUnless(os.geteuid() == 0, "needs root to start a process of another user")
     def test_path_that_cannot_be_inspected(self):
@@ -1253,6 +1378,166 @@ class flock_compat(CliTest):
         self.assert_conflict("-F", self.lock)
 
 
+# util-linux's tests/ts/flock/unlock (2.38 and later), ported: the test shell holds descriptor 10
+# of the lock file; `flock -u 10` releases the lock although the descriptor stays open, so a
+# flock of the file with --wait 0 (one try) gets it. Arguments: the flock to test, the lock file,
+# the output file and the error log; the timings of the output become "<n>", as there.
+UNLOCK_TS = r"""
+TS_CMD_FLOCK="$1" LOCK_FILENAME="$2" TS_OUTPUT="$3" TS_ERRLOG="$4"
+LOCK_FD=10
+exec 10<>"$LOCK_FILENAME"
+
+{
+    "$TS_CMD_FLOCK" --exclusive --nonblock --verbose "$LOCK_FD"
+    "$TS_CMD_FLOCK" --unlock "$LOCK_FD"
+    # A timeout of 0 should be interpreted as --nonblock
+    "$TS_CMD_FLOCK" --exclusive --wait 0 --verbose "$LOCK_FILENAME" true
+} >>"$TS_OUTPUT" 2>>"$TS_ERRLOG"
+
+sed -i -E 's@(flock.*took) [0-9]+\.[0-9]+ (seconds$)@\1 <n> \2@g' "$TS_OUTPUT" 2>>"$TS_ERRLOG"
+"""
+
+# What tests/expected/flock/unlock holds.
+UNLOCK_EXPECTED = ("flock: getting lock took <n> seconds\n"
+                   "flock: getting lock took <n> seconds\n"
+                   "flock: executing true\n")
+
+
+class flock_link(CliTest):
+    """fasteners invoked through a link named flock is `fasteners run --flock`: side by side with
+    util-linux flock(1), each case gives the same exit status, stdout and stderr (timings and the
+    line that says whom it waits for aside), and util-linux's own unlock test passes."""
+
+    def setUp(self):
+        super().setUp()
+        os.mkdir(os.path.join(self.dir, "bin"))
+        self.link = os.path.join(self.dir, "bin", "flock")
+        os.symlink(FASTENERS, self.link)
+        self.no_shell = {k: v for k, v in os.environ.items() if k != "SHELL"}
+
+    def call(self, tool, args, env=None):
+        """(exit status, stdout, stderr) of TOOL ARGS..., timings written as "<n>"."""
+        result = subprocess.run([tool, *args], capture_output=True, text=True, timeout=WAIT * 2,
+                                stdin=subprocess.DEVNULL, env=env)
+        return (result.returncode, without_timings(result.stdout),
+                without_timings(result.stderr))
+
+    def assert_same(self, args, env=None):
+        """flock(1) and the link given ARGS answer alike; returns flock(1)'s answer."""
+        expected = self.call(FLOCK, args, env)
+        self.assertEqual(self.call(self.link, args, env), expected, args)
+        return expected
+
+    def test_link_takes_flock2_locks(self):
+        p = self.start([self.link, self.lock, "sh", "-c", HOLD])
+        self.stray_pids.append(p.locked_pid())
+        self.assertFalse(flock_try(self.lock))
+        self.assertEqual({h["mechanism"] for h in self.status_json()["holders"]}, {"flock"})
+        self.assertEqual(p.release(), 0)
+        self.assertTrue(flock_try(self.lock))
+
+    def test_verbose_when_free(self):
+        for args, env, out in (
+                (["--verbose", self.lock, "true"], None, took_and_executing("flock", "true")),
+                (["--verbose", self.lock, "echo", "hi"], None,
+                 "hi\n" + took_and_executing("flock", "echo")),
+                (["--verbose", "-s", self.lock, "-c", "echo hi"], self.no_shell,
+                 "hi\n" + took_and_executing("flock", "/bin/sh")),
+                (["--verbose", "-F", self.lock, "echo", "hi"], None, "hi\n"),
+                (["--verbose", "-o", self.lock, "sh", "-c", "exit 3"], None,
+                 took_and_executing("flock", "sh"))):
+            code = 3 if "exit 3" in args else 0
+            self.assertEqual(self.assert_same(args, env), (code, out, ""), args)
+
+    def test_verbose_conflict(self):
+        self.hold(flock=True)
+        for args, code in ((["--verbose", "-n"], 1), (["--verbose", "-w", "0"], 1),
+                           (["--nonblock", "--verbose", "-E", "7"], 7), (["-n"], 1),
+                           (["-w", "0.2"], 1)):
+            expected = self.assert_same(args + [self.lock, "true"])
+            message = "flock: failed to get lock\n" if "--verbose" in args else ""
+            self.assertEqual(expected, (code, "", message), args)
+        # A wait that times out: flock(1)'s line, after one that says whom it waited for.
+        args = ["--verbose", "-w", "0.2", "-E", "9", self.lock, "true"]
+        expected = self.call(FLOCK, args)
+        self.assertEqual(expected, (9, "", "flock: timeout while waiting to get lock\n"))
+        code, out, err = self.call(self.link, args)
+        waiting, rest = err.split("\n", 1)
+        self.assertEqual((code, out, rest), expected)
+        self.assertTrue(waiting.startswith("flock: waiting for the exclusive lock on '%s'"
+                                           % self.lock), waiting)
+
+    def test_verbose_waits(self):
+        holder, _ = self.hold(flock=True)
+        waiters = [self.start([tool, "--verbose", self.lock, "echo", "got it"])
+                   for tool in (FLOCK, self.link)]
+        waiters[1].expect("waiting for the exclusive lock", "err")
+        holder.release()
+        for waiter in waiters:
+            self.assertEqual(waiter.wait(), 0)
+            waiter.expect("executing")
+            self.assertEqual(without_timings("".join(waiter.seen["out"])),
+                             "got it\n" + took_and_executing("flock", "echo"))
+
+    def test_descriptor_form(self):
+        script = ('exec 9<>"$1"; "$0" --verbose -n 9 && "$0" --verbose -u 9 && '
+                  '"$0" --verbose -s 9; echo $?')
+        results = [self.call("sh", ["-c", script, tool, self.lock]) for tool in (FLOCK, self.link)]
+        self.assertEqual(results[1], results[0])
+        self.assertEqual(results[0], (0, "flock: getting lock took <n> seconds\n" * 3 + "0\n", ""))
+
+    def test_unlock_scenario(self):
+        # Against flock(1) first: the port holds as util-linux's test does.
+        for tool in (FLOCK, self.link):
+            output, errlog = os.path.join(self.dir, "output"), os.path.join(self.dir, "errlog")
+            for path in (output, errlog, self.lock):
+                open(path, "w").close()
+            result = subprocess.run(["bash", "-c", UNLOCK_TS, "unlock", tool, self.lock, output,
+                                     errlog], capture_output=True, text=True, timeout=WAIT)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            with open(output) as out, open(errlog) as err:
+                self.assertEqual((out.read(), err.read()), (UNLOCK_EXPECTED, ""), tool)
+
+    def test_usage_errors(self):
+        # The exit status of flock(1) (64, EX_USAGE); the message is fasteners', named flock.
+        for args in ([], ["--bogus", self.lock, "true"], ["-w", "x", self.lock, "true"],
+                     ["-E", "300", self.lock, "true"], ["-F", "-o", self.lock, "true"],
+                     ["--n", self.lock, "true"], [self.lock, "-c", "true", "extra"],
+                     ["-w"], ["x"], ["--postgres", "", "name", "true"]):
+            code, _, flock_err = self.call(FLOCK, args)
+            self.assertEqual(code, 64, (args, flock_err))
+            code, out, err = self.call(self.link, args)
+            self.assertEqual((code, out), (64, ""), (args, err))
+            self.assertEqual(err.count("\n"), 1, err)
+            self.assertTrue(err.startswith("flock: "), err)
+            self.assertIn("'flock --help'", err)
+            self.assertNotIn("fasteners run [OPTIONS]", err)  # The grammar is flock's.
+        self.assertFalse(os.path.exists(self.lock))
+
+    def test_other_errors(self):
+        missing = os.path.join(self.dir, "no", "lock")
+        for args, code in (([missing, "true"], 66), (["-n", "9"], 65),
+                           ([self.lock, os.path.join(self.dir, "missing")], 69)):
+            self.assertEqual(self.call(FLOCK, args)[0], code, args)
+            result = self.call(self.link, args)
+            self.assertEqual(result[0], code, result)
+            self.assertTrue(result[2].startswith("flock: "), result)
+
+    def test_help_and_version(self):
+        for option in ("--help", "-h", "--he"):
+            self.assertEqual(self.call(FLOCK, [option])[0], 0)
+            code, out, err = self.call(self.link, [option])
+            self.assertEqual((code, err), (0, ""), option)
+            self.assertIn("Usage:\n flock [options] <file>|<directory> <command>", out)
+            for word in ("--shared", "--nonblock", "--timeout", "--conflict-exit-code", "--close",
+                         "--no-fork", "--verbose", "--command", "--unlock", "fasteners"):
+                self.assertIn(word, out)
+        for option in ("--version", "-V", "--vers"):
+            self.assertTrue(self.call(FLOCK, [option])[1].startswith("flock from util-linux "))
+            self.assertEqual(self.call(self.link, [option]),
+                             (0, "flock from fasteners %s\n" % VERSION, ""), option)
+
+
 class python_interop(CliTest):
     """The default mechanism and python-fasteners exclude each other, both ways."""
 
@@ -1487,9 +1772,9 @@ class postgres(CliTest):
         self.assertTrue(waiter.running())
         self.assertEqual(holder.release(), 0)
         self.assertEqual(waiter.wait(), 4)
-        waiter.expect("took", "err")
-        waiter.expect("executing sh -c exit 4", "err")
-        waiter.expect("exited with status 4", "err")
+        waiter.expect("executing")
+        self.assertEqual(without_timings("".join(waiter.seen["out"])),
+                         took_and_executing("fasteners", "sh"))
 
     def test_shared(self):
         for option in ("-s", "--shared"):
@@ -1512,25 +1797,31 @@ class postgres(CliTest):
         self.assert_pg_conflict()
         self.assertEqual((p.release(), holder.release()), (0, 0))
 
-    def test_verbose_names_the_holder(self):
+    def test_verbose(self):
+        # flock(1)'s lines, as for files: nothing more when it did not wait.
         holder, _ = self.pg_hold()
-        result = run("run", *self.pg("-v", "-n"), self.name, "true")
-        self.assertEqual(result.returncode, 1)
-        self.assertIn("failed to get the exclusive PostgreSQL lock '%s'" % self.name,
-                      result.stderr)
-        self.assertIn("held exclusive by pid %d" % holder.pid, result.stderr)
+        for options in (["-n"], ["-w", "0"]):
+            result = run("run", *self.pg("-v", *options), self.name, "true")
+            self.assertEqual((result.returncode, result.stdout, result.stderr),
+                             (1, "", "fasteners: failed to get lock\n"))
+        # When it waits, it names the sessions it waits for.
         result = run("run", *self.pg("-v", "-w", "0.2"), self.name, "true")
-        self.assertEqual(result.returncode, 1)
-        self.assertIn("timed out", result.stderr)
-        self.assertIn("pid %d" % holder.pid, result.stderr)
+        self.assertEqual((result.returncode, result.stdout), (1, ""), result.stderr)
+        waiting, timed_out = result.stderr.splitlines()
+        self.assertTrue(waiting.startswith(
+            "fasteners: waiting for the exclusive PostgreSQL lock '%s' (at most 0.2 seconds): "
+            "held exclusive by pid %d" % (self.name, holder.pid)), waiting)
+        self.assertEqual(timed_out, "fasteners: timeout while waiting to get lock")
         holder.release()
         psql = self.psql_hold(shared=True)
-        result = run("run", *self.pg("-v", "-n"), self.name, "true")
+        result = run("run", *self.pg("-v", "-w", "0.2"), self.name, "true")
         self.assertEqual(result.returncode, 1)
         self.assertIn("psql", result.stderr)  # A session of another kind: its application_name.
         psql.release()
-        result = run("run", *self.pg("-v"), self.name, "true")
-        self.assertIn("took", result.stderr)
+        result = run("run", *self.pg("-v"), self.name, "-c", "echo ran",
+                     env={k: v for k, v in os.environ.items() if k != "SHELL"})
+        self.assertEqual((result.returncode, without_timings(result.stdout), result.stderr),
+                         (0, "ran\n" + took_and_executing("fasteners", "/bin/sh"), ""))
         self.assertEqual(run("run", *self.pg(), self.name, "true").stderr, "")  # Quiet.
 
     def test_lock_ends_when_fasteners_is_killed(self):
@@ -1763,7 +2054,7 @@ def sql_key(name):
 
 GROUPS = {"usage": usage, "run": run_, "inheritance": inheritance, "status": status,
           "flock_interop": flock_interop, "flock_compat": flock_compat,
-          "python_interop": python_interop,
+          "flock_link": flock_link, "python_interop": python_interop,
           "postgres": postgres}
 
 

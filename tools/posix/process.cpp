@@ -10,7 +10,6 @@
 
 #include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <system_error>
 
 extern char** environ;
@@ -145,11 +144,6 @@ command_status wait_command(command_process process) {
 command_line shell_command(const std::string& command) {
   const char* shell = std::getenv("SHELL");
   return {{shell != nullptr && *shell != '\0' ? shell : "/bin/sh", "-c", command}};
-}
-
-std::string signal_description(int signal) {
-  const char* description = ::strsignal(signal);
-  return description != nullptr ? description : "signal " + std::to_string(signal);
 }
 
 }  // namespace fasteners::tool

@@ -160,6 +160,4 @@ command_line shell_command(const std::string& command) {
   return {{shell.empty() ? "cmd.exe" : narrow(shell), "/d", "/s", "/c", command}, true};
 }
 
-std::string signal_description(int signal) { return "signal " + std::to_string(signal); }
-
 }  // namespace fasteners::tool
