@@ -28,10 +28,12 @@ run` hands to its command) lists all of them. Writers of this library that wait
 are shown as waiting. Processes this user may not inspect are listed as possible
 holders when a lock's holder cannot be found otherwise.
 
-Never creates, opens or locks the file; a missing file is free.
-Exit status: 0 when free, 1 when held, 64 for bad usage, 66 when the path cannot be
-inspected, 69 where holders cannot be listed (on Windows, which does not tell who
-holds a lock, and elsewhere outside Linux), 71 for other system errors.
+Never creates, opens or locks the file; a missing file is free. The table shortens
+a command line after 200 bytes; paths, and --json, are always whole.
+Exit status: 0 when free, 1 when held, 64 for bad usage (an empty path or NAME
+included), 66 when the path cannot be inspected, 69 where holders cannot be listed
+(on Windows, which does not tell who holds a lock, and elsewhere outside Linux), 71
+for other system errors.
 
 With --postgres CONNINFO (a libpq connection string or URI; '' for libpq's
 defaults), the operand is the NAME of a PostgreSQL advisory lock in that database
