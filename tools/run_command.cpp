@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 using seconds = std::chrono::duration<double>;
 
 constexpr const char* footer =
-    R"(The lock is taken before COMMAND starts and released when it ends. Unless -o is
+    R"footer(The lock is taken before COMMAND starts and released when it ends. Unless -o is
 given, COMMAND inherits a descriptor of the locked file, so the lock stays held for
 as long as COMMAND, or anything it leaves running with that descriptor, lives, even
 if this process is killed. Signals are not forwarded to COMMAND. With -F, COMMAND
@@ -62,7 +62,8 @@ timeout while waiting to get lock". NAME is the name fasteners was invoked by.
 When it waits, it also says on stderr whom it waits for.
 
 Invoked through a link named flock, fasteners is 'fasteners run --flock', with
-flock(1)'s help and version. To make one: ln -s /usr/bin/fasteners ~/bin/flock
+flock(1)'s help and version. To make one (~/bin first in PATH):
+  ln -s "$(command -v fasteners)" ~/bin/flock
 
 Exit status: that of COMMAND (128+N if signal N killed it); the conflict exit code
 (-E, default 1) when -n or -w could not get the lock; 0 when a lock on FD was taken
@@ -85,7 +86,7 @@ lock at once. --flock, -F, -u and FD cannot be used with --postgres. The
 connection waits at most 10 seconds unless CONNINFO sets connect_timeout. Exit
 status as for files, and 69 when the server cannot be reached, refuses the login
 or loses the session while waiting. A session lost while COMMAND runs is reported
-on stderr; the exit status stays COMMAND's.)";
+on stderr; the exit status stays COMMAND's.)footer";
 
 bool takes_value(const CLI::App& app, const std::string& name) {
   const CLI::Option* option = app.get_option_no_throw(name);
