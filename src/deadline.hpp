@@ -8,7 +8,7 @@
 #include <string>
 #include <system_error>
 
-#include "fasteners/detail/file_lock.hpp"
+#include "fasteners/detail/lock_core.hpp"
 #include "fasteners/timeout.hpp"
 
 namespace fasteners::detail {

@@ -8,7 +8,8 @@
 #include <system_error>
 #include <tuple>
 
-#include "fasteners/detail/file_lock.hpp"
+#include "fasteners/detail/export.hpp"
+#include "fasteners/detail/lock_core.hpp"
 
 namespace fasteners::detail::platform {
 

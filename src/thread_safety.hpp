@@ -21,6 +21,8 @@
 #define FASTENERS_RELEASE(...) FASTENERS_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
 #define FASTENERS_EXCLUDES(...) FASTENERS_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
 #define FASTENERS_ACQUIRED_AFTER(...) FASTENERS_THREAD_ANNOTATION(acquired_after(__VA_ARGS__))
+#define FASTENERS_ACQUIRED_BEFORE(...) FASTENERS_THREAD_ANNOTATION(acquired_before(__VA_ARGS__))
+#define FASTENERS_RETURN_CAPABILITY(x) FASTENERS_THREAD_ANNOTATION(lock_returned(x))
 #define FASTENERS_NO_THREAD_SAFETY_ANALYSIS FASTENERS_THREAD_ANNOTATION(no_thread_safety_analysis)
 
 // Where std::mutex can be made at compile time, so can this mutex, so that the process-wide one is
@@ -73,6 +75,18 @@ class FASTENERS_CAPABILITY("mutex") mutex {
     std::mutex mutex_;
   };
   const bool forever_;
+};
+
+// Lets go of a held mutex for its scope, and takes it again at the end.
+class FASTENERS_SCOPED_CAPABILITY mutex_unlock {
+ public:
+  explicit mutex_unlock(mutex& m) FASTENERS_RELEASE(m) : mutex_(m) { mutex_.unlock(); }
+  ~mutex_unlock() FASTENERS_RELEASE() { mutex_.lock(); }
+  mutex_unlock(const mutex_unlock&) = delete;
+  mutex_unlock& operator=(const mutex_unlock&) = delete;
+
+ private:
+  mutex& mutex_;
 };
 
 // Holds a mutex for its scope.

@@ -1,5 +1,5 @@
 // The process-wide table of open lock files, and what fork() does to it.
-#include "lock_table.hpp"
+#include "file/lock_table.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -11,16 +11,17 @@
 #include <utility>
 #include <vector>
 
+#include "engine/fork.hpp"
 #include "error.hpp"
-#include "inode_state.hpp"
-#include "os_file.hpp"
-#include "thread_pool.hpp"
+#include "file/inode_state.hpp"
+#include "file/os_file.hpp"
 
-namespace fasteners::detail {
-
-mutex table_mutex(mutex::forever);
-
+namespace fasteners::detail::file {
 namespace {
+
+// Guards the table (entries(), retiring(), retired()). Never destroyed: lock objects may outlive
+// static destruction.
+mutex table_mutex(mutex::forever);
 
 // The listed states by file identity. A process has few lock files open at once, so a vector
 // searched from the front costs less than a tree and does not allocate once it has grown.
@@ -39,7 +40,7 @@ class entry_map {
     return std::find_if(entries_.begin(), entries_.end(),
                         [&](const entry& e) { return e.first == id; });
   }
-  // Lists `state` under `id`, in place of an expired state there.
+  // Lists `state` under `id`.
   void put(const platform::file_identity& id, const std::shared_ptr<inode_state>& state) {
     const auto it = find(id);
     if (it != end()) {
@@ -91,15 +92,14 @@ std::condition_variable& retired() {
 // fork() copies the table and the open handles into the child, which must neither use nor keep
 // them: an open-file-description lock lives as long as any copy of its descriptor, so a child
 // that kept one would keep its parent's lock alive. The child forgets every state (os_file
-// closes the handles, lock objects drop their stale bindings, see lock_object) and starts anew.
+// closes the handles, lock objects drop their stale bindings, see engine::lock_object) and starts
+// anew.
 void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   os_file::prepare_fork();
   table_mutex.lock();
-  pool_prepare_fork();
 }
 
 void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
-  pool_parent_after_fork();
   table_mutex.unlock();
   os_file::parent_after_fork();
 }
@@ -109,38 +109,46 @@ void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   entries().clear();
   retiring().clear();
   new (&retired()) std::condition_variable();
-  pool_child_after_fork();
   table_mutex.unlock();
   os_file::child_after_fork();
 }
 
 void install_fork_handlers() {
   static const bool installed = [] {
+    engine::count_forks();
     platform::at_fork(&prepare_fork, &parent_after_fork, &child_after_fork);
     return true;
   }();
   static_cast<void>(installed);
 }
 
-// Whether a new state of the file `id` must wait: the file is retiring, or its state is going
-// (expired, and not yet forgotten).
+// Whether a new state of the file `id` must wait: the file is retiring.
 bool must_wait_to_open(const platform::file_identity& id) FASTENERS_REQUIRES(table_mutex) {
-  if (platform::handles_own_locks()) return false;
-  if (retiring().count(id) != 0) return true;
-  const auto it = entries().find(id);
-  return it != entries().end() && it->second.expired();
+  return !platform::handles_own_locks() && retiring().count(id) != 0;
 }
 
-// The listed state of `id`, or nothing (an expired one is not listed any more).
+// The listed state of `id`, or nothing.
 std::shared_ptr<inode_state> lookup(const platform::file_identity& id)
     FASTENERS_REQUIRES(table_mutex) {
   const auto it = entries().find(id);
   if (it == entries().end()) return nullptr;
-  // A state in the map is listed (unlist() and forget() take it out), so a reference made here
-  // is returned, never dropped while the mutex is held, where it could be the last.
-  auto found = it->second.lock();
-  assert(!found || found->listed.load(std::memory_order_relaxed));
-  return found;
+  // Every state is unlisted before it goes (once nothing binds it), so a reference made here is
+  // returned, never dropped while the mutex is held, where it could be the last.
+  return it->second.lock();
+}
+
+// The listed state of `id` with a binding counted there, or nothing. A state that stops standing
+// for its file is unlisted under its own mutex, which attach() waits for: once attach() fails,
+// the state is not listed any more.
+std::shared_ptr<inode_state> attach_listed(const platform::file_identity& id)
+    FASTENERS_EXCLUDES(table_mutex) {
+  std::shared_ptr<inode_state> found;
+  {
+    mutex_lock lock(table_mutex);
+    found = lookup(id);
+  }
+  if (found && found->attach()) return found;
+  return nullptr;
 }
 
 }  // namespace
@@ -156,54 +164,46 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
   // of a file would drop the classic fcntl locks this process holds on it.
   if (!entries().empty_hint()) {
     if (const auto id = platform::identify(path, options.follow_symlinks)) {
-      mutex_lock lock(table_mutex);
-      if (auto found = lookup(*id)) return found;
+      if (auto found = attach_listed(*id)) return found;
     }
   }
   platform::open_file info;
   os_file file = os_file::open(path, options.follow_symlinks, info);
-  std::shared_ptr<inode_state> existing;
-  {
-    mutex_lock lock(table_mutex);
-    while (must_wait_to_open(info.id)) table_mutex.wait(retired());
-    existing = lookup(info.id);
-    if (!existing) {
-      auto inode = std::make_shared<inode_state>(std::move(file), info);
-      entries().put(info.id, inode);
-      return inode;
+  for (;;) {
+    std::shared_ptr<inode_state> existing;
+    {
+      mutex_lock lock(table_mutex);
+      while (must_wait_to_open(info.id)) table_mutex.wait(retired());
+      existing = lookup(info.id);
+      if (!existing) {
+        auto inode = std::make_shared<inode_state>(std::move(file), info);
+        entries().put(info.id, inode);
+        return inode;
+      }
+    }
+    // Another object opened the same file meanwhile. A state that stopped standing for it is
+    // unlisted by now (see attach_listed()): look again.
+    if (existing->attach()) {
+      existing->keep_spare(std::move(file));
+      return existing;
     }
   }
-  // Another object opened the same file meanwhile.
-  existing->keep_spare(std::move(file));
-  return existing;
 }
 
-void lock_table::unlist(inode_state& inode) {
-  if (!inode.listed.load(std::memory_order_relaxed)) return;
-  inode.listed.store(false, std::memory_order_release);
-  if (!platform::handles_own_locks()) ++retiring()[inode.id()];
-  const auto it = entries().find(inode.id());
-  if (it != entries().end() && it->state == &inode) entries().erase(it);
-}
-
-void lock_table::forget(inode_state& inode) {
-  if (inode.generation() != os_file::generation()) return;  // The parent's, before fork().
-  // Unlisted already (under the mutex, by the thread that dropped the last reference or earlier).
-  if (!inode.listed.load(std::memory_order_acquire)) return;
+void lock_table::unlist(const inode_state& inode) {
   mutex_lock lock(table_mutex);
-  if (!inode.listed.load(std::memory_order_relaxed)) return;
-  inode.listed.store(false, std::memory_order_release);
-  if (!platform::handles_own_locks()) ++retiring()[inode.id()];
   const auto it = entries().find(inode.id());
-  if (it != entries().end() && it->second.expired()) entries().erase(it);
+  if (it == entries().end() || it->state != &inode) return;
+  entries().erase(it);
+  if (!platform::handles_own_locks()) ++retiring()[inode.id()];
 }
 
-void lock_table::closed(inode_state& inode) {
-  if (platform::handles_own_locks() || inode.generation() != os_file::generation()) return;
+void lock_table::closed(const inode_state& inode) {
+  if (platform::handles_own_locks() || inode.generation() != engine::fork_generation()) return;
   mutex_lock lock(table_mutex);
   const auto it = retiring().find(inode.id());
   if (it != retiring().end() && --it->second == 0) retiring().erase(it);
   retired().notify_all();
 }
 
-}  // namespace fasteners::detail
+}  // namespace fasteners::detail::file

@@ -1,5 +1,5 @@
 // A pool of detached threads that run one job at a time and wait idle a while between jobs.
-#include "thread_pool.hpp"
+#include "engine/thread_pool.hpp"
 
 #include <chrono>
 #include <condition_variable>
@@ -8,7 +8,7 @@
 #include "platform.hpp"
 #include "thread_safety.hpp"
 
-namespace fasteners::detail {
+namespace fasteners::detail::engine {
 namespace {
 
 // How long a thread waits idle for another job before it ends.
@@ -26,9 +26,16 @@ struct pool {
   worker* idle FASTENERS_GUARDED_BY(mu) = nullptr;
 };
 
+void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
+void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
+void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
+
 // Never destroyed: jobs may run after static destruction.
 pool& the_pool() {
-  static auto* const p = new pool;
+  static auto* const p = [] {
+    platform::at_fork(&prepare_fork, &parent_after_fork, &child_after_fork);
+    return new pool;
+  }();
   return *p;
 }
 
@@ -62,6 +69,17 @@ void work(void* arg) {
   delete w;
 }
 
+void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { the_pool().mu.lock(); }
+
+void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { the_pool().mu.unlock(); }
+
+void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  // The idle threads are the parent's; their workers stay allocated, unused.
+  auto& p = the_pool();
+  p.idle = nullptr;
+  p.mu.unlock();
+}
+
 }  // namespace
 
 std::error_code run_on_pool_thread(void (*job)(void*), void* arg) noexcept {
@@ -85,15 +103,4 @@ std::error_code run_on_pool_thread(void (*job)(void*), void* arg) noexcept {
   return error;
 }
 
-void pool_prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { the_pool().mu.lock(); }
-
-void pool_parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { the_pool().mu.unlock(); }
-
-void pool_child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
-  // The idle threads are the parent's; their workers stay allocated, unused.
-  auto& p = the_pool();
-  p.idle = nullptr;
-  p.mu.unlock();
-}
-
-}  // namespace fasteners::detail
+}  // namespace fasteners::detail::engine

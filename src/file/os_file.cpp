@@ -1,5 +1,5 @@
 // The registry of the library's open handles, and how opens, closes and fork() exclude each other.
-#include "os_file.hpp"
+#include "file/os_file.hpp"
 
 #include <algorithm>
 #include <array>
@@ -12,7 +12,7 @@
 
 #include "thread_safety.hpp"
 
-namespace fasteners::detail {
+namespace fasteners::detail::file {
 namespace {
 
 // The handles the library has open, as a set of small non-negative integers (descriptors): a
@@ -128,8 +128,6 @@ fork_gate& gate() {
 
 }  // namespace
 
-std::atomic<std::uint64_t> os_file::fork_generation{0};
-
 os_file os_file::open(const std::filesystem::path& path, bool follow_symlinks,
                       platform::open_file& info) {
   if (!platform::forks()) {
@@ -156,7 +154,7 @@ os_file os_file::open(const std::filesystem::path& path, bool follow_symlinks,
   g.end();
   os_file file;
   file.handle_ = info.handle;
-  file.generation_ = generation();
+  file.generation_ = engine::fork_generation();
   return file;
 }
 
@@ -175,7 +173,7 @@ os_file& os_file::operator=(os_file&& other) noexcept {
 
 void os_file::close() noexcept {
   const auto handle = std::exchange(handle_, platform::invalid_handle);
-  if (generation_ != generation()) return;
+  if (generation_ != engine::fork_generation()) return;
   if (!platform::forks()) {
     platform::close(handle);
     return;
@@ -208,8 +206,7 @@ void os_file::child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   g.forking.store(false, std::memory_order_relaxed);
   // Threads that waited on it in the parent do not exist here.
   new (&g.changed) std::condition_variable();
-  fork_generation.fetch_add(1, std::memory_order_relaxed);
   g.mu.unlock();
 }
 
-}  // namespace fasteners::detail
+}  // namespace fasteners::detail::file

@@ -1,9 +1,9 @@
 // The lock protocol's steps: which regions each kind of holder takes, in which order.
-#include "gate_protocol.hpp"
+#include "file/gate_protocol.hpp"
 
 #include "error.hpp"
 
-namespace fasteners::detail::gate_protocol {
+namespace fasteners::detail::file::gate_protocol {
 namespace {
 
 using platform::region;
@@ -80,4 +80,4 @@ bool remove_if_unused(native_handle handle, lock_mode held, const platform::file
   return platform::remove_sole_name(handle, id, path);
 }
 
-}  // namespace fasteners::detail::gate_protocol
+}  // namespace fasteners::detail::file::gate_protocol

@@ -5,10 +5,10 @@
 #include <cstdint>
 #include <thread>
 
-#include "os_file.hpp"
+#include "engine/fork.hpp"
 #include "thread_safety.hpp"
 
-namespace fasteners::detail {
+namespace fasteners::detail::engine {
 
 // Held for a handful of instructions at a time, never across a system call or a wait, so a
 // waiting thread spins (yielding after a while) instead of sleeping. The lock word records the
@@ -17,7 +17,7 @@ namespace fasteners::detail {
 class FASTENERS_CAPABILITY("mutex") object_mutex {
  public:
   void lock() FASTENERS_ACQUIRE() {
-    const std::uint64_t generation = os_file::generation();
+    const std::uint64_t generation = fork_generation();
     const std::uint64_t held = generation << 1 | 1;
     for (int tries = 0;; ++tries) {
       std::uint64_t seen = word_.load(std::memory_order_relaxed);
@@ -30,7 +30,7 @@ class FASTENERS_CAPABILITY("mutex") object_mutex {
     }
   }
   void unlock() FASTENERS_RELEASE() {
-    word_.store(os_file::generation() << 1, std::memory_order_release);
+    word_.store(fork_generation() << 1, std::memory_order_release);
   }
 
  private:
@@ -49,4 +49,4 @@ class FASTENERS_SCOPED_CAPABILITY object_lock {
   object_mutex& mutex_;
 };
 
-}  // namespace fasteners::detail
+}  // namespace fasteners::detail::engine

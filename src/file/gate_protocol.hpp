@@ -15,7 +15,7 @@
 
 #include "platform.hpp"
 
-namespace fasteners::detail::gate_protocol {
+namespace fasteners::detail::file::gate_protocol {
 
 using platform::native_handle;
 
@@ -49,4 +49,4 @@ std::error_code release(native_handle handle) noexcept;
 bool remove_if_unused(native_handle handle, lock_mode held, const platform::file_identity& id,
                       const std::filesystem::path& path) noexcept;
 
-}  // namespace fasteners::detail::gate_protocol
+}  // namespace fasteners::detail::file::gate_protocol

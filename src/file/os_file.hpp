@@ -1,13 +1,13 @@
 // The lock-file handles the library owns: each one closed once, and all closed in a forked child.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <filesystem>
 
+#include "engine/fork.hpp"
 #include "platform.hpp"
 
-namespace fasteners::detail {
+namespace fasteners::detail::file {
 
 // Owns one handle of a lock file. Every handle the library opens is registered while it is open,
 // and fork() waits for opens and closes under way, so a child made by fork() at any moment can
@@ -38,18 +38,12 @@ class os_file {
   static void prepare_fork();
   static void parent_after_fork();
   static void child_after_fork();
-  // How many times this process went through fork() as a child: state of an earlier generation
-  // was its parent's.
-  static std::uint64_t generation() noexcept {
-    return fork_generation.load(std::memory_order_relaxed);
-  }
 
  private:
   void close() noexcept;
-  static std::atomic<std::uint64_t> fork_generation;
 
   platform::native_handle handle_ = platform::invalid_handle;
   std::uint64_t generation_ = 0;
 };
 
-}  // namespace fasteners::detail
+}  // namespace fasteners::detail::file

@@ -1,9 +1,10 @@
-// The threads of the library's own that wait in the kernel for timed waits, kept for reuse.
+// The threads of the library's own that wait for backends (a lock file's kernel waits), kept for
+// reuse.
 #pragma once
 
 #include <system_error>
 
-namespace fasteners::detail {
+namespace fasteners::detail::engine {
 
 // Runs `job(arg)` on a thread of the library's own: an idle one if there is one, else a new one
 // (platform::start_thread: every signal blocked, cancellation off, a small stack). A thread waits
@@ -12,9 +13,4 @@ namespace fasteners::detail {
 // with no idle thread.
 std::error_code run_on_pool_thread(void (*job)(void*), void* arg) noexcept;
 
-// The fork() hooks, run by the lock table's.
-void pool_prepare_fork();
-void pool_parent_after_fork();
-void pool_child_after_fork();
-
-}  // namespace fasteners::detail
+}  // namespace fasteners::detail::engine

@@ -1,0 +1,97 @@
+// One public lock object, of any backend: its binding to the state of its lock, and what it holds.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <system_error>
+
+#include "deadline.hpp"
+#include "engine/lock_state.hpp"
+#include "engine/object_mutex.hpp"
+#include "fasteners/detail/lock_core.hpp"
+#include "thread_safety.hpp"
+
+namespace fasteners::detail::engine {
+
+// A lock object. It is bound to the lock_state of its lock while it holds a lock there, while one
+// of its acquires is under way, and while the backend wants it to stay bound (a lock file kept
+// open, a live session); the locks it holds are recorded there. Thread-safe: any thread may call
+// any member, except that destruction must not race with other calls.
+//
+// Mutex rules: mu_ (a spin lock) guards the binding and the counts below. It is taken inside the
+// bound state's mutex, never the other way round, and never held across a system call.
+class FASTENERS_API lock_object {
+ public:
+  lock_object(const lock_object&) = delete;
+  lock_object& operator=(const lock_object&) = delete;
+  virtual ~lock_object();
+
+  // Waits for a lock of `mode` until `until` (try_once and no_deadline included). Returns whether
+  // it was taken. Throws as the public API says.
+  bool acquire(lock_mode mode, deadline until) FASTENERS_EXCLUDES(mu_);
+  // Releases one lock of `mode` held by this object, preferring one the calling thread took.
+  // Throws operation_not_permitted if it holds none, and the backend's error for a lost lock.
+  void release(lock_mode mode) FASTENERS_EXCLUDES(mu_);
+  bool holds(lock_mode mode) FASTENERS_EXCLUDES(mu_);
+  std::intptr_t native_handle() FASTENERS_EXCLUDES(mu_);
+
+  // ---- Called by the bound state, with its mutex held. ----
+  // An acquire on `state` ends; counts the lock if `taken`. Returns the binding if the object
+  // unbinds, to be dropped once the state's mutex is let go.
+  std::shared_ptr<lock_state> end_acquire(const lock_state& state, bool taken)
+      FASTENERS_EXCLUDES(mu_);
+  // `ended` of the object's locks on `state` were released (zero: the object leaves, or its
+  // holder was lost). Returns the binding if the object unbinds, as end_acquire().
+  std::shared_ptr<lock_state> end_holds(const lock_state& state, int ended) FASTENERS_EXCLUDES(mu_);
+  // Locks that the object held were lost with their holder: its releases of them throw the
+  // backend's error for lost locks.
+  void count_lost(int shared, int exclusive) FASTENERS_EXCLUDES(mu_);
+  // Whether another thread's acquire on this object is under way besides the caller's.
+  bool others_acquiring() FASTENERS_EXCLUDES(mu_);
+  // Throws std::system_error(ec) with "fasteners: cannot <action> <this lock>: <detail>".
+  [[noreturn]] virtual void fail(std::error_code ec, std::string_view action,
+                                 std::string_view detail) const = 0;
+
+ protected:
+  lock_object() = default;
+  // Releases everything the object holds; never throws. A backend's destructor calls it first,
+  // while the backend's members still exist.
+  void release_all() noexcept FASTENERS_EXCLUDES(mu_);
+
+  // ---- The backend's part. ----
+  // The state of the lock, found or made (opening a lock file, connecting a session), with a
+  // binding counted there for this object (lock_state::attach). Throws.
+  virtual std::shared_ptr<lock_state> find_state() = 0;
+  // The holder through which this object holds the lock in `state`.
+  virtual holder& holder_in(lock_state& state) = 0;
+  // Whether the object stays bound to `state` while it holds nothing there.
+  virtual bool stays_bound(const lock_state& state) const = 0;
+  // The error for releasing a lock of `mode` that was lost with its holder.
+  [[noreturn]] virtual void throw_lost(lock_mode mode) const;
+
+ private:
+  // The state to acquire on, binding this object to it; counts an acquire under way, which keeps
+  // the object bound until the state's acquire() ends it.
+  std::shared_ptr<lock_state> begin_acquire() FASTENERS_EXCLUDES(mu_);
+
+  // The bound state, if any (forgetting one of the parent's after fork()).
+  std::shared_ptr<lock_state> bound() FASTENERS_EXCLUDES(mu_);
+  // Whether the binding may end now.
+  bool unbinds() const FASTENERS_REQUIRES(mu_) {
+    return holds_ == 0 && acquiring_ == 0 && (leaving_ || !stays_bound(*bound_));
+  }
+  void forget_if_stale() FASTENERS_REQUIRES(mu_);
+
+  object_mutex mu_;
+  std::shared_ptr<lock_state> bound_ FASTENERS_GUARDED_BY(mu_);
+  // Locks held through bound_, counted once their acquire ends (and briefly below zero when
+  // another thread of the object releases one before that).
+  int holds_ FASTENERS_GUARDED_BY(mu_) = 0;
+  int acquiring_ FASTENERS_GUARDED_BY(mu_) = 0;  // Acquires under way on this object.
+  // Locks lost with their holder and not released yet: shared, exclusive.
+  int lost_[2] FASTENERS_GUARDED_BY(mu_) = {0, 0};
+  bool leaving_ FASTENERS_GUARDED_BY(mu_) = false;  // The object is being destroyed.
+};
+
+}  // namespace fasteners::detail::engine

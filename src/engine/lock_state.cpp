@@ -1,0 +1,351 @@
+// The engine's rules: in-process exclusion, writers waiting, the join check, self-deadlock.
+#include "engine/lock_state.hpp"
+
+#include <atomic>
+#include <cassert>
+#include <utility>
+
+#include "engine/fork.hpp"
+#include "engine/lock_object.hpp"
+
+namespace fasteners::detail::engine {
+namespace {
+
+// Marks a holder busy for a backend call, and idle again however the call ends.
+class busy_scope {
+ public:
+  busy_scope(holder& h, holder::use how) : h_(h) { h_.busy = how; }
+  ~busy_scope() { h_.busy = holder::use::idle; }
+  busy_scope(const busy_scope&) = delete;
+  busy_scope& operator=(const busy_scope&) = delete;
+
+ private:
+  holder& h_;
+};
+
+// Counts a writer that may wait, for the scope of its acquire.
+class writer_count {
+ public:
+  writer_count(int& count, bool counts) : count_(count), counts_(counts) {
+    if (counts_) ++count_;
+  }
+  ~writer_count() {
+    if (counts_) --count_;
+  }
+  writer_count(const writer_count&) = delete;
+  writer_count& operator=(const writer_count&) = delete;
+
+ private:
+  int& count_;
+  const bool counts_;
+};
+
+std::size_t slot(lock_mode mode) { return mode == lock_mode::shared ? 0 : 1; }
+
+}  // namespace
+
+std::uint64_t this_thread_token() noexcept {
+  static std::atomic<std::uint64_t> next{1};
+  thread_local std::uint64_t token = 0;  // Zero-initialized: no guard on each call.
+  if (token == 0) token = next.fetch_add(1, std::memory_order_relaxed);
+  return token;
+}
+
+void holding_list::push_back(const holding& h) {
+  if (heap_.empty() && size_ < inline_.size()) {
+    inline_[size_++] = h;
+    return;
+  }
+  if (heap_.empty()) heap_.assign(inline_.begin(), inline_.begin() + size_);
+  heap_.push_back(h);
+  ++size_;
+}
+
+void holding_list::erase(holding* it) {
+  std::copy(it + 1, end(), it);
+  --size_;
+  if (!heap_.empty()) heap_.pop_back();
+}
+
+lock_state::lock_state() : generation_(fork_generation()) {}
+
+lock_state::~lock_state() = default;
+
+void lock_state::check_mode(lock_mode, const lock_object&) {}
+
+outcome lock_state::acquire(lock_object& owner, holder& h, lock_mode mode, deadline until) {
+  // A deadline already passed means one try, as try_once does.
+  if (until != no_deadline && until != try_once && std::chrono::steady_clock::now() >= until) {
+    until = try_once;
+  }
+  std::shared_ptr<lock_state> unbound;  // Dropped after the mutex is let go.
+  mutex_lock lock(mu_);
+  auto result = outcome::not_taken;
+  try {
+    result = take(owner, h, mode, until);
+  } catch (...) {
+    notify();
+    unbound = end_acquire(owner, false);
+    throw;
+  }
+  notify();
+  unbound = end_acquire(owner, result == outcome::taken);
+  check_invariants(h);
+  return result;
+}
+
+outcome lock_state::take(lock_object& owner, holder& h, lock_mode mode, deadline until) {
+  check_mode(mode, owner);
+  // A writer that may wait holds back the readers of this process from its start (see
+  // next_step()), so that they cannot starve it.
+  const writer_count counted(writers_waiting_, mode == lock_mode::exclusive && until != try_once);
+  for (;;) {
+    if (h.lost) {
+      forget_lost(owner, h);
+      return outcome::start_again;  // The holder is gone: bind anew.
+    }
+    if (held_by_thread(this_thread_token())) {
+      if (until == try_once) return outcome::not_taken;
+      owner.fail(std::make_error_code(std::errc::resource_deadlock_would_occur), "wait for",
+                 "the calling thread already holds it in this process");
+    }
+    // The lock is elsewhere now (its file was deleted or replaced): bind anew, unless the object
+    // still holds a lock here, which it must release first, or another of its acquires still
+    // waits here, which ends first (the object stays bound meanwhile).
+    if (!is_current() && !owned_by(owner)) {
+      if (!owner.others_acquiring()) return outcome::start_again;
+      if (!may_wait(until)) return outcome::not_taken;
+      sleep(until);
+      continue;
+    }
+    switch (next_step(h, mode, owner)) {
+      case step::join:
+        record(h, owner, mode);
+        return outcome::taken;
+      case step::request:
+        return request(owner, h, mode, until);
+      case step::wait:
+        break;
+    }
+    // A try does not wait for another thread's wait: the lock is taken, or about to be.
+    if (!may_wait(until) && (until != try_once || h.busy != holder::use::brief)) {
+      return outcome::not_taken;
+    }
+    sleep(until == try_once ? no_deadline : until);
+  }
+}
+
+lock_state::step lock_state::next_step(holder& h, lock_mode mode, const lock_object& owner) {
+  if (h.busy == holder::use::brief) return step::wait;
+  if (mode == lock_mode::exclusive) {
+    return h.holds_any() || h.busy != holder::use::idle ? step::wait : step::request;
+  }
+  if (h.writer || writers_waiting_ > 0) return step::wait;
+  if (h.readers > 0) return gate_open(h, owner) ? step::join : step::wait;
+  return h.busy == holder::use::idle ? step::request : step::wait;
+}
+
+bool lock_state::gate_open(holder& h, const lock_object& owner) {
+  if (h.gate_closed) return false;
+  // Joining the shared lock this process holds must not overtake a writer elsewhere.
+  bool waiting = false;
+  {
+    const busy_scope busy(h, holder::use::brief);
+    waiting = writer_waiting_elsewhere(h, owner);
+  }
+  if (h.readers == 0) return false;  // The shared lock dropped meanwhile: ask anew.
+  if (waiting) h.gate_closed = true;
+  return !waiting;
+}
+
+outcome lock_state::request(lock_object& owner, holder& h, lock_mode mode, deadline until) {
+  assert(!h.holds_any() && h.busy == holder::use::idle);
+  auto result = outcome::not_taken;
+  try {
+    {
+      const busy_scope busy(h, holder::use::brief);
+      result = try_lock(h, mode, owner);
+    }
+    if (result == outcome::not_taken && may_wait(until)) {
+      const busy_scope busy(h, holder::use::waiting);
+      result = wait_lock(h, mode, until, owner);
+    }
+  } catch (...) {
+    if (h.lost) forget_lost(owner, h);
+    throw;
+  }
+  if (result == outcome::taken) record(h, owner, mode);
+  return result;
+}
+
+lock_state::released lock_state::release(lock_object& owner, holder& h, lock_mode mode) {
+  std::shared_ptr<lock_state> unbound;  // Dropped after the mutex is let go.
+  mutex_lock lock(mu_);
+  // A brief backend call (another thread's release, a join check) must end first.
+  while (h.busy == holder::use::brief) sleep(no_deadline);
+  released result;
+  if (h.lost) {
+    forget_lost(owner, h);
+    unbound = owner.end_holds(*this, 0);
+    if (unbound) unbind();
+    notify();
+    return result;
+  }
+  // One of the owner's locks of `mode`, the calling thread's if it took one.
+  const auto self = this_thread_token();
+  holding* it = nullptr;
+  for (auto& x : holdings_) {
+    if (x.owner != &owner || x.mode != mode) continue;
+    it = &x;
+    if (x.thread == self) break;
+  }
+  if (it == nullptr) return result;
+  result.found = true;
+  holdings_.erase(it);
+  if (mode == lock_mode::shared) {
+    --h.readers;
+  } else {
+    h.writer = false;
+  }
+  unbound = owner.end_holds(*this, 1);
+  if (!h.holds_any()) {
+    h.gate_closed = false;
+    try {
+      const busy_scope busy(h, holder::use::brief);
+      result.error = unlock(h, mode, owner, unbound != nullptr);
+    } catch (...) {
+      // unlock() reports through its result; a lost holder is all that can come of a throw.
+    }
+    if (h.lost) forget_lost(owner, h);
+  }
+  if (unbound) unbind();
+  notify();
+  check_invariants(h);
+  return result;
+}
+
+bool lock_state::holds(const lock_object& owner, lock_mode mode) const {
+  mutex_lock lock(mu_);
+  return std::any_of(holdings_.begin(), holdings_.end(),
+                     [&](const holding& x) { return x.owner == &owner && x.mode == mode; });
+}
+
+bool lock_state::holds_any(const lock_object& owner) const {
+  mutex_lock lock(mu_);
+  return owned_by(owner);
+}
+
+std::intptr_t lock_state::native_handle_of(const lock_object& owner, holder& h) {
+  mutex_lock lock(mu_);
+  return owned_by(owner) ? handle_of(h, owner) : -1;
+}
+
+bool lock_state::attach() {
+  mutex_lock lock(mu_);
+  if (!is_current()) return false;
+  ++bindings_;
+  return true;
+}
+
+void lock_state::detach() {
+  mutex_lock lock(mu_);
+  unbind();
+}
+
+void lock_state::mark_replaced() {
+  current_.store(false, std::memory_order_release);
+  notify();
+}
+
+void lock_state::leave(lock_object& owner) {
+  std::shared_ptr<lock_state> unbound;  // Dropped after the mutex is let go.
+  mutex_lock lock(mu_);
+  unbound = owner.end_holds(*this, 0);
+  if (unbound) unbind();
+  notify();
+}
+
+int lock_state::holdings_of(lock_mode mode) const {
+  return static_cast<int>(std::count_if(holdings_.begin(), holdings_.end(),
+                                        [&](const holding& x) { return x.mode == mode; }));
+}
+
+void lock_state::sleep(deadline until) {
+  ++sleepers_;
+  if (until == no_deadline) {
+    mu_.wait(changed_);
+  } else {
+    mu_.wait_until(changed_, until);
+  }
+  --sleepers_;
+}
+
+void lock_state::notify() {
+  if (sleepers_ > 0) changed_.notify_all();
+}
+
+void lock_state::unbind() {
+  assert(bindings_ > 0);
+  --bindings_;
+  on_unbind();
+}
+
+bool lock_state::held_by_thread(std::uint64_t thread) const {
+  return std::any_of(holdings_.begin(), holdings_.end(),
+                     [&](const holding& x) { return x.thread == thread; });
+}
+
+bool lock_state::owned_by(const lock_object& owner) const {
+  return std::any_of(holdings_.begin(), holdings_.end(),
+                     [&](const holding& x) { return x.owner == &owner; });
+}
+
+void lock_state::record(holder& h, const lock_object& owner, lock_mode mode) {
+  holdings_.push_back({this_thread_token(), &owner, mode});
+  if (mode == lock_mode::shared) {
+    ++h.readers;
+  } else {
+    assert(!h.holds_any());
+    h.writer = true;
+  }
+}
+
+void lock_state::forget_lost(lock_object& owner, holder& h) {
+  int lost[2] = {0, 0};
+  for (auto* it = holdings_.begin(); it != holdings_.end();) {
+    if (it->owner == &owner) {
+      ++lost[slot(it->mode)];
+      holdings_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  h.readers = 0;
+  h.writer = false;
+  h.gate_closed = false;
+  owner.count_lost(lost[0], lost[1]);
+}
+
+std::shared_ptr<lock_state> lock_state::end_acquire(lock_object& owner, bool taken) {
+  auto unbound = owner.end_acquire(*this, taken);
+  if (unbound) unbind();
+  return unbound;
+}
+
+void lock_state::check_invariants(const holder& h) const {
+#ifndef NDEBUG
+  // A holder's locks are among the state's (where one holder serves the whole state, as for a
+  // lock file, the backend asserts that they are all of them).
+  assert(h.readers >= 0 && h.readers <= holdings_of(lock_mode::shared));
+  assert(!h.writer || holdings_of(lock_mode::exclusive) == 1);
+  assert(!(h.readers > 0 && h.writer));
+  assert(h.busy != holder::use::waiting || !h.holds_any());
+  assert(writers_waiting_ >= 0 && sleepers_ >= 0 && bindings_ >= 0);
+  assert(!h.gate_closed || h.readers > 0);
+  check_backend();
+#else
+  static_cast<void>(h);
+#endif
+}
+
+}  // namespace fasteners::detail::engine

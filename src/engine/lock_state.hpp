@@ -1,0 +1,211 @@
+// The engine: one lock's state in this process, the rules every backend shares, and the small
+// interface a backend implements under them.
+//
+// A lock (a lock file, a PostgreSQL lock name) that this process uses has one lock_state. Lock
+// objects bind to it (lock_object.hpp) and hold the lock through a holder: the means by which
+// this process holds the lock in the backend. A lock file has one holder per process (its handles:
+// every object's locks are one OS lock); PostgreSQL has one per object (its session). The backend
+// alone excludes holders from each other; the engine excludes this process's threads and objects,
+// which the backend cannot tell apart within one holder:
+//   - A reader joins the shared lock its holder already holds, unless the backend says that a
+//     writer waits elsewhere, which closes the holder's gate: readers stop joining until its
+//     shared lock drops, so that a writer of another process is not starved.
+//   - While a writer of this process waits, new readers of this process wait behind it.
+//   - A writer waits in memory while its holder holds anything.
+//   - A thread that holds the lock (through any object) and would wait for it again throws
+//     resource_deadlock_would_occur: the wait could never end.
+//   - One thread at a time calls the backend on a holder; the others wait in memory, except that a
+//     try never waits for another thread's wait (it fails) and a release waits for a brief call.
+//
+// Mutex rules: mu_ guards every field of the state and of its holders, the counts of the lock
+// objects bound to it, and whatever the backend's own fields say. It is taken before a lock
+// object's own mutex and before any process-wide table's mutex. The backend's calls run with mu_
+// held (a lock file's tries, opens and closes) or let go of it meanwhile (every wait, and every
+// call that crosses a network), with the holder marked busy, so that nobody else uses it.
+// Lifetime: bindings_ counts the objects bound to the state and the backend's own users of it
+// (a lock file's queued kernel waits); the state is retired when it drops to zero.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <system_error>
+#include <vector>
+
+#include "deadline.hpp"
+#include "fasteners/detail/lock_core.hpp"
+#include "thread_safety.hpp"
+
+namespace fasteners::detail::engine {
+
+class lock_object;
+
+// Names the calling thread for the whole life of the process. std::thread::id values are reused
+// once a thread ends, and a thread that took a lock may end while the lock stays held by its
+// object: a new thread with the old id must not be taken for the holder.
+FASTENERS_API std::uint64_t this_thread_token() noexcept;
+
+// Through what this process holds the lock in the backend, and what it holds there.
+struct holder {
+  enum class use { idle, brief, waiting };
+  int readers = 0;           // Read holdings through it, sharing its one shared lock.
+  bool writer = false;       // It holds the exclusive lock, for one holding.
+  use busy = use::idle;      // A thread calls the backend on it, perhaps without mu_.
+  bool gate_closed = false;  // A writer waits elsewhere: readers stop joining.
+  bool lost = false;         // The backend lost what it held (a session that ended).
+  bool holds_any() const { return writer || readers > 0; }
+};
+
+// A lock held in this process: by which object, taken by which thread.
+struct holding {
+  std::uint64_t thread = 0;
+  const lock_object* owner = nullptr;
+  lock_mode mode = lock_mode::shared;
+};
+
+// The locks held through one state, without allocating for the first four.
+class holding_list {
+ public:
+  holding* begin() { return heap_.empty() ? inline_.data() : heap_.data(); }
+  holding* end() { return begin() + size_; }
+  const holding* begin() const { return heap_.empty() ? inline_.data() : heap_.data(); }
+  const holding* end() const { return begin() + size_; }
+  std::size_t size() const { return size_; }
+  void push_back(const holding& h);
+  void erase(holding* it);
+
+ private:
+  std::array<holding, 4> inline_{};
+  std::vector<holding> heap_;  // All of them, once there were more than fit inline.
+  std::size_t size_ = 0;
+};
+
+enum class outcome {
+  taken,
+  not_taken,
+  // The state does not stand for the lock any more (its file was deleted or replaced, its
+  // session was lost): bind anew and ask again.
+  start_again,
+};
+
+// One lock in this process. Thread-safe; see the top of this file.
+class FASTENERS_API lock_state {
+ public:
+  lock_state();
+  virtual ~lock_state();
+  lock_state(const lock_state&) = delete;
+  lock_state& operator=(const lock_state&) = delete;
+
+  // Waits until `until` for a lock of `mode` for `owner` through `h`, and records it.
+  // REQUIRES: `owner` is bound here and counts an acquire under way (lock_object::begin_acquire),
+  // which this call ends. Throws std::system_error with resource_deadlock_would_occur if the
+  // calling thread holds the lock and `until` allows waiting, and whatever the backend throws.
+  outcome acquire(lock_object& owner, holder& h, lock_mode mode, deadline until)
+      FASTENERS_EXCLUDES(mu_);
+
+  struct released {
+    bool found = false;     // Whether `owner` held a lock of that mode.
+    std::error_code error;  // Of letting go in the backend, if any; the lock is gone anyway.
+  };
+  // Releases one lock of `mode` held by `owner` through `h`, preferring one the calling thread
+  // took.
+  released release(lock_object& owner, holder& h, lock_mode mode) FASTENERS_EXCLUDES(mu_);
+
+  // Counts a binding of an object here, unless the state stands for the lock no more (then
+  // returns false); detach() ends one.
+  bool attach() FASTENERS_EXCLUDES(mu_);
+  void detach() FASTENERS_EXCLUDES(mu_);
+  // Ends `owner`'s binding as it is destroyed, after it released what it held.
+  void leave(lock_object& owner) FASTENERS_EXCLUDES(mu_);
+  // Whether the state still stands for the lock: false once its file was deleted or replaced.
+  // Read without the mutex.
+  bool is_current() const noexcept { return current_.load(std::memory_order_acquire); }
+
+  bool holds(const lock_object& owner, lock_mode mode) const FASTENERS_EXCLUDES(mu_);
+  bool holds_any(const lock_object& owner) const FASTENERS_EXCLUDES(mu_);
+  // The OS handle through which `owner` holds the lock, or -1.
+  std::intptr_t native_handle_of(const lock_object& owner, holder& h) FASTENERS_EXCLUDES(mu_);
+
+  // The fork generation the state was made in (see fork.hpp).
+  std::uint64_t generation() const noexcept { return generation_; }
+
+ protected:
+  // ---- The backend: what a backend implements, under the rules above. ----
+  // Each is called with mu_ held and `h` marked busy; it may let go of mu_ meanwhile (see
+  // unlocked) but returns with it held. `owner` is the object that asks.
+
+  // Throws if a lock of `mode` can never be had here (a write lock on a read-only file).
+  virtual void check_mode(lock_mode mode, const lock_object& owner) FASTENERS_REQUIRES(mu_);
+  // One try that never waits for the lock.
+  virtual outcome try_lock(holder& h, lock_mode mode, lock_object& owner)
+      FASTENERS_REQUIRES(mu_) = 0;
+  // Waits for the lock until `until` (no_deadline: as long as it takes), after a failed try.
+  virtual outcome wait_lock(holder& h, lock_mode mode, deadline until, lock_object& owner)
+      FASTENERS_REQUIRES(mu_) = 0;
+  // Lets go of what `h` holds (`mode`, its last holding); `unbinding` says that `owner` unbinds
+  // with this release, so the backend may end what only it used.
+  virtual std::error_code unlock(holder& h, lock_mode mode, lock_object& owner, bool unbinding)
+      FASTENERS_REQUIRES(mu_) = 0;
+  // Whether a writer waits for the lock elsewhere, while `h` holds it shared. Best effort.
+  virtual bool writer_waiting_elsewhere(holder& h, const lock_object& owner)
+      FASTENERS_REQUIRES(mu_) = 0;
+  // The OS handle through which `h` holds the lock, for native_handle(); -1 if none.
+  virtual std::intptr_t handle_of(holder& h, const lock_object& owner) FASTENERS_REQUIRES(mu_) = 0;
+  // Called whenever a binding ended (bindings() says how many remain): at zero, the backend ends
+  // what it keeps for the state, which is destroyed once the last reference goes.
+  virtual void on_unbind() FASTENERS_REQUIRES(mu_) {}
+
+  // ---- What the engine offers a backend. ----
+  // Waits for a change until `until`, letting go of mu_ meanwhile.
+  void sleep(deadline until) FASTENERS_REQUIRES(mu_);
+  // Wakes the threads that sleep().
+  void notify() FASTENERS_REQUIRES(mu_);
+  // Whether threads sleep(), to wake them with wake_sleepers() after letting go of mu_.
+  bool has_sleepers() const FASTENERS_REQUIRES(mu_) { return sleepers_ > 0; }
+  void wake_sleepers() noexcept { changed_.notify_all(); }
+  // The state stands for the lock no more (its file was deleted or replaced): objects bind anew.
+  void mark_replaced() FASTENERS_REQUIRES(mu_);
+  // Counts a user of the state besides the bound objects (see bindings_); unbind() may retire.
+  void bind() FASTENERS_REQUIRES(mu_) { ++bindings_; }
+  void unbind() FASTENERS_REQUIRES(mu_);
+  int bindings() const FASTENERS_REQUIRES(mu_) { return bindings_; }
+  // The locks of `mode` held here, by every object.
+  int holdings_of(lock_mode mode) const FASTENERS_REQUIRES(mu_);
+  // Asserts, in debug builds, the backend's invariants besides the engine's.
+  virtual void check_backend() const FASTENERS_REQUIRES(mu_) {}
+
+  mutable mutex mu_;
+
+ private:
+  enum class step { join, request, wait };
+  outcome take(lock_object& owner, holder& h, lock_mode mode, deadline until)
+      FASTENERS_REQUIRES(mu_);
+  step next_step(holder& h, lock_mode mode, const lock_object& owner) FASTENERS_REQUIRES(mu_);
+  // Asks the backend, with `h` busy: a try, then a wait if `until` allows.
+  outcome request(lock_object& owner, holder& h, lock_mode mode, deadline until)
+      FASTENERS_REQUIRES(mu_);
+  // Whether readers may join `h`'s shared lock: asks the backend until a writer waits elsewhere.
+  bool gate_open(holder& h, const lock_object& owner) FASTENERS_REQUIRES(mu_);
+  bool held_by_thread(std::uint64_t thread) const FASTENERS_REQUIRES(mu_);
+  bool owned_by(const lock_object& owner) const FASTENERS_REQUIRES(mu_);
+  void record(holder& h, const lock_object& owner, lock_mode mode) FASTENERS_REQUIRES(mu_);
+  // Ends the holdings of `owner`, whose holder `h` was lost: they count as lost for it.
+  void forget_lost(lock_object& owner, holder& h) FASTENERS_REQUIRES(mu_);
+  // Ends an acquire of `owner`; returns its binding if that ends too.
+  std::shared_ptr<lock_state> end_acquire(lock_object& owner, bool taken) FASTENERS_REQUIRES(mu_);
+  void check_invariants(const holder& h) const FASTENERS_REQUIRES(mu_);
+
+  const std::uint64_t generation_;
+  std::atomic<bool> current_{true};
+  std::condition_variable changed_;             // Notified whenever anything here changes.
+  int sleepers_ FASTENERS_GUARDED_BY(mu_) = 0;  // Threads waiting on `changed_`.
+  holding_list holdings_ FASTENERS_GUARDED_BY(mu_);
+  // Writer threads of this process in acquire() that may wait: new readers here queue behind them.
+  int writers_waiting_ FASTENERS_GUARDED_BY(mu_) = 0;
+  int bindings_ FASTENERS_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace fasteners::detail::engine
