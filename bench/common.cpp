@@ -53,6 +53,16 @@ void sleep_until_ns(std::int64_t monotonic_ns) {
   }
 }
 
+namespace {
+
+// The value at quantile q of sorted, non-empty values, by nearest rank.
+double nearest_rank(const std::vector<double>& sorted, double q) {
+  const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+  return sorted[std::min(std::max<std::size_t>(rank, 1), sorted.size()) - 1];
+}
+
+}  // namespace
+
 summary summarize(std::vector<double> values) {
   summary s;
   if (values.empty()) return s;
@@ -62,8 +72,9 @@ summary summarize(std::vector<double> values) {
   s.min = values.front();
   s.max = values.back();
   s.median = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-  const auto rank = static_cast<std::size_t>(std::ceil(0.99 * static_cast<double>(n)));
-  s.p99 = values[std::max<std::size_t>(rank, 1) - 1];
+  s.p10 = nearest_rank(values, 0.10);
+  s.p90 = nearest_rank(values, 0.90);
+  s.p99 = nearest_rank(values, 0.99);
   s.mean = std::accumulate(values.begin(), values.end(), 0.0) / static_cast<double>(n);
   return s;
 }

@@ -39,6 +39,7 @@ struct settings {
   std::string python = "/usr/bin/python3";
   bool use_python = true;
   bool use_boost = true;
+  bool same_cpu = true;           // Section 1b: the hand-off with both processes on one CPU.
   std::vector<std::string> only;  // Contender keys to measure; empty: all.
 };
 
@@ -103,8 +104,10 @@ void sleep_until_ns(std::int64_t monotonic_ns);
 struct summary {
   std::size_t count = 0;
   double min = 0;
+  double p10 = 0;  // Nearest rank, as p90 and p99.
   double median = 0;
-  double p99 = 0;  // Nearest rank.
+  double p90 = 0;
+  double p99 = 0;
   double max = 0;
   double mean = 0;
 };

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "common.hpp"
 #include "fasteners/interprocess_lock.hpp"
 
 #if FASTENERS_BENCH_HAVE_BOOST
@@ -21,6 +22,7 @@ namespace fasteners_bench {
 namespace {
 
 const std::vector<contender> contenders = {
+    {contender_id::plain_sleep, "plain_sleep", "plain sleep (baseline)", true, false, false, false},
     {contender_id::raw_ofd, "raw_ofd", "raw F_OFD_SETLKW", false, true, false, false},
     {contender_id::fasteners_lock, "fasteners_lock", "fasteners lock()", false, true, false, false},
     {contender_id::fasteners_lock_keep_open, "fasteners_lock_keep_open",
@@ -107,6 +109,17 @@ class library_lock final : public bench_lock {
   fasteners::interprocess_lock lock_;
 };
 
+// No lock at all: how late a plain clock_nanosleep of the same timeout wakes.
+class sleep_lock final : public bench_lock {
+ public:
+  bool acquire(std::int64_t timeout_ns) override {
+    if (timeout_ns < 0) return true;
+    sleep_for_ns(timeout_ns);
+    return false;
+  }
+  void release() override {}
+};
+
 #if FASTENERS_BENCH_HAVE_BOOST
 // Boost's file_lock opens an existing file only.
 const char* existing(const std::string& path) {
@@ -181,6 +194,8 @@ std::unique_ptr<bench_lock> make_lock(contender_id id, const std::string& path) 
     case contender_id::python_acquire:
     case contender_id::python_acquire_timeout:
       return std::make_unique<fcntl_lock>(path, false);
+    case contender_id::plain_sleep:
+      return std::make_unique<sleep_lock>();
   }
   throw std::invalid_argument("unknown contender");
 }

@@ -18,6 +18,7 @@ enum class contender_id {
   boost_timed_lock,          // boost::interprocess::file_lock::timed_lock()
   python_acquire,            // python-fasteners InterProcessLock.acquire()
   python_acquire_timeout,    // python-fasteners InterProcessLock.acquire(timeout=...)
+  plain_sleep,               // No lock: a timed wait sleeps; section 5's baseline alone.
 };
 
 struct contender {
@@ -48,8 +49,10 @@ class bench_lock {
   virtual void release() = 0;
 };
 
-// The lock of a contender. python-fasteners cannot run in this process: its kinds get a classic
-// fcntl lock, which is what python-fasteners takes (lockf) and releases (lockf(LOCK_UN)).
+// The lock of a contender. plain_sleep's takes nothing: a timed acquire sleeps for its timeout
+// and acquires nothing, an untimed one returns at once. python-fasteners cannot run in this
+// process: its kinds get a classic fcntl lock, which is what python-fasteners takes (lockf) and
+// releases (lockf(LOCK_UN)).
 std::unique_ptr<bench_lock> make_lock(contender_id id, const std::string& path);
 
 // The Python program that plays a python-fasteners waiter: `python3 -c <script> PATH TIMEOUT_NS`.

@@ -2,6 +2,7 @@
 #include "cross_process.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -65,16 +66,57 @@ struct counter_file {
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
               "the counter must work across processes");
 
-// One contender's hand-off measurement: its holder here, its waiter in a child process.
+[[noreturn]] void throw_errno(const std::string& what) {
+  throw std::system_error(errno, std::system_category(), what);
+}
+
+// Pins this process to the CPU it runs on while it lives, then restores its affinity.
+class one_cpu {
+ public:
+  one_cpu() {
+    if (::sched_getaffinity(0, sizeof saved_, &saved_) != 0) throw_errno("sched_getaffinity");
+    const int now = ::sched_getcpu();
+    cpu_ = now < 0 ? 0 : static_cast<std::size_t>(now);
+    if (!CPU_ISSET(cpu_, &saved_)) {
+      for (cpu_ = 0; cpu_ + 1 < CPU_SETSIZE && !CPU_ISSET(cpu_, &saved_); ++cpu_) {
+      }
+    }
+    pin(0);
+  }
+  ~one_cpu() { ::sched_setaffinity(0, sizeof saved_, &saved_); }
+  one_cpu(const one_cpu&) = delete;
+  one_cpu& operator=(const one_cpu&) = delete;
+  // Pins process `pid` (0: this one) to this CPU.
+  void pin(pid_t pid) const {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu_, &one);
+    if (::sched_setaffinity(pid, sizeof one, &one) != 0) throw_errno("sched_setaffinity");
+  }
+  int cpu() const { return static_cast<int>(cpu_); }
+
+ private:
+  cpu_set_t saved_{};
+  std::size_t cpu_ = 0;
+};
+
+// One contender's hand-off measurement: its holder here, its waiter in a child process (pinned to
+// `pin`'s CPU, if given).
 class handoff_run {
  public:
-  handoff_run(const contender& who, const settings& config)
+  handoff_run(const contender& who, const settings& config, const one_cpu* pin)
       : who_(who),
         config_(config),
         path_(config.dir + "/handoff-" + who.key + ".lock"),
         holder_(make_lock(who.id, path_)),
         child_(
             spawn(waiter_command(who, path_, who.timed ? config.handoff_timeout_ns : -1, config))) {
+    try {
+      if (pin) pin->pin(child_.pid);
+    } catch (...) {
+      abandon(child_);
+      throw;
+    }
   }
   ~handoff_run() {
     if (child_.pid >= 0) abandon(child_);
@@ -107,6 +149,9 @@ class handoff_run {
     const wait_record record = read_handoff(child_, who_.label);
     if (counted) samples_.add(released, returned, record);
   }
+
+  // The latency of each counted round so far, in round order.
+  const std::vector<double>& latencies() const { return samples_.latency; }
 
   handoff_result result() {
     stop(child_, who_);
@@ -228,12 +273,12 @@ void contest(const contender& who, const settings& config, std::int64_t length_n
   result.seconds += static_cast<double>(length_ns) / 1e9;
 }
 
-}  // namespace
-
-std::vector<handoff_result> measure_handoff(const std::vector<const contender*>& who,
-                                            const settings& config, std::mt19937& rng) {
+// The hand-off rounds of `who`, taking turns; the waiters pinned to `pin`'s CPU if given.
+std::vector<std::unique_ptr<handoff_run>> handoff_rounds(const std::vector<const contender*>& who,
+                                                         const settings& config, std::mt19937& rng,
+                                                         const one_cpu* pin) {
   std::vector<std::unique_ptr<handoff_run>> runs;
-  for (const auto* c : who) runs.push_back(std::make_unique<handoff_run>(*c, config));
+  for (const auto* c : who) runs.push_back(std::make_unique<handoff_run>(*c, config, pin));
   std::uniform_int_distribution<std::int64_t> hold(
       static_cast<std::int64_t>(config.hold_min_ms * 1e6),
       static_cast<std::int64_t>(config.hold_max_ms * 1e6));
@@ -242,8 +287,44 @@ std::vector<handoff_result> measure_handoff(const std::vector<const contender*>&
       runs[i]->round(hold(rng), round >= config.warmup_rounds);
     }
   }
+  return runs;
+}
+
+// Each round's latency over the baseline's in the same round.
+summary round_ratios(const std::vector<double>& latencies, const std::vector<double>& baseline) {
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < latencies.size() && i < baseline.size(); ++i) {
+    if (baseline[i] > 0) ratios.push_back(latencies[i] / baseline[i]);
+  }
+  return summarize(std::move(ratios));
+}
+
+}  // namespace
+
+std::vector<handoff_result> measure_handoff(const std::vector<const contender*>& who,
+                                            const settings& config, std::mt19937& rng) {
+  auto runs = handoff_rounds(who, config, rng, nullptr);
   std::vector<handoff_result> results;
   for (auto& run : runs) results.push_back(run->result());
+  return results;
+}
+
+std::vector<same_cpu_result> measure_same_cpu_handoff(const std::vector<const contender*>& who,
+                                                      const settings& config, std::mt19937& rng) {
+  const one_cpu pin;
+  auto runs = handoff_rounds(who, config, rng, &pin);
+  const handoff_run* raw = nullptr;
+  for (std::size_t i = 0; i < who.size(); ++i) {
+    if (who[i]->id == contender_id::raw_ofd) raw = runs[i].get();
+  }
+  std::vector<same_cpu_result> results(runs.size());
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    results[i].cpu = pin.cpu();
+    if (raw) results[i].round_ratio = round_ratios(runs[i]->latencies(), raw->latencies());
+  }
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    static_cast<handoff_result&>(results[i]) = runs[i]->result();
+  }
   return results;
 }
 

@@ -18,6 +18,10 @@ namespace fasteners_bench {
 // Sections 1 and 2: hand-off latency and the waiter's CPU.
 std::vector<handoff_result> measure_handoff(const std::vector<const contender*>& who,
                                             const settings& config, std::mt19937& rng);
+// Section 1b: the same with this process and the waiters pinned to one CPU (this process's CPU
+// affinity is restored after). Round ratios are against the raw_ofd contender of `who`, if any.
+std::vector<same_cpu_result> measure_same_cpu_handoff(const std::vector<const contender*>& who,
+                                                      const settings& config, std::mt19937& rng);
 // Section 4, for contenders that are C++ locks, in config.throughput_slices turns each.
 std::vector<throughput_result> measure_throughput(const std::vector<const contender*>& who,
                                                   const settings& config, std::mt19937& rng);

@@ -27,16 +27,19 @@ namespace {
 const char* const k_usage = R"(usage: fasteners_bench [options] [--benchmark_* flags]
 
 Measures, in one run, this library against a raw fcntl baseline and its peers:
-hand-off latency, the waiter's CPU, uncontended cost, 4-process throughput and
-timeout accuracy; prints a table and marks the project's speed targets PASS or FAIL.
+hand-off latency (also with both processes on one CPU), the waiter's CPU,
+uncontended cost, 4-process throughput and timeout accuracy (against a plain
+sleep); prints a table and marks the project's speed targets PASS or FAIL.
 
   --json FILE            also write the results as JSON (for bench/plot.py)
   --csv FILE             also write the results as CSV
   --quick                few rounds, for a smoke test (figures are rough)
-  --rounds N             hand-off rounds per contender (default 300)
+  --rounds N             hand-off rounds per contender (default 300), also in 1b
   --timeout-rounds N     timeout-accuracy rounds per contender (default 200)
   --hold-min-ms X        A holds the lock X..Y ms after B starts waiting
   --hold-max-ms Y          (defaults 2 and 12)
+  --no-same-cpu          skip section 1b (the hand-off with both processes
+                         pinned to one CPU, which the hand-off targets use)
   --seconds S            length of each throughput contest (default 2)
   --slices N             turns each throughput contest is split into (default 4)
   --processes N          processes in the throughput contest (default 4)
@@ -46,10 +49,12 @@ timeout accuracy; prints a table and marks the project's speed targets PASS or F
   --python PATH          the Python with python-fasteners (default /usr/bin/python3)
   --no-python            skip python-fasteners
   --no-boost             skip Boost.Interprocess
-  --only KEY,...         measure only these contenders in sections 1, 2, 4 and 5
+  --only KEY,...         measure only these contenders in sections 1, 1b, 2, 4 and 5
                          (raw_ofd, fasteners_lock, fasteners_lock_keep_open,
                          fasteners_try_lock_for, boost_lock,
-                         boost_timed_lock, python_acquire, python_acquire_timeout)
+                         boost_timed_lock, python_acquire, python_acquire_timeout,
+                         plain_sleep); the targets compare with raw_ofd and, for
+                         timeouts, plain_sleep: keep them in the list
   --fail-on-targets      exit with status 2 if a target is missed
 )";
 
@@ -104,6 +109,8 @@ options parse(int argc, char** argv) {
       c.dir = line.value();
     } else if (arg == "--no-boost") {
       c.use_boost = false;
+    } else if (arg == "--no-same-cpu") {
+      c.same_cpu = false;
     } else if (arg == "--only") {
       c.only = split_keys(line.value());
     } else if (arg.rfind("--benchmark_", 0) == 0) {
@@ -186,6 +193,63 @@ std::vector<Result> measure_section(const std::vector<const contender*>& candida
   return rows;
 }
 
+// The contenders of sections 1 and 2, section 1b and 4 (C++ locks only) and 5 (timed waits).
+struct sections {
+  std::vector<const contender*> handoff;
+  std::vector<const contender*> locks;
+  std::vector<const contender*> timed;
+};
+
+sections section_contenders() {
+  sections s;
+  for (const auto& who : all_contenders()) {
+    if (who.timed) s.timed.push_back(&who);
+    if (who.id != contender_id::plain_sleep) s.handoff.push_back(&who);
+  }
+  for (const auto id :
+       {contender_id::raw_ofd, contender_id::fasteners_lock, contender_id::fasteners_lock_keep_open,
+        contender_id::fasteners_try_lock, contender_id::boost_lock}) {
+    s.locks.push_back(&contender_of(id));
+  }
+  return s;
+}
+
+// Google Benchmark with `flags`; its repetitions take turns too, unless the flags say otherwise.
+// It keeps `program` as the executable's name: that must outlive the run.
+void initialize_benchmark(char* program, const std::vector<std::string>& flags) {
+  std::vector<std::string> args = {"--benchmark_enable_random_interleaving=true"};
+  for (const auto& flag : flags) args.push_back(flag);
+  std::vector<char*> argv = {program};
+  for (auto& arg : args) argv.push_back(arg.data());
+  int argc = static_cast<int>(argv.size());
+  benchmark::Initialize(&argc, argv.data());
+}
+
+// Sections 1, 1b, 2, 4 and 5, into `r`.
+void measure_cross_process(results& r) {
+  const auto& c = r.config;
+  const sections who = section_contenders();
+  std::mt19937 rng(20240601);
+  std::fprintf(stderr, "1+2. hand-off latency and waiter CPU, %d rounds, contenders taking turns\n",
+               c.handoff_rounds);
+  r.handoff = measure_section<handoff_result>(
+      who.handoff, r, [&](const auto& some) { return measure_handoff(some, c, rng); });
+  if (c.same_cpu) {
+    std::fprintf(stderr, "1b. hand-off on one CPU, %d rounds, contenders taking turns\n",
+                 c.handoff_rounds);
+    r.same_cpu = measure_section<same_cpu_result>(
+        who.locks, r, [&](const auto& some) { return measure_same_cpu_handoff(some, c, rng); });
+  }
+  std::fprintf(stderr, "4. throughput of %d processes, %.1f s each in %d turns\n", c.processes,
+               c.throughput_seconds, c.throughput_slices);
+  r.throughput = measure_section<throughput_result>(
+      who.locks, r, [&](const auto& some) { return measure_throughput(some, c, rng); });
+  std::fprintf(stderr, "5. timeout accuracy, %d rounds, contenders taking turns\n",
+               c.timeout_rounds);
+  r.timeout = measure_section<timeout_result>(
+      who.timed, r, [&](const auto& some) { return measure_timeout(some, c, rng); });
+}
+
 int run(int argc, char** argv) {
   options o = parse(argc, argv);
   const std::int64_t started = now_ns();
@@ -207,46 +271,13 @@ int run(int argc, char** argv) {
     std::filesystem::create_directories(c.dir);
   }
 
-  // Repetitions of the benchmarks take turns too, unless the command line says otherwise.
-  std::vector<std::string> benchmark_args = {argv[0],
-                                             "--benchmark_enable_random_interleaving=true"};
-  for (const auto& flag : o.benchmark_flags) benchmark_args.push_back(flag);
-  std::vector<char*> benchmark_argv;
-  for (auto& arg : benchmark_args) benchmark_argv.push_back(arg.data());
-  int benchmark_argc = static_cast<int>(benchmark_argv.size());
-  benchmark::Initialize(&benchmark_argc, benchmark_argv.data());
+  initialize_benchmark(argv[0], o.benchmark_flags);
 
   std::fprintf(stderr, "fasteners_bench: lock files in %s\n", c.dir.c_str());
   std::fprintf(stderr, "3. uncontended acquire+release (Google Benchmark)\n");
   r.uncontended = measure_uncontended(c);
 
-  std::mt19937 rng(20240601);
-  std::vector<const contender*> everyone;
-  std::vector<const contender*> timed;
-  for (const auto& who : all_contenders()) {
-    everyone.push_back(&who);
-    if (who.timed) timed.push_back(&who);
-  }
-  std::fprintf(stderr, "1+2. hand-off latency and waiter CPU, %d rounds, contenders taking turns\n",
-               c.handoff_rounds);
-  r.handoff = measure_section<handoff_result>(
-      everyone, r, [&](const auto& who) { return measure_handoff(who, c, rng); });
-
-  std::fprintf(stderr, "4. throughput of %d processes, %.1f s each in %d turns\n", c.processes,
-               c.throughput_seconds, c.throughput_slices);
-  std::vector<const contender*> workers;
-  for (const auto id :
-       {contender_id::raw_ofd, contender_id::fasteners_lock, contender_id::fasteners_lock_keep_open,
-        contender_id::fasteners_try_lock, contender_id::boost_lock}) {
-    workers.push_back(&contender_of(id));
-  }
-  r.throughput = measure_section<throughput_result>(
-      workers, r, [&](const auto& who) { return measure_throughput(who, c, rng); });
-
-  std::fprintf(stderr, "5. timeout accuracy, %d rounds, contenders taking turns\n",
-               c.timeout_rounds);
-  r.timeout = measure_section<timeout_result>(
-      timed, r, [&](const auto& who) { return measure_timeout(who, c, rng); });
+  measure_cross_process(r);
 
   r.machine.load_after = load_average();
   r.total_seconds = static_cast<double>(now_ns() - started) / 1e9;

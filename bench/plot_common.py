@@ -18,7 +18,7 @@ FAIL = "#d62728"
 def colour(key):
     if key.startswith("fasteners"):
         return OURS
-    if key.startswith("raw"):
+    if key.startswith("raw") or key == "plain_sleep":
         return RAW
     return PEER
 

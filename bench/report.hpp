@@ -18,6 +18,12 @@ struct handoff_result : result_row, handoff_times {
   int not_yet_blocked = 0;      // Rounds in which B was not yet blocked after the hold.
 };
 
+// Section 1b: the hand-off with A and B pinned to one CPU.
+struct same_cpu_result : handoff_result {
+  int cpu = -1;         // The CPU both processes ran on.
+  summary round_ratio;  // Each round's latency over raw F_OFD_SETLKW's in the same round.
+};
+
 // Section 3: uncontended acquire+release pairs in one process.
 struct uncontended_result : result_row {
   double ns = 0;
@@ -45,6 +51,7 @@ struct results : run_results<settings> {
   std::string boost_version;   // Empty if not built in.
   std::string python_version;  // python-fasteners'; empty if unavailable.
   std::vector<handoff_result> handoff;
+  std::vector<same_cpu_result> same_cpu;
   std::vector<uncontended_result> uncontended;
   std::vector<throughput_result> throughput;
   std::vector<timeout_result> timeout;
