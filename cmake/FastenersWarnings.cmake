@@ -6,7 +6,7 @@ function(fasteners_set_warnings target)
     target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
       -Wsign-conversion -Wnon-virtual-dtor -Wold-style-cast $<$<BOOL:${FASTENERS_WERROR}>:-Werror>
       # Clang checks the locking rules written down with the annotations of src/thread_safety.hpp.
-      $<$<CXX_COMPILER_ID:Clang>:-Wthread-safety>)
+      $<$<CXX_COMPILER_ID:Clang>:-Wthread-safety -Wthread-safety-beta>)
   endif()
 endfunction()
 

@@ -70,17 +70,16 @@ void lock_object::release(lock_mode mode) {
       return;
     }
   }
+  bool lost = false;
   {
     object_lock lock(mu_);
-    if (lost_[slot(mode)] > 0) {
-      --lost_[slot(mode)];
-    } else {
-      fail(std::make_error_code(std::errc::operation_not_permitted), "release",
-           mode == lock_mode::shared ? "this object holds no read lock on it"
-                                     : "this object does not hold it");
-    }
+    lost = lost_[slot(mode)] > 0;
+    if (lost) --lost_[slot(mode)];
   }
-  throw_lost(mode);
+  if (lost) fail(std::make_error_code(std::errc::connection_reset), "release", lost_reason());
+  fail(std::make_error_code(std::errc::operation_not_permitted), "release",
+       mode == lock_mode::shared ? "this object holds no read lock on it"
+                                 : "this object does not hold it");
 }
 
 bool lock_object::holds(lock_mode mode) {
@@ -115,9 +114,8 @@ void lock_object::count_lost(int shared, int exclusive) {
   holds_ -= shared + exclusive;
 }
 
-void lock_object::throw_lost(lock_mode) const {
-  fail(std::make_error_code(std::errc::connection_reset), "release",
-       "the lock was lost while this object held it");
+const char* lock_object::lost_reason() const noexcept {
+  return "the lock was lost while this object held it";
 }
 
 std::shared_ptr<lock_state> lock_object::begin_acquire() {
@@ -145,6 +143,12 @@ std::shared_ptr<lock_state> lock_object::begin_acquire() {
   }
   if (extra) extra->detach();
   return result;
+}
+
+bool lock_object::unbinds_after(const lock_state& state, int ended) {
+  object_lock lock(mu_);
+  return bound_.get() == &state && holds_ - ended == 0 && acquiring_ == 0 &&
+         (leaving_ || !stays_bound(state));
 }
 
 bool lock_object::others_acquiring() {

@@ -47,6 +47,8 @@ class FASTENERS_API lock_object {
   // Locks that the object held were lost with their holder: its releases of them throw the
   // backend's error for lost locks.
   void count_lost(int shared, int exclusive) FASTENERS_EXCLUDES(mu_);
+  // Whether ending `ended` more of the object's locks on `state` would unbind it.
+  bool unbinds_after(const lock_state& state, int ended) FASTENERS_EXCLUDES(mu_);
   // Whether another thread's acquire on this object is under way besides the caller's.
   bool others_acquiring() FASTENERS_EXCLUDES(mu_);
   // Throws std::system_error(ec) with "fasteners: cannot <action> <this lock>: <detail>".
@@ -67,8 +69,8 @@ class FASTENERS_API lock_object {
   virtual holder& holder_in(lock_state& state) = 0;
   // Whether the object stays bound to `state` while it holds nothing there.
   virtual bool stays_bound(const lock_state& state) const = 0;
-  // The error for releasing a lock of `mode` that was lost with its holder.
-  [[noreturn]] virtual void throw_lost(lock_mode mode) const;
+  // Why a lock that the object held was lost with its holder, for the error of its release.
+  virtual const char* lost_reason() const noexcept;
 
  private:
   // The state to acquire on, binding this object to it; counts an acquire under way, which keeps

@@ -186,11 +186,22 @@ lock_state::released lock_state::release(lock_object& owner, holder& h, lock_mod
   released result;
   if (h.lost) {
     forget_lost(owner, h);
-    unbound = owner.end_holds(*this, 0);
-    if (unbound) unbind();
-    notify();
-    return result;
+  } else {
+    result.found = forget_holding(owner, h, mode);
   }
+  if (result.found && !h.holds_any()) {
+    h.gate_closed = false;
+    const busy_scope busy(h, holder::use::brief);
+    result.error = unlock(h, mode, owner, owner.unbinds_after(*this, 1));
+  }
+  unbound = owner.end_holds(*this, result.found ? 1 : 0);
+  if (unbound) unbind();
+  notify();
+  check_invariants(h);
+  return result;
+}
+
+bool lock_state::forget_holding(const lock_object& owner, holder& h, lock_mode mode) {
   // One of the owner's locks of `mode`, the calling thread's if it took one.
   const auto self = this_thread_token();
   holding* it = nullptr;
@@ -199,29 +210,14 @@ lock_state::released lock_state::release(lock_object& owner, holder& h, lock_mod
     it = &x;
     if (x.thread == self) break;
   }
-  if (it == nullptr) return result;
-  result.found = true;
+  if (it == nullptr) return false;
   holdings_.erase(it);
   if (mode == lock_mode::shared) {
     --h.readers;
   } else {
     h.writer = false;
   }
-  unbound = owner.end_holds(*this, 1);
-  if (!h.holds_any()) {
-    h.gate_closed = false;
-    try {
-      const busy_scope busy(h, holder::use::brief);
-      result.error = unlock(h, mode, owner, unbound != nullptr);
-    } catch (...) {
-      // unlock() reports through its result; a lost holder is all that can come of a throw.
-    }
-    if (h.lost) forget_lost(owner, h);
-  }
-  if (unbound) unbind();
-  notify();
-  check_invariants(h);
-  return result;
+  return true;
 }
 
 bool lock_state::holds(const lock_object& owner, lock_mode mode) const {

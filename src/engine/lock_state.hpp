@@ -146,7 +146,8 @@ class FASTENERS_API lock_state {
   virtual outcome wait_lock(holder& h, lock_mode mode, deadline until, lock_object& owner)
       FASTENERS_REQUIRES(mu_) = 0;
   // Lets go of what `h` holds (`mode`, its last holding); `unbinding` says that `owner` unbinds
-  // with this release, so the backend may end what only it used.
+  // with this release (if no other of its threads starts to acquire meanwhile), so the backend
+  // may end what only it used. The owner is still bound during the call.
   virtual std::error_code unlock(holder& h, lock_mode mode, lock_object& owner, bool unbinding)
       FASTENERS_REQUIRES(mu_) = 0;
   // Whether a writer waits for the lock elsewhere, while `h` holds it shared. Best effort.
@@ -192,6 +193,8 @@ class FASTENERS_API lock_state {
   bool held_by_thread(std::uint64_t thread) const FASTENERS_REQUIRES(mu_);
   bool owned_by(const lock_object& owner) const FASTENERS_REQUIRES(mu_);
   void record(holder& h, const lock_object& owner, lock_mode mode) FASTENERS_REQUIRES(mu_);
+  // Ends one of `owner`'s holdings of `mode`, preferring the calling thread's; false if none.
+  bool forget_holding(const lock_object& owner, holder& h, lock_mode mode) FASTENERS_REQUIRES(mu_);
   // Ends the holdings of `owner`, whose holder `h` was lost: they count as lost for it.
   void forget_lost(lock_object& owner, holder& h) FASTENERS_REQUIRES(mu_);
   // Ends an acquire of `owner`; returns its binding if that ends too.

@@ -192,6 +192,28 @@ bool is_number(const char* name) {
   return true;
 }
 
+// Adds the locks that the fdinfo of process `pid`'s descriptors (`fds`, its /proc/PID/fd) list
+// for the file (dev, ino).
+void scan_descriptors(DIR* fds, int pid, const std::string& base, dev_t dev, ino_t ino,
+                      process_scan& scan) {
+  std::string text;
+  while (const dirent* entry = ::readdir(fds)) {
+    int fd = 0;
+    if (!is_number(entry->d_name) || !parse_number(entry->d_name, fd)) continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(fds), entry->d_name, &st, 0) != 0) continue;
+    if (st.st_dev != dev || st.st_ino != ino) continue;
+    if (read_file(base + "/fdinfo/" + entry->d_name, text) != 0) continue;
+    for_each_line(text, [&](std::string_view line) {
+      constexpr std::string_view prefix = "lock:";
+      if (line.substr(0, prefix.size()) != prefix) return;
+      if (const auto lock = parse_lock(line.substr(prefix.size()))) {
+        scan.seen.push_back({pid, fd, *lock});
+      }
+    });
+  }
+}
+
 // Finds every descriptor of every process that refers to the file (dev, ino), and the locks
 // its fdinfo lists.
 process_scan scan_processes(dev_t dev, ino_t ino, const std::filesystem::path& path) {
@@ -202,9 +224,8 @@ process_scan scan_processes(dev_t dev, ino_t ino, const std::filesystem::path& p
   }
   std::string text;
   while (const dirent* process = ::readdir(proc)) {
-    if (!is_number(process->d_name)) continue;
     int pid = 0;
-    if (!parse_number(process->d_name, pid)) continue;
+    if (!is_number(process->d_name) || !parse_number(process->d_name, pid)) continue;
     const std::string base = std::string("/proc/") + process->d_name;
     DIR* fds = ::opendir((base + "/fd").c_str());
     if (fds == nullptr) {
@@ -215,21 +236,7 @@ process_scan scan_processes(dev_t dev, ino_t ino, const std::filesystem::path& p
       }
       continue;  // Otherwise the process has ended.
     }
-    while (const dirent* entry = ::readdir(fds)) {
-      int fd = 0;
-      if (!is_number(entry->d_name) || !parse_number(entry->d_name, fd)) continue;
-      struct stat st {};
-      if (::fstatat(::dirfd(fds), entry->d_name, &st, 0) != 0) continue;
-      if (st.st_dev != dev || st.st_ino != ino) continue;
-      if (read_file(base + "/fdinfo/" + entry->d_name, text) != 0) continue;
-      for_each_line(text, [&](std::string_view line) {
-        constexpr std::string_view prefix = "lock:";
-        if (line.substr(0, prefix.size()) != prefix) return;
-        if (const auto lock = parse_lock(line.substr(prefix.size()))) {
-          scan.seen.push_back({pid, fd, *lock});
-        }
-      });
-    }
+    scan_descriptors(fds, pid, base, dev, ino, scan);
     ::closedir(fds);
   }
   ::closedir(proc);
@@ -253,6 +260,42 @@ struct proc_locks_reading {
 constexpr std::size_t first_reads[] = {1 << 16, 1400, 2800};
 
 // The lines of one reading of /proc/locks, without their ordinal ("12: "), repeats dropped.
+// The lines of /proc/locks as read() brings them, a page at a time.
+class proc_locks_pages {
+ public:
+  // Takes what one read() returned: ends the line the previous read() cut (which the walk before
+  // wrote, so it ends that page) and keeps this page's lines, dropping those it repeats.
+  void add(const char* data, std::size_t size) {
+    bool ends_previous_page = !partial_.empty();
+    std::vector<std::string> page;
+    partial_.append(data, size);
+    std::size_t end;
+    while ((end = partial_.find('\n')) != std::string::npos) {
+      const auto colon = partial_.find(": ");
+      auto line = colon < end ? partial_.substr(colon + 2, end - colon - 2) : std::string();
+      partial_.erase(0, end + 1);
+      if (ends_previous_page) {
+        lines_.push_back(std::move(line));
+        ends_previous_page = false;
+      } else {
+        page.push_back(std::move(line));
+      }
+    }
+    // The longest run that ends the previous page and starts this one was shown twice.
+    std::size_t repeated = std::min(page.size(), lines_.size());
+    while (repeated > 0 && !std::equal(page.begin(), page.begin() + static_cast<long>(repeated),
+                                       lines_.end() - static_cast<long>(repeated))) {
+      --repeated;
+    }
+    lines_.insert(lines_.end(), page.begin() + static_cast<long>(repeated), page.end());
+  }
+  std::vector<std::string> lines() && { return std::move(lines_); }
+
+ private:
+  std::vector<std::string> lines_;
+  std::string partial_;  // The start of a line whose end the next read() brings.
+};
+
 std::vector<std::string> read_proc_locks_once(const std::filesystem::path& path,
                                               std::size_t first_read) {
   const int fd = ::open("/proc/locks", O_RDONLY | O_CLOEXEC);
@@ -260,9 +303,7 @@ std::vector<std::string> read_proc_locks_once(const std::filesystem::path& path,
     throw_error(std::error_code(errno, std::system_category()), action, path,
                 "cannot read /proc/locks");
   }
-  std::vector<std::string> lines;
-  std::vector<std::string> page;
-  std::string partial;  // The start of a line whose end the next read() brings.
+  proc_locks_pages pages;
   std::vector<char> buffer(1 << 16);
   for (std::size_t size = first_read;; size = buffer.size()) {
     const auto n = ::read(fd, buffer.data(), size);
@@ -274,32 +315,10 @@ std::vector<std::string> read_proc_locks_once(const std::filesystem::path& path,
                   "cannot read /proc/locks");
     }
     if (n == 0) break;
-    // A line cut by the previous read() was written by the walk before; it ends that page.
-    bool ends_previous_page = !partial.empty();
-    page.clear();
-    partial.append(buffer.data(), static_cast<std::size_t>(n));
-    std::size_t end;
-    while ((end = partial.find('\n')) != std::string::npos) {
-      const auto colon = partial.find(": ");
-      auto line = colon < end ? partial.substr(colon + 2, end - colon - 2) : std::string();
-      partial.erase(0, end + 1);
-      if (ends_previous_page) {
-        lines.push_back(std::move(line));
-        ends_previous_page = false;
-      } else {
-        page.push_back(std::move(line));
-      }
-    }
-    // The longest run that ends the previous page and starts this one was shown twice.
-    std::size_t repeated = std::min(page.size(), lines.size());
-    while (repeated > 0 && !std::equal(page.begin(), page.begin() + static_cast<long>(repeated),
-                                       lines.end() - static_cast<long>(repeated))) {
-      --repeated;
-    }
-    lines.insert(lines.end(), page.begin() + static_cast<long>(repeated), page.end());
+    pages.add(buffer.data(), static_cast<std::size_t>(n));
   }
   ::close(fd);
-  return lines;
+  return std::move(pages).lines();
 }
 
 std::vector<proc_locks_reading> read_proc_locks(const struct stat& st,
@@ -317,89 +336,84 @@ std::vector<proc_locks_reading> read_proc_locks(const struct stat& st,
   return readings;
 }
 
-std::vector<lock_holder> linux_holders(const std::filesystem::path& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) return {};  // No file, no lock.
-    throw_error(std::error_code(errno, std::system_category()), action, path);
-  }
-  // /proc/locks names files by the superblock's device, which stat() may report differently
-  // (btrfs subvolumes); a lock on the same inode number elsewhere is kept aside until a
-  // descriptor of this very file shows which device the kernel calls it.
-  auto readings = read_proc_locks(st, path);
-  if (std::all_of(readings.begin(), readings.end(), [](const proc_locks_reading& r) {
-        return r.locks.empty() && r.other_device.empty();
-      })) {
-    return {};
-  }
+lock_holder holder_of(int pid, const kernel_lock& lock, bool inspectable) {
+  lock_holder h;
+  h.pid = pid;
+  h.kind = lock.kind;
+  h.mechanism = lock.mechanism;
+  h.first_byte = lock.first_byte;
+  h.last_byte = lock.last_byte;
+  h.whole_file = lock.first_byte == 0 && (!lock.last_byte || *lock.last_byte >= gate_byte - 1);
+  h.waiting = lock.first_byte == gate_byte && lock.last_byte == gate_byte;
+  h.inspectable = inspectable;
+  return h;
+}
 
-  std::vector<lock_holder> result;
-  const auto add = [&](int pid, const kernel_lock& lock, bool inspectable) {
-    lock_holder h;
-    h.pid = pid;
-    h.kind = lock.kind;
-    h.mechanism = lock.mechanism;
-    h.first_byte = lock.first_byte;
-    h.last_byte = lock.last_byte;
-    h.whole_file = lock.first_byte == 0 && (!lock.last_byte || *lock.last_byte >= gate_byte - 1);
-    h.waiting = lock.first_byte == gate_byte && lock.last_byte == gate_byte;
-    h.inspectable = inspectable;
-    result.push_back(std::move(h));
-  };
-
-  // Every descriptor of the file, in every process that may be inspected, lists the locks held
-  // through it, consistently. Classic fcntl locks also name their owner in /proc/locks; the
-  // others belong to an open file description, which any number of processes may share.
-  const process_scan scan = scan_processes(st.st_dev, st.st_ino, path);
+// Adds to the readings the locks on an inode of the same number on another device that a
+// descriptor seen (scan.seen) shows to be this file: /proc/locks names files by the superblock's
+// device, which stat() may report differently (btrfs subvolumes).
+void add_other_devices(std::vector<proc_locks_reading>& readings, const process_scan& scan) {
   std::set<std::pair<unsigned, unsigned>> devices;
-  for (const auto& s : scan.seen) {
-    devices.emplace(s.lock.major, s.lock.minor);
-    add(s.pid, s.lock, true);
-  }
+  for (const auto& s : scan.seen) devices.emplace(s.lock.major, s.lock.minor);
   for (auto& reading : readings) {
     for (const auto& lock : reading.other_device) {
       if (devices.count({lock.major, lock.minor}) != 0) reading.locks.push_back(lock);
     }
   }
+}
 
-  // How many locks of each kind without a named owner there are: the median of the readings.
-  using shape_type = decltype(shape(kernel_lock()));
+using shape_type = decltype(shape(kernel_lock()));
+
+// Classic fcntl locks name their owner in /proc/locks: each becomes a holder. The others are
+// counted by shape, per reading, for unaccounted_locks().
+std::map<shape_type, std::vector<int>> count_unowned(
+    const std::vector<proc_locks_reading>& readings, std::vector<lock_holder>& result) {
   std::map<shape_type, std::vector<int>> counts;
   for (std::size_t i = 0; i < readings.size(); ++i) {
     for (const auto& lock : readings[i].locks) {
-      if (lock.mechanism == lock_mechanism::fcntl_posix) {
-        if (lock.pid > 0) {
-          add(static_cast<int>(lock.pid), lock, true);
-        } else {
-          add(-1, lock, false);  // An owner in another PID namespace.
-        }
-      } else {
+      if (lock.mechanism != lock_mechanism::fcntl_posix) {
         auto& per_reading = counts[shape(lock)];
         per_reading.resize(readings.size());
         ++per_reading[i];
+      } else if (lock.pid > 0) {
+        result.push_back(holder_of(static_cast<int>(lock.pid), lock, true));
+      } else {
+        result.push_back(holder_of(-1, lock, false));  // An owner in another PID namespace.
       }
     }
   }
-  // A lock that the open files seen do not account for is held by a process that could not be
-  // inspected, or by one that is not visible here at all.
+  return counts;
+}
+
+// How many open files seen hold a lock of shape `key` (descriptors of one open file count once).
+int open_files_holding(const process_scan& scan, const shape_type& key) {
+  std::vector<const seen_lock*> open_files;
+  for (const auto& s : scan.seen) {
+    if (shape(s.lock) != key) continue;
+    const bool known = std::any_of(open_files.begin(), open_files.end(), [&](const auto* o) {
+      return same_open_file(o->pid, o->fd, s.pid, s.fd);
+    });
+    if (!known) open_files.push_back(&s);
+  }
+  return static_cast<int>(open_files.size());
+}
+
+// A lock that the open files seen do not account for (by the median of the readings' counts) is
+// held by a process that could not be inspected, or by one that is not visible here at all.
+void add_unaccounted(std::map<shape_type, std::vector<int>>& counts, const process_scan& scan,
+                     std::vector<lock_holder>& result) {
   for (auto& [key, per_reading] : counts) {
     std::sort(per_reading.begin(), per_reading.end());
-    const int wanted = per_reading[per_reading.size() / 2];
-    std::vector<const seen_lock*> open_files;
-    for (const auto& s : scan.seen) {
-      if (shape(s.lock) != key) continue;
-      const bool known = std::any_of(open_files.begin(), open_files.end(), [&](const auto* o) {
-        return same_open_file(o->pid, o->fd, s.pid, s.fd);
-      });
-      if (!known) open_files.push_back(&s);
-    }
-    if (static_cast<int>(open_files.size()) >= wanted) continue;
+    if (open_files_holding(scan, key) >= per_reading[per_reading.size() / 2]) continue;
     kernel_lock lock;
     std::tie(lock.mechanism, lock.kind, lock.first_byte, lock.last_byte) = key;
-    for (const int pid : scan.uninspectable) add(pid, lock, false);
-    if (scan.uninspectable.empty()) add(-1, lock, false);
+    for (const int pid : scan.uninspectable) result.push_back(holder_of(pid, lock, false));
+    if (scan.uninspectable.empty()) result.push_back(holder_of(-1, lock, false));
   }
+}
 
+// Sorts by pid, drops repeats and names each process's command.
+void finish_holders(std::vector<lock_holder>& result) {
   const auto key = [](const lock_holder& h) {
     return std::make_tuple(h.pid, !h.inspectable, h.mechanism, h.kind, h.first_byte, h.last_byte);
   };
@@ -416,6 +430,30 @@ std::vector<lock_holder> linux_holders(const std::filesystem::path& path) {
     if (it == commands.end()) it = commands.emplace(h.pid, command_of(h.pid)).first;
     h.command = it->second;
   }
+}
+
+std::vector<lock_holder> linux_holders(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return {};  // No file, no lock.
+    throw_error(std::error_code(errno, std::system_category()), action, path);
+  }
+  auto readings = read_proc_locks(st, path);
+  if (std::all_of(readings.begin(), readings.end(), [](const proc_locks_reading& r) {
+        return r.locks.empty() && r.other_device.empty();
+      })) {
+    return {};
+  }
+  // Every descriptor of the file, in every process that may be inspected, lists the locks held
+  // through it, consistently. Classic fcntl locks also name their owner in /proc/locks; the
+  // others belong to an open file description, which any number of processes may share.
+  const process_scan scan = scan_processes(st.st_dev, st.st_ino, path);
+  std::vector<lock_holder> result;
+  for (const auto& s : scan.seen) result.push_back(holder_of(s.pid, s.lock, true));
+  add_other_devices(readings, scan);
+  auto counts = count_unowned(readings, result);
+  add_unaccounted(counts, scan, result);
+  finish_holders(result);
   return result;
 }
 
