@@ -1,9 +1,12 @@
 // The small interface each platform implements: files, byte-range locks, threads and fork.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <system_error>
 #include <tuple>
@@ -121,6 +124,29 @@ class FASTENERS_API cancellation_off {
 
  private:
   int saved_ = 0;
+};
+
+// One thread's place to sleep until another thread wakes it: a futex on Linux, a condition
+// variable elsewhere. No signal and no thread cancellation ends a sleep for good.
+class FASTENERS_API parker {
+ public:
+  parker() noexcept = default;
+  parker(const parker&) = delete;
+  parker& operator=(const parker&) = delete;
+
+  // Sleeps until unpark() is called, or until `until` (a time_point::max() means no limit),
+  // unless unpark() was called already since the last park() that it woke. Returns whether an
+  // unpark() woke it (and was consumed); false at the deadline, and now and then spuriously.
+  // Only the thread that owns the parker calls it.
+  bool park(std::chrono::steady_clock::time_point until) noexcept;
+  // Wakes the owner's park(), or the next one. Any thread; the parker must outlive the call, but
+  // its owner may destroy it as soon as a park() that returned true shows it was called.
+  void unpark() noexcept;
+
+ private:
+  std::atomic<int> state_{0};  // 1: unparked, 0: neither, -1: parked (Linux).
+  std::mutex mu_;              // Elsewhere, with cv_.
+  std::condition_variable cv_;
 };
 
 // Whether processes can fork(), so that the library must keep its handles out of children.

@@ -2,7 +2,6 @@
 #include "engine/thread_pool.hpp"
 
 #include <chrono>
-#include <condition_variable>
 #include <new>
 
 #include "platform.hpp"
@@ -14,10 +13,12 @@ namespace {
 // How long a thread waits idle for another job before it ends.
 constexpr auto idle_time = std::chrono::seconds(2);
 
+// A thread of the pool. Its fields are guarded by the pool's mutex; it sleeps on its parker, which
+// run_on_pool_thread() wakes after letting go of the mutex, so that a job costs one wake-up.
 struct worker {
   void (*job)(void*) = nullptr;  // Set while a job waits for this worker.
   void* arg = nullptr;
-  std::condition_variable assigned;
+  platform::parker parker;
   worker* next = nullptr;  // In the idle list.
 };
 
@@ -48,25 +49,44 @@ void unlink_idle(pool& p, worker* w) FASTENERS_REQUIRES(p.mu) {
   }
 }
 
-void work(void* arg) {
-  auto* w = static_cast<worker*>(arg);
-  auto& p = the_pool();
-  for (;;) {
-    w->job(w->arg);
+// Waits idle for the next job, at most idle_time; false if none came (the worker is unlisted).
+bool next_job(pool& p, worker* w) {
+  const auto until = std::chrono::steady_clock::now() + idle_time;
+  {
     mutex_lock lock(p.mu);
     w->job = nullptr;
     w->next = p.idle;
     p.idle = w;
-    const auto until = std::chrono::steady_clock::now() + idle_time;
-    while (w->job == nullptr && std::chrono::steady_clock::now() < until) {
-      p.mu.wait_until(w->assigned, until);
-    }
-    if (w->job == nullptr) {
+  }
+  for (;;) {
+    w->parker.park(until);
+    mutex_lock lock(p.mu);
+    if (w->job != nullptr) return true;
+    if (std::chrono::steady_clock::now() >= until) {
       unlink_idle(p, w);
-      break;
+      return false;
     }
   }
+}
+
+void work(void* arg) {
+  auto* w = static_cast<worker*>(arg);
+  auto& p = the_pool();
+  do {
+    w->job(w->arg);
+  } while (next_job(p, w));
   delete w;
+}
+
+// The idle worker that takes the job, or nullptr.
+worker* assign(pool& p, void (*job)(void*), void* arg) {
+  mutex_lock lock(p.mu);
+  worker* w = p.idle;
+  if (w == nullptr) return nullptr;
+  p.idle = w->next;
+  w->job = job;
+  w->arg = arg;
+  return w;
 }
 
 void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { the_pool().mu.lock(); }
@@ -84,15 +104,11 @@ void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
 
 std::error_code run_on_pool_thread(void (*job)(void*), void* arg) noexcept {
   auto& p = the_pool();
-  {
-    mutex_lock lock(p.mu);
-    if (worker* w = p.idle) {
-      p.idle = w->next;
-      w->job = job;
-      w->arg = arg;
-      w->assigned.notify_one();
-      return {};
-    }
+  // Taken off the idle list, a worker stays until it has run the job: woken outside the mutex,
+  // which it needs first.
+  if (worker* w = assign(p, job, arg)) {
+    w->parker.unpark();
+    return {};
   }
   auto* w = new (std::nothrow) worker;
   if (w == nullptr) return std::make_error_code(std::errc::not_enough_memory);

@@ -245,12 +245,20 @@ void inode_state::adopt(kernel_wait& w, wanter& me) {
 }
 
 outcome inode_state::await(kernel_wait& w, wanter& me, deadline until, const file_object& owner) {
+  bool woken = false;  // Whether the kernel wait's thread woke this one (after the outcome).
   while (me.outcome == wanter::state::waiting) {
     if (!may_wait(until)) {
       give_up(w);
       return outcome::not_taken;
     }
-    sleep(until);
+    const mutex_unlock unlocked(mu_);
+    woken = me.parker.park(until);
+  }
+  if (!woken) {
+    // Told, but not woken yet: the kernel wait's thread still uses `me` until it wakes it.
+    const mutex_unlock unlocked(mu_);
+    while (!me.parker.park(no_deadline)) {
+    }
   }
   // `w` may be gone now: its thread destroys it once it has reported.
   switch (me.outcome) {
@@ -282,10 +290,9 @@ bool inode_state::gate_taken(kernel_wait& w) {
 
 void inode_state::keep_main_handle(kernel_wait& w, os_file file) { w.main_file = std::move(file); }
 
-std::unique_ptr<kernel_wait> inode_state::complete(kernel_wait& w, wait_end end,
-                                                   std::error_code error) {
-  auto done = std::move(pending_[slot(w.mode)]);
-  assert(done.get() == &w);
+inode_state::completed inode_state::complete(kernel_wait& w, wait_end end, std::error_code error) {
+  completed done{std::move(pending_[slot(w.mode)]), w.wanted_by};
+  assert(done.wait.get() == &w);
   if (end == wait_end::granted && w.wanted_by != nullptr) {
     hand_over(w);
   } else {

@@ -57,9 +57,13 @@ class inode_state final : public engine::lock_state,
 
   // ---- For kernel_wait, with the mutex held. ----
   // A kernel wait ended: hands a grant to its wanter, or releases it, and forgets the wait.
-  // Returns the wait, to be destroyed outside the mutex (closing handles is a system call).
-  std::unique_ptr<kernel_wait> complete(kernel_wait& w, wait_end end, std::error_code error)
-      FASTENERS_REQUIRES(mu_);
+  // Returns the wait, to be destroyed outside the mutex (closing handles is a system call), and
+  // the wanter told the outcome, to be woken after that.
+  struct completed {
+    std::unique_ptr<kernel_wait> wait;
+    wanter* told = nullptr;
+  };
+  completed complete(kernel_wait& w, wait_end end, std::error_code error) FASTENERS_REQUIRES(mu_);
   // A kernel wait holds the gate now; returns false if nobody wants it any more.
   bool gate_taken(kernel_wait& w) FASTENERS_REQUIRES(mu_);
   // Keeps the handle a writer's kernel wait waits on for the main region.

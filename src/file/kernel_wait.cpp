@@ -56,7 +56,7 @@ void run(void* arg) {
     end = wait_end::failed;
     error = std::make_error_code(std::errc::not_enough_memory);
   }
-  std::unique_ptr<kernel_wait> done;
+  inode_state::completed done;
   bool wake = false;
   {
     mutex_lock lock(inode->state_mutex());
@@ -66,9 +66,11 @@ void run(void* arg) {
   // Outside the mutex (closing its handles is a system call), and before the caller is woken: the
   // caller often runs on this CPU once this thread sleeps, so what this thread does after waking
   // it delays the hand-off.
-  done.reset();
-  // Outside the mutex too, so that the woken caller does not wait for it at once.
+  done.wait.reset();
+  // Outside the mutex too, so that the woken caller does not wait for it at once. Threads that
+  // sleep in memory (a try that waits for this wait to report) are woken as well.
   if (wake) inode->wake_waiters();
+  if (done.told != nullptr) done.told->parker.unpark();
   // `inode` goes last: it may be the last reference, which closes the file.
 }
 

@@ -7,16 +7,19 @@
 
 #include "fasteners/detail/lock_core.hpp"
 #include "file/os_file.hpp"
+#include "platform.hpp"
 
 namespace fasteners::detail::file {
 
 class inode_state;
 
 // The thread that waits for the outcome of a kernel_wait: the caller that started or adopted it.
+// It sleeps on its parker, which the kernel wait's thread wakes once it has set the outcome.
 struct wanter {
   enum class state { waiting, granted, failed, start_again };
   state outcome = state::waiting;
   std::error_code error;  // Why, when failed.
+  platform::parker parker;
 };
 
 // How a kernel wait ended.
