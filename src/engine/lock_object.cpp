@@ -25,32 +25,31 @@ std::size_t slot(lock_mode mode) { return mode == lock_mode::shared ? 0 : 1; }
 lock_object::~lock_object() = default;
 
 void lock_object::release_all() noexcept {
-  const auto state = bound();
-  if (state) {
-    for (const auto mode : {lock_mode::exclusive, lock_mode::shared}) {
-      // An error needs no report: the backend drops the lock with its holder anyway.
-      try {
-        while (state->release(*this, holder_in(*state), mode).found) {
-        }
-      } catch (...) {
-      }
-    }
-  }
   {
     object_lock lock(mu_);
     leaving_ = true;
   }
-  if (state && state->generation() == fork_generation()) state->leave(*this);
-  std::shared_ptr<lock_state> gone;  // Dropped after the lock: it may be the last reference.
+  for (const auto mode : {lock_mode::exclusive, lock_mode::shared}) {
+    // An error needs no report: the backend drops the lock with its holder anyway.
+    try {
+      while (release_pinned(mode).found) {
+      }
+    } catch (...) {
+    }
+  }
+  if (lock_state* const state = pin()) state->leave(*this);
+  std::vector<std::shared_ptr<lock_state>> gone;  // Dropped after the lock.
   object_lock lock(mu_);
-  gone = std::move(bound_);
+  gone.swap(retired_);
 }
 
 bool lock_object::acquire(lock_mode mode, deadline until) {
   for (;;) {
-    const auto state = begin_acquire();
-    // The state ends the acquire (lock_state::acquire), so that it stays bound until then.
-    switch (state->acquire(*this, holder_in(*state), mode, until)) {
+    lock_state* const state = begin_acquire();
+    // The state ends the acquire, and with it perhaps the binding, which the caller drops: it may
+    // be the last reference to the state.
+    std::shared_ptr<lock_state> unbound;
+    switch (state->acquire(*this, holder_in(*state), mode, until, unbound)) {
       case outcome::taken:
         return true;
       case outcome::not_taken:
@@ -61,14 +60,20 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
   }
 }
 
+lock_state::released lock_object::release_pinned(lock_mode mode) {
+  lock_state* const state = pin();
+  if (state == nullptr) return {};
+  return state->release(*this, holder_in(*state), mode);
+}
+
 void lock_object::release(lock_mode mode) {
-  const auto state = bound();
-  if (state) {
-    const auto released = state->release(*this, holder_in(*state), mode);
-    if (released.found) {
-      if (released.error) fail(released.error, "release", "");
-      return;
-    }
+  auto released = release_pinned(mode);
+  // Last: when this is the last reference to the state, dropping it closes the file, which
+  // releases the lock and wakes a waiter elsewhere.
+  released.unbound.reset();
+  if (released.found) {
+    if (released.error) fail(released.error, "release", "");
+    return;
   }
   bool lost = false;
   {
@@ -103,6 +108,7 @@ std::shared_ptr<lock_state> lock_object::end_acquire(const lock_state& state, bo
 std::shared_ptr<lock_state> lock_object::end_holds(const lock_state& state, int ended) {
   object_lock lock(mu_);
   holds_ -= ended;
+  --pins_;
   if (bound_.get() == &state && unbinds()) return std::move(bound_);
   return nullptr;
 }
@@ -118,18 +124,23 @@ const char* lock_object::lost_reason() const noexcept {
   return "the lock was lost while this object held it";
 }
 
-std::shared_ptr<lock_state> lock_object::begin_acquire() {
+lock_state* lock_object::begin_acquire() {
+  std::vector<std::shared_ptr<lock_state>> gone;  // Dropped after the lock.
+  lock_state* replaced = nullptr;
   {
     object_lock lock(mu_);
     forget_if_stale();
+    if (acquiring_ == 0) gone.swap(retired_);
+    replaced = give_up_replaced();
     if (bound_) {
       ++acquiring_;
-      return bound_;
+      return bound_.get();
     }
   }
+  if (replaced != nullptr) replaced->detach();
   auto state = find_state();
   std::shared_ptr<lock_state> extra;  // A second binding, from a race with another thread.
-  std::shared_ptr<lock_state> result;
+  lock_state* result = nullptr;
   {
     object_lock lock(mu_);
     forget_if_stale();
@@ -139,21 +150,30 @@ std::shared_ptr<lock_state> lock_object::begin_acquire() {
       bound_ = std::move(state);
     }
     ++acquiring_;
-    result = bound_;
+    result = bound_.get();
   }
   if (extra) extra->detach();
   return result;
 }
 
-bool lock_object::unbinds_after(const lock_state& state, int ended) {
-  object_lock lock(mu_);
-  return bound_.get() == &state && holds_ - ended == 0 && acquiring_ == 0 &&
-         (leaving_ || !stays_bound(state));
+lock_state* lock_object::give_up_replaced() {
+  if (!bound_ || bound_->is_current() || holds_ != 0 || pins_ != 0) return nullptr;
+  lock_state* const replaced = bound_.get();
+  retired_.push_back(std::move(bound_));
+  return replaced;
 }
 
-bool lock_object::others_acquiring() {
+lock_state* lock_object::pin() {
   object_lock lock(mu_);
-  return acquiring_ > 1;
+  forget_if_stale();
+  if (!bound_) return nullptr;
+  ++pins_;
+  return bound_.get();
+}
+
+bool lock_object::bound_to(const lock_state& state) {
+  object_lock lock(mu_);
+  return bound_.get() == &state;
 }
 
 std::shared_ptr<lock_state> lock_object::bound() {
@@ -167,6 +187,7 @@ void lock_object::forget_if_stale() {
   keep_parents_state(std::move(bound_));
   holds_ = 0;
   acquiring_ = 0;
+  pins_ = 0;
   lost_[0] = lost_[1] = 0;
 }
 

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "deadline.hpp"
 #include "engine/lock_state.hpp"
@@ -15,9 +16,10 @@
 namespace fasteners::detail::engine {
 
 // A lock object. It is bound to the lock_state of its lock while it holds a lock there, while one
-// of its acquires is under way, and while the backend wants it to stay bound (a lock file kept
-// open, a live session); the locks it holds are recorded there. Thread-safe: any thread may call
-// any member, except that destruction must not race with other calls.
+// of its acquires or releases is under way, and while the backend wants it to stay bound (a lock
+// file kept open, a live session); the locks it holds are recorded there. Its binding keeps the
+// state alive. Thread-safe: any thread may call any member, except that destruction must not race
+// with other calls.
 //
 // Mutex rules: mu_ (a spin lock) guards the binding and the counts below. It is taken inside the
 // bound state's mutex, never the other way round, and never held across a system call.
@@ -38,27 +40,26 @@ class FASTENERS_API lock_object {
 
   // ---- Called by the bound state, with its mutex held. ----
   // An acquire on `state` ends; counts the lock if `taken`. Returns the binding if the object
-  // unbinds, to be dropped once the state's mutex is let go.
+  // unbinds, for the caller of the state's acquire() to drop.
   std::shared_ptr<lock_state> end_acquire(const lock_state& state, bool taken)
       FASTENERS_EXCLUDES(mu_);
-  // `ended` of the object's locks on `state` were released (zero: the object leaves, or its
-  // holder was lost). Returns the binding if the object unbinds, as end_acquire().
+  // A pinned call on `state` (see pin()) ends, after `ended` of the object's locks there were
+  // released (zero: none was, the object leaves, or its holder was lost). Returns the binding if
+  // the object unbinds, as end_acquire().
   std::shared_ptr<lock_state> end_holds(const lock_state& state, int ended) FASTENERS_EXCLUDES(mu_);
   // Locks that the object held were lost with their holder: its releases of them throw the
   // backend's error for lost locks.
   void count_lost(int shared, int exclusive) FASTENERS_EXCLUDES(mu_);
-  // Whether ending `ended` more of the object's locks on `state` would unbind it.
-  bool unbinds_after(const lock_state& state, int ended) FASTENERS_EXCLUDES(mu_);
-  // Whether another thread's acquire on this object is under way besides the caller's.
-  bool others_acquiring() FASTENERS_EXCLUDES(mu_);
+  // Whether the object is bound to `state`.
+  bool bound_to(const lock_state& state) FASTENERS_EXCLUDES(mu_);
   // Throws std::system_error(ec) with "fasteners: cannot <action> <this lock>: <detail>".
   [[noreturn]] virtual void fail(std::error_code ec, std::string_view action,
                                  std::string_view detail) const = 0;
 
  protected:
   lock_object() = default;
-  // Releases everything the object holds; never throws. A backend's destructor calls it first,
-  // while the backend's members still exist.
+  // Releases everything the object holds and ends its binding; never throws. A backend's
+  // destructor calls it first, while the backend's members still exist.
   void release_all() noexcept FASTENERS_EXCLUDES(mu_);
 
   // ---- The backend's part. ----
@@ -74,14 +75,22 @@ class FASTENERS_API lock_object {
 
  private:
   // The state to acquire on, binding this object to it; counts an acquire under way, which keeps
-  // the object bound until the state's acquire() ends it.
-  std::shared_ptr<lock_state> begin_acquire() FASTENERS_EXCLUDES(mu_);
-
+  // the object bound (and so the state alive) until the state's acquire() ends it.
+  lock_state* begin_acquire() FASTENERS_EXCLUDES(mu_);
+  // The bound state, pinned: the object stays bound until the state's release() or leave() ends
+  // the pin with end_holds(). Nothing if it is not bound.
+  lock_state* pin() FASTENERS_EXCLUDES(mu_);
+  // Gives up a binding to a state that stands for the lock no more, while the object holds
+  // nothing there: acquires under way finish there, and it is kept in retired_ meanwhile. Returns
+  // it, to be detached outside the mutex.
+  lock_state* give_up_replaced() FASTENERS_REQUIRES(mu_);
+  // Releases one lock of `mode` through the bound state, if any.
+  lock_state::released release_pinned(lock_mode mode);
   // The bound state, if any (forgetting one of the parent's after fork()).
   std::shared_ptr<lock_state> bound() FASTENERS_EXCLUDES(mu_);
   // Whether the binding may end now.
   bool unbinds() const FASTENERS_REQUIRES(mu_) {
-    return holds_ == 0 && acquiring_ == 0 && (leaving_ || !stays_bound(*bound_));
+    return holds_ == 0 && acquiring_ == 0 && pins_ == 0 && (leaving_ || !stays_bound(*bound_));
   }
   void forget_if_stale() FASTENERS_REQUIRES(mu_);
 
@@ -91,6 +100,9 @@ class FASTENERS_API lock_object {
   // another thread of the object releases one before that).
   int holds_ FASTENERS_GUARDED_BY(mu_) = 0;
   int acquiring_ FASTENERS_GUARDED_BY(mu_) = 0;  // Acquires under way on this object.
+  int pins_ FASTENERS_GUARDED_BY(mu_) = 0;       // Releases under way (see pin()).
+  // Former bindings, given up while acquires were under way there; dropped once none is.
+  std::vector<std::shared_ptr<lock_state>> retired_ FASTENERS_GUARDED_BY(mu_);
   // Locks lost with their holder and not released yet: shared, exclusive.
   int lost_[2] FASTENERS_GUARDED_BY(mu_) = {0, 0};
   bool leaving_ FASTENERS_GUARDED_BY(mu_) = false;  // The object is being destroyed.

@@ -73,12 +73,12 @@ lock_state::~lock_state() = default;
 
 void lock_state::check_mode(lock_mode, const lock_object&) {}
 
-outcome lock_state::acquire(lock_object& owner, holder& h, lock_mode mode, deadline until) {
+outcome lock_state::acquire(lock_object& owner, holder& h, lock_mode mode, deadline until,
+                            std::shared_ptr<lock_state>& unbound) {
   // A deadline already passed means one try, as try_once does.
   if (until != no_deadline && until != try_once && std::chrono::steady_clock::now() >= until) {
     until = try_once;
   }
-  std::shared_ptr<lock_state> unbound;  // Dropped after the mutex is let go.
   mutex_lock lock(mu_);
   auto result = outcome::not_taken;
   try {
@@ -110,14 +110,8 @@ outcome lock_state::take(lock_object& owner, holder& h, lock_mode mode, deadline
                  "the calling thread already holds it in this process");
     }
     // The lock is elsewhere now (its file was deleted or replaced): bind anew, unless the object
-    // still holds a lock here, which it must release first, or another of its acquires still
-    // waits here, which ends first (the object stays bound meanwhile).
-    if (!is_current() && !owned_by(owner)) {
-      if (!owner.others_acquiring()) return outcome::start_again;
-      if (!may_wait(until)) return outcome::not_taken;
-      sleep(until);
-      continue;
-    }
+    // still holds a lock here, which it must release first.
+    if (!is_current() && !owned_by(owner)) return outcome::start_again;
     switch (next_step(h, mode, owner)) {
       case step::join:
         record(h, owner, mode);
@@ -174,28 +168,35 @@ outcome lock_state::request(lock_object& owner, holder& h, lock_mode mode, deadl
     if (h.lost) forget_lost(owner, h);
     throw;
   }
-  if (result == outcome::taken) record(h, owner, mode);
-  return result;
+  if (result != outcome::taken) return result;
+  record(h, owner, mode);
+  if (!is_current() && !owner.bound_to(*this)) {
+    // Granted after the state stopped standing for the lock and the object moved on (another of
+    // its threads bound it anew, see lock_object::begin_acquire): let go, and ask there.
+    forget_holding(owner, h, mode);
+    if (!h.holds_any()) unlock(h, mode, owner, false);
+    return outcome::start_again;
+  }
+  return outcome::taken;
 }
 
 lock_state::released lock_state::release(lock_object& owner, holder& h, lock_mode mode) {
-  std::shared_ptr<lock_state> unbound;  // Dropped after the mutex is let go.
+  released result;
   mutex_lock lock(mu_);
   // A brief backend call (another thread's release, a join check) must end first.
   while (h.busy == holder::use::brief) sleep(no_deadline);
-  released result;
   if (h.lost) {
     forget_lost(owner, h);
   } else {
     result.found = forget_holding(owner, h, mode);
   }
+  result.unbound = owner.end_holds(*this, result.found ? 1 : 0);
   if (result.found && !h.holds_any()) {
     h.gate_closed = false;
     const busy_scope busy(h, holder::use::brief);
-    result.error = unlock(h, mode, owner, owner.unbinds_after(*this, 1));
+    result.error = unlock(h, mode, owner, result.unbound != nullptr);
   }
-  unbound = owner.end_holds(*this, result.found ? 1 : 0);
-  if (unbound) unbind();
+  if (result.unbound) unbind();
   notify();
   check_invariants(h);
   return result;
@@ -253,12 +254,12 @@ void lock_state::mark_replaced() {
   notify();
 }
 
-void lock_state::leave(lock_object& owner) {
-  std::shared_ptr<lock_state> unbound;  // Dropped after the mutex is let go.
+std::shared_ptr<lock_state> lock_state::leave(lock_object& owner) {
   mutex_lock lock(mu_);
-  unbound = owner.end_holds(*this, 0);
+  auto unbound = owner.end_holds(*this, 0);
   if (unbound) unbind();
   notify();
+  return unbound;
 }
 
 int lock_state::holdings_of(lock_mode mode) const {

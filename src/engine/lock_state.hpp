@@ -101,25 +101,30 @@ class FASTENERS_API lock_state {
 
   // Waits until `until` for a lock of `mode` for `owner` through `h`, and records it.
   // REQUIRES: `owner` is bound here and counts an acquire under way (lock_object::begin_acquire),
-  // which this call ends. Throws std::system_error with resource_deadlock_would_occur if the
-  // calling thread holds the lock and `until` allows waiting, and whatever the backend throws.
-  outcome acquire(lock_object& owner, holder& h, lock_mode mode, deadline until)
-      FASTENERS_EXCLUDES(mu_);
+  // which this call ends. If that ends the owner's binding, `unbound` receives it, to be dropped
+  // by the caller (it may be the last reference to this state). Throws std::system_error with
+  // resource_deadlock_would_occur if the calling thread holds the lock and `until` allows
+  // waiting, and whatever the backend throws.
+  outcome acquire(lock_object& owner, holder& h, lock_mode mode, deadline until,
+                  std::shared_ptr<lock_state>& unbound) FASTENERS_EXCLUDES(mu_);
 
   struct released {
     bool found = false;     // Whether `owner` held a lock of that mode.
     std::error_code error;  // Of letting go in the backend, if any; the lock is gone anyway.
+    // The owner's binding, if the release ended it: for the caller to drop (it may be the last
+    // reference to this state).
+    std::shared_ptr<lock_state> unbound;
   };
   // Releases one lock of `mode` held by `owner` through `h`, preferring one the calling thread
-  // took.
+  // took. REQUIRES: the owner pinned its binding (lock_object::pin), which this call ends.
   released release(lock_object& owner, holder& h, lock_mode mode) FASTENERS_EXCLUDES(mu_);
 
   // Counts a binding of an object here, unless the state stands for the lock no more (then
   // returns false); detach() ends one.
   bool attach() FASTENERS_EXCLUDES(mu_);
   void detach() FASTENERS_EXCLUDES(mu_);
-  // Ends `owner`'s binding as it is destroyed, after it released what it held.
-  void leave(lock_object& owner) FASTENERS_EXCLUDES(mu_);
+  // Ends `owner`'s binding as it is destroyed, after it released what it held (see released).
+  std::shared_ptr<lock_state> leave(lock_object& owner) FASTENERS_EXCLUDES(mu_);
   // Whether the state still stands for the lock: false once its file was deleted or replaced.
   // Read without the mutex.
   bool is_current() const noexcept { return current_.load(std::memory_order_acquire); }
@@ -145,9 +150,8 @@ class FASTENERS_API lock_state {
   // Waits for the lock until `until` (no_deadline: as long as it takes), after a failed try.
   virtual outcome wait_lock(holder& h, lock_mode mode, deadline until, lock_object& owner)
       FASTENERS_REQUIRES(mu_) = 0;
-  // Lets go of what `h` holds (`mode`, its last holding); `unbinding` says that `owner` unbinds
-  // with this release (if no other of its threads starts to acquire meanwhile), so the backend
-  // may end what only it used. The owner is still bound during the call.
+  // Lets go of what `h` holds (`mode`, its last holding); `unbinding` says that `owner` unbound
+  // with this release, so the backend may end what only it used.
   virtual std::error_code unlock(holder& h, lock_mode mode, lock_object& owner, bool unbinding)
       FASTENERS_REQUIRES(mu_) = 0;
   // Whether a writer waits for the lock elsewhere, while `h` holds it shared. Best effort.

@@ -147,6 +147,7 @@ outcome inode_state::confirm(const file_object& owner) {
 }
 
 void inode_state::replaced() {
+  if (!is_current()) return;  // Unlisted already.
   mark_replaced();
   lock_table::unlist(*this);
 }
