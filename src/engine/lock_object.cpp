@@ -126,7 +126,7 @@ const char* lock_object::lost_reason() const noexcept {
 
 lock_state* lock_object::begin_acquire() {
   std::vector<std::shared_ptr<lock_state>> gone;  // Dropped after the lock.
-  lock_state* replaced = nullptr;
+  std::shared_ptr<lock_state> replaced;           // Detached and dropped after the lock.
   {
     object_lock lock(mu_);
     forget_if_stale();
@@ -137,7 +137,7 @@ lock_state* lock_object::begin_acquire() {
       return bound_.get();
     }
   }
-  if (replaced != nullptr) replaced->detach();
+  if (replaced) replaced->detach();
   auto state = find_state();
   std::shared_ptr<lock_state> extra;  // A second binding, from a race with another thread.
   lock_state* result = nullptr;
@@ -156,11 +156,10 @@ lock_state* lock_object::begin_acquire() {
   return result;
 }
 
-lock_state* lock_object::give_up_replaced() {
+std::shared_ptr<lock_state> lock_object::give_up_replaced() {
   if (!bound_ || bound_->is_current() || holds_ != 0 || pins_ != 0) return nullptr;
-  lock_state* const replaced = bound_.get();
-  retired_.push_back(std::move(bound_));
-  return replaced;
+  if (acquiring_ > 0) retired_.push_back(bound_);
+  return std::move(bound_);
 }
 
 lock_state* lock_object::pin() {

@@ -83,7 +83,7 @@ class FASTENERS_API lock_object {
   // Gives up a binding to a state that stands for the lock no more, while the object holds
   // nothing there: acquires under way finish there, and it is kept in retired_ meanwhile. Returns
   // it, to be detached outside the mutex.
-  lock_state* give_up_replaced() FASTENERS_REQUIRES(mu_);
+  std::shared_ptr<lock_state> give_up_replaced() FASTENERS_REQUIRES(mu_);
   // Releases one lock of `mode` through the bound state, if any.
   lock_state::released release_pinned(lock_mode mode);
   // The bound state, if any (forgetting one of the parent's after fork()).
