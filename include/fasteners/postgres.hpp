@@ -39,6 +39,14 @@ struct postgres_options {
   int keepalives_idle = 10;
   int keepalives_interval = 5;
   int keepalives_count = 3;
+  // The longest time, in milliseconds, that data sent on the session's TCP connection may wait for
+  // an acknowledgement before that side closes the connection: the server's tcp_user_timeout
+  // setting and libpq's (unless the conninfo sets one). It covers what keepalives do not, which
+  // stop while sent data is unacknowledged: a server that grants the lock to a client cut off by
+  // the network frees it that long after the grant, not when TCP's retransmissions give up (about
+  // 15 minutes with Linux's defaults). -1: the keepalive time above, in milliseconds (25000 by
+  // default), or none when keepalives_idle is 0; 0: the system's (none).
+  int tcp_user_timeout = -1;
 };
 
 namespace detail {
