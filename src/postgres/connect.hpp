@@ -68,8 +68,9 @@ class connector {
   std::vector<setting> settings() const;
 
  private:
-  // Starts a connection with the parameters as they are now and completes it; false if it failed
-  // (`failure` then holds libpq's message, `expired` whether the connect timeout ran out).
+  // Starts a connection in `conn` with the parameters as they are now and completes it; false if
+  // it failed (libpq's message is then in `conn`, and `expired` says whether the connect timeout
+  // ran out).
   bool attempt(connection& conn, bool& expired) const;
   // After a failed attempt with `message` and `sqlstate`: whether another attempt without some
   // settings may succeed (and the parameters now leave those out).

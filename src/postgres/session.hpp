@@ -101,8 +101,8 @@ class session {
   // Takes `result` (of run or run_prepared), clears it and returns its first row.
   std::pair<std::string, std::string> finish(pg_result* result, std::string_view action);
   [[noreturn]] void fail(std::string_view action, std::string_view detail, const char* sqlstate);
-  // A statement reached another server process (`found`, "" if unknown) than the session's:
-  // the session is lost; if it holds locks, its own process is ended. Throws protocol_error.
+  // A statement reached another server process than the session's (`why` says how): the session
+  // is lost; if it holds locks, its own process is ended. Throws protocol_error.
   [[noreturn]] void moved(std::string_view action, std::string_view why);
   // Ends the session's own server process, whose locks the pooler would keep lending to other
   // clients; says how that went, for the error.
