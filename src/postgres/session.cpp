@@ -66,17 +66,14 @@ constexpr const char* prepared_statements =
 
 // Whether every timeout that could end a wait, a held lock or the session is off (true or false).
 constexpr const char* timeouts_off =
-    "(SELECT bool_and(coalesce(current_setting(n, true), '0') = '0') FROM unnest(ARRAY["
+    "SELECT (SELECT bool_and(coalesce(current_setting(n, true), '0') = '0') FROM unnest(ARRAY["
     "'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', "
-    "'idle_session_timeout']) AS n)::text";
+    "'idle_session_timeout']) AS n)::text; ";
 
-// The session's server process, server and database, and whether its timeouts are off.
-std::string identity_query() {
-  return "SELECT pg_backend_pid()::text, (SELECT system_identifier FROM "
-         "pg_control_system())::text, "
-         "(SELECT oid FROM pg_database WHERE datname = current_database())::text, " +
-         std::string(timeouts_off) + "; ";
-}
+// The session's server process, server and database.
+constexpr const char* identity_query =
+    "SELECT pg_backend_pid()::text, (SELECT system_identifier FROM pg_control_system())::text, "
+    "(SELECT oid FROM pg_database WHERE datname = current_database())::text; ";
 
 constexpr const char* pooler_explained =
     "a transaction pooler (such as PgBouncer in transaction mode) is between this client and the "
@@ -167,9 +164,10 @@ session::session(const std::string& conninfo, const postgres_options& options,
       }
     }
   }
+  // A FATAL message while idle tells that the server ends the session (see alive()).
+  PQsetNoticeReceiver(conn_, on_notice, this);
   // libpq opens its socket close-on-exec; a child it forks must not keep the session alive either,
   // which disown() sees to.
-  PQsetNoticeReceiver(conn_, on_notice, this);
   where_ = std::string("host ") + (PQhost(conn_) != nullptr ? PQhost(conn_) : "?") + " port " +
            (PQport(conn_) != nullptr ? PQport(conn_) : "?") + " database " +
            (PQdb(conn_) != nullptr ? PQdb(conn_) : "?");
@@ -179,14 +177,14 @@ void session::set_up(connector& connect) {
   // Directly connected, the server process that libpq was told of at connection is the session's;
   // a pooler tells its own number. On another process this divides by zero, and the statements
   // after it do not run.
-  std::string sql = identity_query();
+  std::string sql = identity_query;
   if (connect.settings_sent()) {
     sql += "SELECT 1 / (pg_backend_pid() = " + std::to_string(PQbackendPID(conn_)) + ")::int; ";
     sql += prepared_statements;
   }
   bool pooled = !connect.settings_sent();
   const std::vector<std::string> row = run_script(sql, "connect for", &pooled);
-  if (row.size() < 4) fail("connect for", "the server did not say who it is", nullptr);
+  if (row.size() < 3) fail("connect for", "the server did not say who it is", nullptr);
   backend_pid_ = row[0];
   identity_.system = row[1];
   identity_.database = row[2];
@@ -197,14 +195,13 @@ void session::set_up(connector& connect) {
                             "so ") +
                     pooler_explained);
   }
+  // Whether or not the pooler passed the startup options on, the settings are made sure of.
   sql.clear();
-  if (row[3] != "true") {  // The pooler did not pass the settings on.
-    for (const setting& s : connect.settings()) {
-      if (s.since <= PQserverVersion(conn_)) sql += "SET " + s.name + " = " + s.value + "; ";
-    }
+  for (const setting& s : connect.settings()) {
+    if (s.since <= PQserverVersion(conn_)) sql += "SET " + s.name + " = " + s.value + "; ";
   }
   sql += prepared_statements;
-  sql += "SELECT " + std::string(timeouts_off) + ";";
+  sql += timeouts_off;
   if (run_script(sql, "connect for").at(0) != "true") {
     throw_error(std::errc::io_error, "connect for", name_, where_,
                 "the session's timeouts could not be turned off through the pooler");

@@ -311,6 +311,25 @@ void private_server::stop() {
   run_server_script("stop", dir_);
 }
 
+login_role::login_role(const std::vector<std::pair<std::string, std::string>>& settings) {
+  static std::atomic<int> counter{0};
+  name_ = "fasteners_role_" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+  query("CREATE ROLE " + name_ + " LOGIN");
+  for (const auto& [setting, value] : settings) {
+    query("ALTER ROLE " + name_ + " SET " + setting + " = " + literal(value));
+  }
+}
+
+login_role::~login_role() {
+  try {
+    query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = " +
+          literal(name_));
+    query("DROP ROLE " + name_);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+  }
+}
+
 int free_tcp_port(const std::string& address) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("socket() failed");

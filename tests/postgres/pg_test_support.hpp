@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/test_support.hpp"
@@ -115,6 +116,21 @@ class private_server {
   int port_ = 0;
   std::string conninfo_;
   bool running_ = false;
+};
+
+// A login role of the test's own (fasteners_role_<pid>_<n>) on the test server, with the role
+// defaults `settings` (name, value), as ALTER ROLE ... SET gives them. Dropped on destruction,
+// its sessions ended first.
+class login_role {
+ public:
+  explicit login_role(const std::vector<std::pair<std::string, std::string>>& settings);
+  ~login_role();
+  login_role(const login_role&) = delete;
+  login_role& operator=(const login_role&) = delete;
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
 };
 
 // A TCP port of `address` that nothing uses now (the system's choice).

@@ -26,16 +26,19 @@ namespace {
 
 // A PgBouncer in `mode` (session or transaction) with PgBouncer's default settings otherwise
 // (`pool_size` server connections if given), listening on a Unix socket of its own and forwarding
-// to the test server. Stopped on destruction.
+// to the test server, for the role fasteners and the `roles` given. Stopped on destruction.
 class pgbouncer {
  public:
-  explicit pgbouncer(const std::string& mode, int pool_size = 0) : pool_size_(pool_size) {
+  explicit pgbouncer(const std::string& mode, int pool_size = 0,
+                     const std::vector<std::string>& roles = {})
+      : pool_size_(pool_size) {
     // Its directory must be writable by the user PgBouncer runs as (not root: it refuses).
     dir_ = temp_dir_path();
     std::filesystem::permissions(dir_, std::filesystem::perms::all);
     {
       std::ofstream users(dir_ / "users.txt");
       users << "\"fasteners\" \"\"\n";
+      for (const auto& role : roles) users << '"' << role << "\" \"\"\n";
     }
     std::filesystem::permissions(dir_ / "users.txt", std::filesystem::perms::all);
     write_ini(mode);
@@ -53,9 +56,9 @@ class pgbouncer {
     std::error_code ignored;
     std::filesystem::remove_all(dir_, ignored);
   }
-  std::string conninfo() const {
+  std::string conninfo(const std::string& user = "fasteners") const {
     return "host=" + dir_.string() + " port=" + std::to_string(port_) +
-           " dbname=fasteners user=fasteners";
+           " dbname=fasteners user=" + user;
   }
   // Whether it accepts connections within `timeout`.
   bool ready(std::chrono::milliseconds timeout) const {
@@ -102,7 +105,7 @@ class pgbouncer {
       std::ofstream ini(dir_ / "pgbouncer.ini");
       ini << "[databases]\n"
           << "fasteners = host=" << server_socket << " port=" << server_port
-          << " dbname=fasteners user=fasteners\n"
+          << " dbname=fasteners\n"
           << "[pgbouncer]\n"
           << "listen_addr =\n"
           << "listen_port = " << port_ << "\n"
@@ -186,6 +189,29 @@ TEST(pooler, session_mode_with_default_settings_works) {
     rw.unlock_shared();
   }
   EXPECT_TRUE(pg::server_shows_nothing(key));
+}
+
+// Behind a pooler that refuses startup options the settings go as SET statements: a role whose
+// lock_timeout and statement_timeout would end a wait within 50 ms waits all the same.
+TEST(pooler, session_mode_turns_the_roles_timeouts_off) {
+  require_pgbouncer();
+  pg::login_role role({{"lock_timeout", "1ms"}, {"statement_timeout", "50ms"}});
+  pgbouncer bouncer("session", 0, {role.name()});
+  ASSERT_TRUE(bouncer.ready(k_long)) << "PgBouncer did not accept connections";
+  const std::string name = pg::unique_name();
+  fasteners::postgres_lock holder(bouncer.conninfo(role.name()), name);
+  ASSERT_TRUE(holder.try_lock());
+  fasteners::postgres_lock waiter(bouncer.conninfo(role.name()), name);
+  std::thread waiting([&] {
+    EXPECT_NO_THROW(waiter.lock());
+    EXPECT_TRUE(waiter.acquired());
+    if (waiter.acquired()) waiter.unlock();
+  });
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE(waiter.acquired());
+  holder.unlock();
+  waiting.join();
+  EXPECT_TRUE(pg::server_shows_nothing(fasteners::postgres_key(name)));
 }
 
 // ---------------------------------------------------------------------------------------------

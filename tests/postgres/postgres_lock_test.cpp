@@ -1005,31 +1005,13 @@ TEST(postgres_errors_test, a_refused_login_throws_permission_denied) {
 // ---------------------------------------------------------------------------------------------
 // A role's settings.
 
-// A login role whose defaults end a statement, a lock wait and an idle session after 1 ms; dropped
-// (its sessions ended first) on destruction.
-class hasty_role {
- public:
-  hasty_role() : name_("fasteners_hasty_" + std::to_string(::getpid())) {
-    pg::query("CREATE ROLE " + name_ + " LOGIN");
-    for (const char* setting : {"statement_timeout", "lock_timeout", "idle_session_timeout"}) {
-      pg::query("ALTER ROLE " + name_ + " SET " + setting + " = '1ms'");
-    }
-  }
-  ~hasty_role() {
-    try {
-      pg::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = " +
-                pg::literal(name_));
-      pg::query("DROP ROLE " + name_);
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << e.what();
-    }
-  }
-  hasty_role(const hasty_role&) = delete;
-  hasty_role& operator=(const hasty_role&) = delete;
-  std::string conninfo() const { return with_param(pg::conninfo(), "user", name_); }
-
- private:
-  std::string name_;
+// A login role whose defaults end a statement, a lock wait and an idle session after 1 ms.
+struct hasty_role : pg::login_role {
+  hasty_role()
+      : login_role({{"statement_timeout", "1ms"},
+                    {"lock_timeout", "1ms"},
+                    {"idle_session_timeout", "1ms"}}) {}
+  std::string conninfo() const { return with_param(pg::conninfo(), "user", name()); }
 };
 
 TEST(postgres_settings_test, a_roles_1ms_timeouts_break_no_connect) {
