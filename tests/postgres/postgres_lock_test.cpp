@@ -18,8 +18,6 @@
 #include <tuple>
 #include <vector>
 
-#include <unistd.h>
-
 #include "common/test_support.hpp"
 #include "fasteners/postgres.hpp"
 #include "pg_test_support.hpp"
