@@ -157,10 +157,10 @@ session::session(const std::string& conninfo, const postgres_options& options,
       lost_ = false;
       if (connect.settings_sent() || e.code() == std::errc::protocol_error) throw;
       if (attempt == setup_tries) {
-        throw std::system_error(e.code(), std::string(e.what()) + " (the setup failed " +
+        throw std::system_error(e.code(), std::string(e.what()) + " (tried " +
                                               std::to_string(setup_tries) +
                                               " times: behind a pooler that refuses startup "
-                                              "options, the role's timeouts apply to it)");
+                                              "options, a role's timeouts can end the setup)");
       }
     }
   }
