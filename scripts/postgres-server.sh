@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a throwaway PostgreSQL server for the tests in a directory of its own, reachable on a Unix
-# socket only, with a trusted superuser role and database both named fasteners.
+# socket (and on the TCP addresses named in FASTENERS_PG_LISTEN, if any), with a trusted superuser
+# role and database both named fasteners.
 # Usage: postgres-server.sh start|stop|restart|status DIR
 #   start    makes the cluster in DIR (an empty directory the caller made, e.g. with mktemp -d;
 #            short enough for a socket path) on first use, starts the server, waits until it
@@ -10,8 +11,11 @@
 #   status   prints the conninfo and exits 0 if the server runs; exits 3 otherwise
 # As root, the server programs run as the system user postgres (initdb refuses root) and the
 # socket is open to every user. Environment: FASTENERS_PG_BINDIR (the server's programs; default:
-# `pg_config --bindir`, else /usr/lib/postgresql/15/bin), FASTENERS_PG_PORT (names the socket file;
-# default 54329), FASTENERS_PG_USER (the system user that runs the server as root; default postgres).
+# `pg_config --bindir`, else /usr/lib/postgresql/15/bin), FASTENERS_PG_PORT (names the socket file,
+# and the TCP port; default 54329), FASTENERS_PG_USER (the system user that runs the server as root;
+# default postgres), FASTENERS_PG_LISTEN (at start on first use: comma-separated IP addresses to
+# listen on besides the socket, never a wildcard; default none) and FASTENERS_PG_TRUST (with it: the
+# comma-separated networks, as address/bits, whose TCP clients are trusted; default none).
 set -euo pipefail
 
 me="postgres-server.sh"
@@ -75,6 +79,27 @@ running() {
   [[ -f $data/PG_VERSION ]] && as_server_user "$bindir/pg_ctl" status -D "$data" >/dev/null 2>&1
 }
 
+# Checks FASTENERS_PG_LISTEN and FASTENERS_PG_TRUST: specific addresses and networks only.
+check_tcp_settings() {
+  local item
+  for item in ${listen//,/ }; do
+    [[ $item =~ ^[0-9a-fA-F.:]+$ && $item != 0.0.0.0 && $item != :: ]] ||
+      die "FASTENERS_PG_LISTEN: '$item' is not one specific IP address (no wildcards)"
+  done
+  for item in ${trust//,/ }; do
+    [[ $item =~ ^[0-9a-fA-F.:]+/[0-9]+$ && ${item#*/} -gt 0 ]] ||
+      die "FASTENERS_PG_TRUST: '$item' is not a network as address/bits (not all addresses)"
+  done
+}
+
+# The TCP clients that FASTENERS_PG_TRUST names log in without a password.
+trust_networks() {
+  local network
+  for network in ${trust//,/ }; do
+    echo "host all all $network trust"
+  done | as_server_user tee -a "$data/pg_hba.conf" >/dev/null
+}
+
 # Makes the cluster: initdb, the settings, the database and the unprivileged role.
 create_cluster() {
   local leftover
@@ -105,7 +130,7 @@ create_cluster() {
   as_server_user tee -a "$data/postgresql.conf" >/dev/null <<EOF
 
 # postgres-server.sh: a throwaway server for tests.
-listen_addresses = ''
+listen_addresses = '$listen'
 port = $port
 unix_socket_directories = '$socket_dir'
 unix_socket_permissions = 0777
@@ -117,6 +142,7 @@ full_page_writes = off
 autovacuum = off
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
+  trust_networks
 }
 
 start_server() {
@@ -196,6 +222,9 @@ socket_dir="$dir/socket"
 log="$dir/server.log"
 port=${FASTENERS_PG_PORT:-54329}
 server_user=${FASTENERS_PG_USER:-postgres}
+listen=${FASTENERS_PG_LISTEN:-}
+trust=${FASTENERS_PG_TRUST:-}
+check_tcp_settings
 
 # sockaddr_un holds 108 bytes with the terminating NUL.
 socket_path="$socket_dir/.s.PGSQL.$port"

@@ -15,7 +15,8 @@ packages=(
   libpq-dev                       # libpq, for fasteners::postgres
   libssl-dev                      # libcrypto, for the SHA-256 of PostgreSQL lock names
   python3-psycopg2                # the benchmark's PostgreSQL peer
-  pgbouncer                       # a transaction pooler, which the PostgreSQL tests must detect
+  pgbouncer                       # a pooler, which the PostgreSQL tests run in both modes
+  iproute2                        # ip: network namespaces, for the PostgreSQL partition test
   pkgconf                         # pkg-config, for the package check's pkg-config consumers
   man-db                          # man, for the package check's `man -w fasteners`
 )

@@ -17,5 +17,13 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE="${FASTENERS_BUILD_TYPE:-Release
   -DFASTENERS_WERROR=ON -DFASTENERS_BUILD_TESTS=ON -DFASTENERS_BUILD_EXAMPLES=ON "$@"
 cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)"
 cd "$build"
+status=0
 ctest --output-on-failure --timeout "${FASTENERS_TEST_TIMEOUT:-600}" \
-  -j "${FASTENERS_TEST_JOBS:-2}"
+  -j "${FASTENERS_TEST_JOBS:-2}" || status=$?
+# CTest names the tests it skipped, not why: print GoogleTest's reasons from its log.
+awk '/^[0-9]+\/[0-9]+ Test: / { name = $3 }
+  /: Skipped$/ { skipped = 1; reason = ""; next }
+  skipped && /^\[  SKIPPED \]/ { print "skipped: " name ": " reason; skipped = 0; next }
+  skipped { reason = reason (reason == "" ? "" : " ") $0 }' \
+  Testing/Temporary/LastTest.log 2>/dev/null || true
+exit "$status"

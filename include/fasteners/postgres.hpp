@@ -39,6 +39,14 @@ struct postgres_options {
   int keepalives_idle = 10;
   int keepalives_interval = 5;
   int keepalives_count = 3;
+  // The longest time, in milliseconds, that data sent on the session's TCP connection may wait for
+  // an acknowledgement before that side closes the connection: the server's tcp_user_timeout
+  // setting and libpq's (unless the conninfo sets one). It covers what keepalives do not, which
+  // stop while sent data is unacknowledged: a server that grants the lock to a client cut off by
+  // the network frees it that long after the grant, not when TCP's retransmissions give up (about
+  // 15 minutes with Linux's defaults). -1: the keepalive time above, in milliseconds (25000 by
+  // default), or none when keepalives_idle is 0; 0: the system's (none).
+  int tcp_user_timeout = -1;
 };
 
 namespace detail {
@@ -84,7 +92,8 @@ class FASTENERS_API postgres_session_lock {
 //
 // The object opens its own database session at its first acquire and keeps it until destruction
 // (see postgres_options::close_on_release). A transaction pooler (PgBouncer in transaction mode)
-// cannot carry session locks: the object detects one and throws.
+// cannot carry session locks: the object detects one when it connects, before taking any lock,
+// and throws.
 //
 // Satisfies the standard TimedLockable requirements.
 class postgres_lock {
@@ -98,8 +107,9 @@ class postgres_lock {
   // `blocking == false` it tries once; with a timeout it waits at most that long (in the server's
   // lock queue, not by polling). Returns whether the lock was taken.
   // Throws std::invalid_argument for a negative or NaN timeout; std::system_error naming host and
-  // database (never a password) when the server cannot be reached, refuses the login or the
-  // session is lost; with std::errc::protocol_error behind a transaction pooler; with
+  // database (never a password) when the server cannot be reached (connection_refused, or
+  // timed_out after the connect timeout), refuses the login (permission_denied) or the session is
+  // lost (connection_reset); with std::errc::protocol_error behind a transaction pooler; with
   // std::errc::resource_deadlock_would_occur if the calling thread already holds this name in this
   // process (through this object or another) and would wait. Waits across names are not checked
   // for deadlocks: each object waits in a session that holds nothing, so the server sees no cycle.
@@ -112,7 +122,8 @@ class postgres_lock {
   void release() { lock_.release(detail::lock_mode::exclusive); }
   bool acquired() const noexcept { return lock_.holds(detail::lock_mode::exclusive); }
   // Whether the object's session is still open as far as this process can tell without asking
-  // the server: false once the server has closed it (terminated, restarted) or there is none.
+  // the server: false once the server's end of the session (terminated, restarted, stopped) has
+  // reached this machine, from the first call on, or when there is none.
   bool session_alive() const noexcept { return lock_.session_alive(); }
   const std::string& name() const noexcept { return lock_.name(); }
   std::int64_t key() const noexcept { return lock_.key(); }

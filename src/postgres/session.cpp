@@ -1,91 +1,55 @@
-// A PostgreSQL session through libpq: connecting, the advisory-lock statements, and loss.
+// A PostgreSQL session through libpq: its setup, the advisory-lock statements, and loss.
 #include "postgres/session.hpp"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
 
+#include "postgres/sqlstate.hpp"
+
 namespace fasteners::detail::postgres {
 namespace {
 
-// The conninfo's keywords that are set, as libpq parses them (nullptr if it cannot).
-struct parsed_conninfo {
-  PQconninfoOption* options = nullptr;
-  explicit parsed_conninfo(const std::string& conninfo) {
-    options = PQconninfoParse(conninfo.c_str(), nullptr);
-  }
-  ~parsed_conninfo() {
-    if (options != nullptr) PQconninfoFree(options);
-  }
-  parsed_conninfo(const parsed_conninfo&) = delete;
-  parsed_conninfo& operator=(const parsed_conninfo&) = delete;
-  const char* get(const char* keyword) const {
-    if (options == nullptr) return nullptr;
-    for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
-      if (std::strcmp(o->keyword, keyword) == 0) {
-        return o->val != nullptr && o->val[0] != '\0' ? o->val : nullptr;
-      }
-    }
-    return nullptr;
-  }
-};
-
-const char* or_env(const char* value, const char* variable, const char* fallback) {
-  if (value != nullptr) return value;
-  const char* env = std::getenv(variable);
-  return env != nullptr && env[0] != '\0' ? env : fallback;
-}
-
-// The process's name, for application_name.
-std::string program_name() {
-#if defined(__GLIBC__)
-  return program_invocation_short_name;
-#else
-  return "?";
-#endif
-}
-
-std::string host_name() {
-  char buffer[256] = {};
-  if (::gethostname(buffer, sizeof buffer - 1) != 0) return "?";
-  return buffer;
-}
-
-void ignore_notice(void*, const char*) {}
-
 // The session's statements, prepared once at connection: parsed and planned once, each call then
-// sends only the key. Every one returns the server process id too, which must stay the session's
-// (see session::lock). pg_advisory_lock returns void: a row at all means the lock was taken. A
-// timed wait sets lock_timeout in a subquery that runs before the lock is asked for, and turns it
-// off once it came; when the timeout fires, the statement fails, and its implicit transaction
-// undoes the setting.
+// sends only the key and the session's server process id. A statement that takes or lets go of a
+// lock acts only in that process: its WHERE, which reads no column, is checked once before the
+// select list runs, so that in another process it returns no row and touches nothing. Every one
+// returns the server process id. pg_advisory_lock returns void: a row at all means the lock was
+// taken. A timed wait sets lock_timeout in a subquery that runs before the lock is asked for, and
+// turns it off once it came; when the timeout fires, the statement fails, and its implicit
+// transaction undoes the setting.
 constexpr const char* prepared_statements =
-    "PREPARE fasteners_try_exclusive(bigint) AS "
-    "SELECT pg_try_advisory_lock($1), pg_backend_pid(); "
-    "PREPARE fasteners_try_shared(bigint) AS "
-    "SELECT pg_try_advisory_lock_shared($1), pg_backend_pid(); "
-    "PREPARE fasteners_wait_exclusive(bigint) AS "
-    "SELECT pg_advisory_lock($1), pg_backend_pid(); "
-    "PREPARE fasteners_wait_shared(bigint) AS "
-    "SELECT pg_advisory_lock_shared($1), pg_backend_pid(); "
-    "PREPARE fasteners_wait_exclusive_until(bigint, text) AS "
+    "PREPARE fasteners_try_exclusive(bigint, integer) AS "
+    "SELECT pg_try_advisory_lock($1), pg_backend_pid() WHERE pg_backend_pid() = $2; "
+    "PREPARE fasteners_try_shared(bigint, integer) AS "
+    "SELECT pg_try_advisory_lock_shared($1), pg_backend_pid() WHERE pg_backend_pid() = $2; "
+    "PREPARE fasteners_wait_exclusive(bigint, integer) AS "
+    "SELECT pg_advisory_lock($1), pg_backend_pid() WHERE pg_backend_pid() = $2; "
+    "PREPARE fasteners_wait_shared(bigint, integer) AS "
+    "SELECT pg_advisory_lock_shared($1), pg_backend_pid() WHERE pg_backend_pid() = $2; "
+    "PREPARE fasteners_wait_exclusive_until(bigint, text, integer) AS "
     "SELECT pg_advisory_lock($1), pg_backend_pid(), set_config('lock_timeout', '0', false) "
-    "FROM (SELECT set_config('lock_timeout', $2, false)) AS limit_set; "
-    "PREPARE fasteners_wait_shared_until(bigint, text) AS "
+    "FROM (SELECT set_config('lock_timeout', $2, false)) AS limit_set "
+    "WHERE pg_backend_pid() = $3; "
+    "PREPARE fasteners_wait_shared_until(bigint, text, integer) AS "
     "SELECT pg_advisory_lock_shared($1), pg_backend_pid(), set_config('lock_timeout', '0', false) "
-    "FROM (SELECT set_config('lock_timeout', $2, false)) AS limit_set; "
-    "PREPARE fasteners_unlock_exclusive(bigint) AS "
-    "SELECT pg_advisory_unlock($1), pg_backend_pid(); "
-    "PREPARE fasteners_unlock_shared(bigint) AS "
-    "SELECT pg_advisory_unlock_shared($1), pg_backend_pid(); "
+    "FROM (SELECT set_config('lock_timeout', $2, false)) AS limit_set "
+    "WHERE pg_backend_pid() = $3; "
+    "PREPARE fasteners_unlock_exclusive(bigint, integer) AS "
+    "SELECT pg_advisory_unlock($1), pg_backend_pid() WHERE pg_backend_pid() = $2; "
+    "PREPARE fasteners_unlock_shared(bigint, integer) AS "
+    "SELECT pg_advisory_unlock_shared($1), pg_backend_pid() WHERE pg_backend_pid() = $2; "
     // Whether the session holds the key in a mode (ExclusiveLock, ShareLock), as pg_locks shows a
     // bigint key: its high and low halves, objsubid 1.
     "PREPARE fasteners_holds(bigint, text) AS "
@@ -100,10 +64,24 @@ constexpr const char* prepared_statements =
     "AND classid = (($1 >> 32) & 4294967295)::oid AND objid = ($1 & 4294967295)::oid "
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()); ";
 
+// Whether every timeout that could end a wait, a held lock or the session is off (true or false).
+constexpr const char* timeouts_off =
+    "SELECT (SELECT bool_and(coalesce(current_setting(n, true), '0') = '0') FROM unnest(ARRAY["
+    "'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', "
+    "'idle_session_timeout']) AS n)::text; ";
+
+// The session's server process, server and database.
+constexpr const char* identity_query =
+    "SELECT pg_backend_pid()::text, (SELECT system_identifier FROM pg_control_system())::text, "
+    "(SELECT oid FROM pg_database WHERE datname = current_database())::text; ";
+
 constexpr const char* pooler_explained =
     "a transaction pooler (such as PgBouncer in transaction mode) is between this client and the "
     "server, and session locks cannot work through one; connect to the server directly, or "
     "through a pooler in session mode";
+
+// How often the setup is tried behind a pooler that refuses startup options (see the constructor).
+constexpr int setup_tries = 3;
 
 const char* statement(lock_mode mode, deadline until) {
   const bool shared = mode == lock_mode::shared;
@@ -112,135 +90,153 @@ const char* statement(lock_mode mode, deadline until) {
   return shared ? "fasteners_wait_shared_until" : "fasteners_wait_exclusive_until";
 }
 
-}  // namespace
-
-std::string describe_target(const std::string& conninfo) {
-  const parsed_conninfo parsed(conninfo);
-  std::string where = "host ";
-  where += or_env(parsed.get("host"), "PGHOST",
-                  or_env(parsed.get("hostaddr"), "PGHOSTADDR", "(the default socket)"));
-  where += " port ";
-  where += or_env(parsed.get("port"), "PGPORT", "5432");
-  where += " database ";
-  const char* user = or_env(parsed.get("user"), "PGUSER", nullptr);
-  where += or_env(parsed.get("dbname"), "PGDATABASE", user != nullptr ? user : "(the user's)");
-  return where;
+// "another server process than the session's (P)", or with the other's id if known.
+std::string other_process(const std::string& found, const std::string& own) {
+  return "the statement reached " +
+         (found.empty() ? std::string("another server process") : "server process " + found) +
+         " instead of the session's own (" + own + ")";
 }
 
-void throw_error(std::errc e, std::string_view action, const std::string& name,
-                 const std::string& where, std::string_view detail) {
-  std::string message = "fasteners: cannot ";
-  message += action;
-  message += " lock '";
-  for (const char c : name) message += c;
-  message += "' on ";
-  message += where;
-  if (!detail.empty()) {
-    message += ": ";
-    // One line: libpq's messages span several, with a tab before each hint.
-    for (const char c : detail) {
-      if (c == '\n') {
-        message += ' ';
-      } else if (c != '\t') {
-        message += c;
-      }
+using std::chrono::steady_clock;
+
+// The answer to what was sent on `conn` (PQsendQuery) while probing a pooler: the first column of
+// the last statement's first row ("" if none), or nullopt if none came by `until` (a client that
+// waits for a server process of the pool). Throws std::system_error (io_error) if a statement
+// failed.
+std::optional<std::string> answer_by(PGconn* conn, steady_clock::time_point until,
+                                     const std::string& name, const std::string& where) {
+  std::string value;
+  std::string error;
+  for (;;) {
+    while (PQisBusy(conn) != 0) {
+      if (!wait_for(PQsocket(conn), POLLIN, until)) return std::nullopt;
+      if (PQconsumeInput(conn) == 0) break;
     }
+    PGresult* r = PQgetResult(conn);
+    if (r == nullptr) break;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) value = PQgetvalue(r, 0, 0);
+    const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok && error.empty()) error = PQresultErrorMessage(r);
+    PQclear(r);
   }
-  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
-  throw std::system_error(std::make_error_code(e), message);
+  if (PQstatus(conn) != CONNECTION_OK) error = PQerrorMessage(conn);
+  if (!error.empty()) {
+    throw_error(std::errc::io_error, "connect for", name, where, "probing the pooler: " + error);
+  }
+  return value;
 }
+
+// Sends `sql` on `conn` and waits for the answer as answer_by, at most `limit`.
+std::optional<std::string> ask(PGconn* conn, const char* sql, steady_clock::duration limit,
+                               const std::string& name, const std::string& where) {
+  if (PQsendQuery(conn, sql) == 0) {
+    throw_error(std::errc::io_error, "connect for", name, where,
+                "probing the pooler: " + std::string(PQerrorMessage(conn)));
+  }
+  return answer_by(conn, steady_clock::now() + limit, name, where);
+}
+
+}  // namespace
 
 session::session(const std::string& conninfo, const postgres_options& options,
                  const std::string& name)
     : name_(name), where_(describe_target(conninfo)) {
-  const parsed_conninfo parsed(conninfo);
-  if (!conninfo.empty() && parsed.options == nullptr) {
-    throw_error(std::errc::invalid_argument, "connect for", name_, "the server",
-                "the conninfo cannot be parsed");
-  }
-  // The library's defaults come first; what the conninfo sets (expanded from "dbname") wins.
-  std::vector<std::string> keys;
-  std::vector<std::string> values;
-  const auto set_default = [&](const char* key, const std::string& value) {
-    if (parsed.get(key) == nullptr && std::getenv(key) == nullptr) {
-      keys.emplace_back(key);
-      values.push_back(value);
+  connector connect(conninfo, options, name_, where_);
+  // Behind a pooler that refuses startup options the role's timeouts (statement_timeout,
+  // idle_session_timeout) apply until the setup's SET statements turn them off, and may end the
+  // setup: it is tried a few times.
+  for (int attempt = 1;; ++attempt) {
+    connection conn = connect.connect();
+    conn_ = conn.get();
+    try {
+      set_up(connect);
+      conn.release();
+      break;
+    } catch (const std::system_error& e) {
+      conn_ = nullptr;
+      lost_ = false;
+      if (connect.settings_sent() || e.code() == std::errc::protocol_error) throw;
+      if (attempt == setup_tries) {
+        throw std::system_error(e.code(), std::string(e.what()) + " (tried " +
+                                              std::to_string(setup_tries) +
+                                              " times: behind a pooler that refuses startup "
+                                              "options, a role's timeouts can end the setup)");
+      }
     }
-  };
-  if (std::getenv("PGCONNECT_TIMEOUT") == nullptr && options.connect_timeout > 0) {
-    set_default("connect_timeout", std::to_string(options.connect_timeout));
   }
-  if (options.keepalives_idle > 0) {
-    set_default("keepalives", "1");
-    set_default("keepalives_idle", std::to_string(options.keepalives_idle));
-    set_default("keepalives_interval", std::to_string(options.keepalives_interval));
-    set_default("keepalives_count", std::to_string(options.keepalives_count));
-  }
-  if (std::getenv("PGAPPNAME") == nullptr) {
-    std::string app =
-        "fasteners " + std::to_string(::getpid()) + "@" + host_name() + " " + program_name();
-    if (app.size() > 63) app.resize(63);
-    set_default("application_name", app);
-  }
-  if (!conninfo.empty()) {
-    keys.emplace_back("dbname");
-    values.push_back(conninfo);
-  }
-  std::vector<const char*> key_ptrs;
-  std::vector<const char*> value_ptrs;
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    key_ptrs.push_back(keys[i].c_str());
-    value_ptrs.push_back(values[i].c_str());
-  }
-  key_ptrs.push_back(nullptr);
-  value_ptrs.push_back(nullptr);
-  conn_ = PQconnectdbParams(key_ptrs.data(), value_ptrs.data(), 1);
-  if (conn_ == nullptr) {
-    throw_error(std::errc::not_enough_memory, "connect for", name_, where_, "out of memory");
-  }
-  if (PQstatus(conn_) != CONNECTION_OK) {
-    const std::string detail = PQerrorMessage(conn_);
-    PQfinish(conn_);
-    conn_ = nullptr;
-    const bool timed_out = detail.find("timeout expired") != std::string::npos;
-    throw_error(timed_out ? std::errc::timed_out : std::errc::connection_refused, "connect for",
-                name_, where_, detail);
-  }
-  PQsetNoticeProcessor(conn_, ignore_notice, nullptr);
+  // A FATAL message while idle tells that the server ends the session (see alive()).
+  PQsetNoticeReceiver(conn_, on_notice, this);
   // libpq opens its socket close-on-exec; a child it forks must not keep the session alive either,
   // which disown() sees to.
-  const bool v14 = PQserverVersion(conn_) >= 140000;
-  std::string setup =
-      "SET lock_timeout = 0; SET statement_timeout = 0; "
-      "SET idle_in_transaction_session_timeout = 0; ";
-  if (v14) {
-    // A waiting session notices a client that went away within a second, not at the grant.
-    setup += "SET idle_session_timeout = 0; SET client_connection_check_interval = 1000; ";
-  }
-  if (options.keepalives_idle > 0) {
-    // The server's side of the keepalives: a client machine that went away loses its locks.
-    setup += "SET tcp_keepalives_idle = " + std::to_string(options.keepalives_idle) +
-             "; SET tcp_keepalives_interval = " + std::to_string(options.keepalives_interval) +
-             "; SET tcp_keepalives_count = " + std::to_string(options.keepalives_count) + "; ";
-  }
-  setup += prepared_statements;
-  setup +=
-      "SELECT pg_backend_pid()::text || ' ' || (SELECT system_identifier FROM pg_control_system())"
-      "::text, (SELECT oid FROM pg_database WHERE datname = current_database())::text";
-  try {
-    const auto [pid_and_system, database] = run(setup, "connect for");
-    const auto space = pid_and_system.find(' ');
-    backend_pid_ = pid_and_system.substr(0, space);
-    identity_.system = space == std::string::npos ? "" : pid_and_system.substr(space + 1);
-    identity_.database = database;
-  } catch (...) {
-    PQfinish(conn_);
-    conn_ = nullptr;
-    throw;
-  }
   where_ = std::string("host ") + (PQhost(conn_) != nullptr ? PQhost(conn_) : "?") + " port " +
            (PQport(conn_) != nullptr ? PQport(conn_) : "?") + " database " +
            (PQdb(conn_) != nullptr ? PQdb(conn_) : "?");
+}
+
+void session::set_up(connector& connect) {
+  // Directly connected, the server process that libpq was told of at connection is the session's;
+  // a pooler tells its own number. On another process this divides by zero, and the statements
+  // after it do not run.
+  std::string sql = identity_query;
+  if (connect.settings_sent()) {
+    sql += "SELECT 1 / (pg_backend_pid() = " + std::to_string(PQbackendPID(conn_)) + ")::int; ";
+    sql += prepared_statements;
+  }
+  bool pooled = !connect.settings_sent();
+  const std::vector<std::string> row = run_script(sql, "connect for", &pooled);
+  if (row.size() < 3) fail("connect for", "the server did not say who it is", nullptr);
+  backend_pid_ = row[0];
+  identity_.system = row[1];
+  identity_.database = row[2];
+  if (!pooled) return;  // Directly connected, and prepared.
+  if (pooled_per_transaction(connect)) {
+    throw_error(std::errc::protocol_error, "connect for", name_, where_,
+                std::string("the server process of the session changes between transactions, "
+                            "so ") +
+                    pooler_explained);
+  }
+  // Whether or not the pooler passed the startup options on, the settings are made sure of.
+  sql.clear();
+  for (const setting& s : connect.settings()) {
+    if (s.since <= PQserverVersion(conn_)) sql += "SET " + s.name + " = " + s.value + "; ";
+  }
+  sql += prepared_statements;
+  sql += timeouts_off;
+  if (run_script(sql, "connect for").at(0) != "true") {
+    throw_error(std::errc::io_error, "connect for", name_, where_,
+                "the session's timeouts could not be turned off through the pooler");
+  }
+}
+
+bool session::pooled_per_transaction(connector& connect) {
+  // A probe connection through the same pooler opens a transaction while this session is idle,
+  // then this session asks for its server process again, three times over. A session pooler never
+  // lends this session's process to the probe, nor moves this session to another, nor makes it
+  // wait for one; a transaction pooler does one or the other (PgBouncer hands out the idle server
+  // process used last: the probe gets this session's, and this session the probe's once that is
+  // back), or makes it wait while the pool is busy.
+  const connection probe = connect.connect();
+  const auto own_pid = [&] {
+    return ask(conn_, "SELECT pg_backend_pid()::text", std::chrono::seconds(1), name_, where_);
+  };
+  for (int round = 0; round < 3; ++round) {
+    auto probe_pid = ask(probe.get(), "BEGIN; SELECT pg_backend_pid()::text",
+                         std::chrono::milliseconds(250), name_, where_);
+    if (!probe_pid) {
+      // The pool has no server process to spare. A transaction pooler serves its waiting clients
+      // in turn: this session, behind the probe, cannot get one before it. So an answer while the
+      // probe still waits comes from a process the session keeps: session pooling.
+      const auto own = own_pid();
+      if (own != backend_pid_) return true;
+      probe_pid = answer_by(probe.get(), steady_clock::now() + std::chrono::milliseconds(100),
+                            name_, where_);
+      if (!probe_pid) return false;
+    }
+    if (*probe_pid == backend_pid_ || own_pid() != backend_pid_) return true;
+    if (!ask(probe.get(), "COMMIT", std::chrono::seconds(1), name_, where_)) return true;
+    if (own_pid() != backend_pid_) return true;
+  }
+  return false;
 }
 
 session::~session() {
@@ -250,50 +246,103 @@ session::~session() {
 
 int session::socket() const noexcept { return conn_ != nullptr ? PQsocket(conn_) : -1; }
 
+std::string session::ended() const {
+  return held_ > 0 ? "the session has ended, and the locks it held were lost with it"
+                   : "the session has ended";
+}
+
 void session::fail(std::string_view action, std::string_view detail, const char* sqlstate) {
-  const std::string state = sqlstate != nullptr ? sqlstate : "";
-  if (state == "55P03") {  // lock_not_available: lock_timeout fired.
+  const std::string_view state = sqlstate != nullptr ? sqlstate : "";
+  if (state == sqlstate::lock_not_available) {  // lock_timeout fired.
     throw std::system_error(std::make_error_code(std::errc::timed_out), "lock_timeout");
   }
-  if (state == "26000") {
-    // A statement prepared at connection is gone: the session's server process changed.
-    lost_ = true;
-    throw_error(std::errc::protocol_error, action, name_, where_,
-                "the session's prepared statements are gone, so its server process changed: " +
-                    std::string(pooler_explained));
+  if (state == sqlstate::invalid_sql_statement_name ||
+      state == sqlstate::duplicate_prepared_statement) {
+    moved(action, std::string("the session's prepared statements are ") +
+                      (state == sqlstate::invalid_sql_statement_name ? "gone" : "there already") +
+                      ", so another server process than the session's ran the statement");
   }
-  if (state == "40P01") {
+  if (state == sqlstate::deadlock_detected) {
     throw_error(std::errc::resource_deadlock_would_occur, action, name_, where_,
                 "the server found a deadlock: " + std::string(detail));
   }
-  if (PQstatus(conn_) != CONNECTION_OK || state.rfind("57P", 0) == 0 || state.rfind("08", 0) == 0) {
+  if (PQstatus(conn_) != CONNECTION_OK ||
+      sqlstate::in(state, sqlstate::operator_intervention_class) ||
+      sqlstate::in(state, sqlstate::connection_exception_class)) {
     lost_ = true;
-    throw_error(
-        std::errc::connection_reset, action, name_, where_,
-        "the session has ended, and the locks it held were lost with it: " + std::string(detail));
+    throw_error(std::errc::connection_reset, action, name_, where_,
+                ended() + ": " + std::string(detail));
   }
   throw_error(std::errc::io_error, action, name_, where_, detail);
+}
+
+void session::moved(std::string_view action, std::string_view why) {
+  lost_ = true;
+  std::string detail(why);
+  detail += ": ";
+  detail += pooler_explained;
+  if (held_ > 0) detail += end_own_process();
+  throw_error(std::errc::protocol_error, action, name_, where_, detail);
+}
+
+std::string session::end_own_process() {
+  const std::string sql = "SELECT pg_terminate_backend(" + backend_pid_ + ")";
+  PGresult* r = PQexec(conn_, sql.c_str());
+  const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  // A statement that reached that very process ends with it.
+  const bool ended_it =
+      (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+       std::strcmp(PQgetvalue(r, 0, 0), "t") == 0) ||
+      (state != nullptr && sqlstate::in(state, sqlstate::operator_intervention_class));
+  const std::string why = r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn_);
+  PQclear(r);
+  if (ended_it) {
+    return "; the session's own server process " + backend_pid_ +
+           " was ended, and with it the locks it held there";
+  }
+  return "; ending the session's own server process " + backend_pid_ + " failed (" + why +
+         "): the locks it held stay there until that process ends";
+}
+
+std::vector<std::string> session::run_script(const std::string& sql, std::string_view action,
+                                             bool* divided_by_zero) {
+  if (PQsendQuery(conn_, sql.c_str()) == 0) fail(action, PQerrorMessage(conn_), nullptr);
+  std::vector<std::string> row;
+  std::string error;
+  std::string state;
+  while (PGresult* r = PQgetResult(conn_)) {
+    const ExecStatusType status = PQresultStatus(r);
+    if (status == PGRES_TUPLES_OK && row.empty() && PQntuples(r) > 0) {
+      for (int i = 0; i < PQnfields(r); ++i) row.emplace_back(PQgetvalue(r, 0, i));
+    } else if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK && error.empty()) {
+      error = PQresultErrorMessage(r);
+      const char* code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      state = code != nullptr ? code : "";
+    }
+    PQclear(r);
+  }
+  if (divided_by_zero != nullptr && state == sqlstate::division_by_zero) {
+    *divided_by_zero = true;
+    return row;
+  }
+  if (!error.empty()) fail(action, error, state.empty() ? nullptr : state.c_str());
+  if (row.empty()) fail(action, "no answer", nullptr);
+  return row;
 }
 
 std::pair<std::string, std::string> session::run_prepared(const char* statement,
                                                           const std::vector<std::string>& params,
                                                           std::string_view action) {
-  if (lost_ || disowned_) {
-    throw_error(std::errc::connection_reset, action, name_, where_,
-                "the session has ended, and the locks it held were lost with it");
-  }
-  const char* values[2] = {};
-  for (std::size_t i = 0; i < params.size() && i < 2; ++i) values[i] = params[i].c_str();
+  if (lost_ || disowned_) throw_error(std::errc::connection_reset, action, name_, where_, ended());
+  const char* values[3] = {};
+  for (std::size_t i = 0; i < params.size() && i < 3; ++i) values[i] = params[i].c_str();
   return finish(PQexecPrepared(conn_, statement, static_cast<int>(params.size()), values, nullptr,
                                nullptr, 0),
                 action);
 }
 
 std::pair<std::string, std::string> session::run(const std::string& sql, std::string_view action) {
-  if (lost_ || disowned_) {
-    throw_error(std::errc::connection_reset, action, name_, where_,
-                "the session has ended, and the locks it held were lost with it");
-  }
+  if (lost_ || disowned_) throw_error(std::errc::connection_reset, action, name_, where_, ended());
   return finish(PQexec(conn_, sql.c_str()), action);
 }
 
@@ -323,6 +372,7 @@ bool session::lock(std::int64_t key, lock_mode mode, deadline until) {
     const double ms = std::chrono::duration<double, std::milli>(left).count();
     params.push_back(std::to_string(ms < 1 ? 1 : static_cast<long long>(std::ceil(ms))));
   }
+  params.push_back(backend_pid_);
   std::pair<std::string, std::string> row;
   try {
     row = run_prepared(statement(mode, until), params, "wait for the");
@@ -334,55 +384,72 @@ bool session::lock(std::int64_t key, lock_mode mode, deadline until) {
         "fasteners_holds",
         {std::to_string(key), mode == lock_mode::shared ? "ShareLock" : "ExclusiveLock"},
         "wait for the");
-    if (row.second == backend_pid_) return row.first == "t";
+    if (row.second != backend_pid_) moved("take the", other_process(row.second, backend_pid_));
+    if (row.first == "t") ++held_;
+    return row.first == "t";
   }
-  if (row.second != backend_pid_) {
-    // The statement reached another server process: a pooler hands out server sessions per
-    // transaction, and a session lock taken there belongs to nobody. Let it go there, and say why.
-    PQclear(PQexec(conn_, "SELECT pg_advisory_unlock_all()"));
-    lost_ = true;
-    throw_error(std::errc::protocol_error, "take the", name_, where_,
-                "the session's server process changed from " + backend_pid_ + " to " + row.second +
-                    ": " + pooler_explained);
-  }
+  // No row: the statement reached another server process, and took nothing there.
+  if (row.second != backend_pid_) moved("take the", other_process(row.second, backend_pid_));
   // pg_try_advisory_lock says t or f; pg_advisory_lock returns only once it has the lock.
-  return until != try_once || row.first == "t";
+  const bool granted = until != try_once || row.first == "t";
+  if (granted) ++held_;
+  return granted;
 }
 
 void session::unlock(std::int64_t key, lock_mode mode) {
   const char* name =
       mode == lock_mode::shared ? "fasteners_unlock_shared" : "fasteners_unlock_exclusive";
-  const auto row = run_prepared(name, {std::to_string(key)}, "release the");
-  if (row.first != "t" || row.second != backend_pid_) {
+  const auto row = run_prepared(name, {std::to_string(key), backend_pid_}, "release the");
+  if (row.second != backend_pid_) moved("release the", other_process(row.second, backend_pid_));
+  if (row.first != "t") {
     lost_ = true;
     throw_error(std::errc::connection_reset, "release the", name_, where_,
                 "the server no longer held it for this session (its locks are lost)");
   }
+  --held_;
 }
 
 bool session::writer_waiting(std::int64_t key) {
   const auto row = run_prepared("fasteners_writer_waiting", {std::to_string(key)}, "join the");
+  if (row.second != backend_pid_) moved("join the", other_process(row.second, backend_pid_));
   return row.first == "t";
 }
 
-void session::unlock_all() { run("SELECT pg_advisory_unlock_all()", "release the"); }
+void session::unlock_all() {
+  const auto row = run(
+      "SELECT pg_advisory_unlock_all(), pg_backend_pid() WHERE pg_backend_pid() = " + backend_pid_,
+      "release the");
+  if (row.second != backend_pid_) moved("release the", other_process(row.second, backend_pid_));
+  held_ = 0;
+}
+
+void session::on_notice(void* self, const PGresult* notice) {
+  const char* severity = PQresultErrorField(notice, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (severity != nullptr &&
+      (std::strcmp(severity, "FATAL") == 0 || std::strcmp(severity, "PANIC") == 0)) {
+    static_cast<session*>(self)->ending_ = true;
+  }
+}
 
 bool session::alive() noexcept {
   if (conn_ == nullptr || lost_ || disowned_) return false;
   if (PQstatus(conn_) != CONNECTION_OK) return false;
-  // An idle session hears from the server only when it ends the session: a readable socket means
-  // a closing message or end of file.
-  pollfd p{PQsocket(conn_), POLLIN, 0};
-  int ready;
-  do {
-    ready = ::poll(&p, 1, 0);
-  } while (ready < 0 && errno == EINTR);
-  if (ready <= 0) return true;
+  // An idle session hears from the server when it ends the session: a FATAL error, which libpq
+  // hands to the notice receiver while idle, then the end of the connection. A notice or a changed
+  // parameter may come too, which ends nothing.
+  const int fd = PQsocket(conn_);
+  if (!wait_for(fd, POLLIN, std::chrono::steady_clock::now())) return true;
   if (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK) {
     lost_ = true;
     return false;
   }
-  return true;
+  PQisBusy(conn_);  // Parses what came.
+  char byte = 0;
+  const ssize_t peeked = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const bool closed =
+      peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  if (ending_ || closed) lost_ = true;
+  return !lost_;
 }
 
 void session::disown() noexcept {

@@ -3,8 +3,13 @@
 // Every wait blocks in the kernel (libpq's poll on the session's socket) until the server answers;
 // a timed wait sets the server's lock_timeout for that one statement, so the server ends the wait
 // at the deadline and decides the race between grant and timeout itself: no cancel request, no
-// polling. The statement's other settings (statement_timeout, idle timeouts) are turned off for the
-// session, so that a server or role default cannot end a wait or a held lock.
+// polling. The other timeouts (statement_timeout, idle timeouts) are off for the session, set in
+// its startup packet (connect.hpp), so that no server or role default can end a wait, a held lock
+// or the session's own setup.
+//
+// A session holds its server process to itself: every lock statement runs only there (its WHERE
+// compares pg_backend_pid()), and a transaction pooler, which hands server processes out per
+// transaction, is refused at connection.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +21,7 @@
 #include "deadline.hpp"
 #include "fasteners/detail/file_lock.hpp"
 #include "fasteners/postgres.hpp"
+#include "postgres/connect.hpp"
 
 struct pg_conn;
 struct pg_result;
@@ -32,23 +38,17 @@ struct server_identity {
   }
 };
 
-// Where a conninfo points, for messages: "host H port P database D" with what it sets (never a
-// password); libpq's defaults fill in the rest.
-std::string describe_target(const std::string& conninfo);
-
-// Throws std::system_error(e) with "fasteners: cannot <action> lock '<name>' on <where>: <detail>".
-[[noreturn]] void throw_error(std::errc e, std::string_view action, const std::string& name,
-                              const std::string& where, std::string_view detail);
-
 // A connected session. Not thread-safe: its owner (postgres_object) lets one thread at a time use
 // it. Every call that talks to the server throws std::system_error naming the lock and the server:
-// connection_reset when the session is gone (and then `lost()` is true), protocol_error when its
-// server process changed (a transaction pooler), resource_deadlock_would_occur when the server
-// found a deadlock.
+// connection_reset when the session is gone (and then `lost()` is true), protocol_error when a
+// statement reached another server process than the session's (a transaction pooler; then the
+// session is lost too, and if it held locks it has ended its own server process, which frees
+// them), resource_deadlock_would_occur when the server found a deadlock.
 class session {
  public:
   // Connects within the options' connect timeout and prepares the session (see the top of this
-  // file). `name` is for messages.
+  // file). `name` is for messages. Throws as connector::connect(), and protocol_error behind a
+  // transaction pooler.
   session(const std::string& conninfo, const postgres_options& options, const std::string& name);
   // Ends the session, which releases anything it still holds (in a forked child, only this
   // process's copy: see disown()).
@@ -67,7 +67,7 @@ class session {
   void unlock_all();
 
   // Whether the server may still have the session, asked without a round trip: false once the
-  // server has closed it or a call found it gone.
+  // server has told it is ending the session (or closed it), or a call found it gone.
   bool alive() noexcept;
   bool lost() const noexcept { return lost_ || disowned_; }
 
@@ -81,21 +81,45 @@ class session {
   int socket() const noexcept;
 
  private:
+  // Learns the session's server process and server, and prepares its statements; behind a
+  // pooler, refuses transaction pooling and sets the settings the startup packet could not carry.
+  void set_up(connector& connect);
+  // Whether the pooler between this client and the server lends server processes per transaction
+  // (see session.cpp). `connect` opens the probe's connection.
+  bool pooled_per_transaction(connector& connect);
+  // Runs the statements of `sql` and returns the first row of the first that returns rows, each
+  // column as text; throws as described above, at the first statement that fails. A division by
+  // zero sets `*divided_by_zero`, if given, instead (see set_up).
+  std::vector<std::string> run_script(const std::string& sql, std::string_view action,
+                                      bool* divided_by_zero = nullptr);
   // Runs `sql` and returns the first row's columns 0 and 1 ("" if none); throws as described above.
   std::pair<std::string, std::string> run(const std::string& sql, std::string_view action);
-  // Runs one of the session's prepared statements with `params` (at most two).
+  // Runs one of the session's prepared statements with `params` (at most three).
   std::pair<std::string, std::string> run_prepared(const char* statement,
                                                    const std::vector<std::string>& params,
                                                    std::string_view action);
   // Takes `result` (of run or run_prepared), clears it and returns its first row.
   std::pair<std::string, std::string> finish(pg_result* result, std::string_view action);
   [[noreturn]] void fail(std::string_view action, std::string_view detail, const char* sqlstate);
+  // A statement reached another server process than the session's (`why` says how): the session
+  // is lost; if it holds locks, its own process is ended. Throws protocol_error.
+  [[noreturn]] void moved(std::string_view action, std::string_view why);
+  // Ends the session's own server process, whose locks the pooler would keep lending to other
+  // clients; says how that went, for the error.
+  std::string end_own_process();
+  // What the server's end of the session cost: "the session has ended" and whether locks went.
+  std::string ended() const;
+  // libpq's notice receiver: a FATAL or PANIC message while idle tells that the server is ending
+  // the session.
+  static void on_notice(void* self, const pg_result* notice);
 
   pg_conn* conn_ = nullptr;
   std::string name_;
   std::string where_;
   server_identity identity_;
   std::string backend_pid_;
+  int held_ = 0;         // Advisory locks the session holds on the server.
+  bool ending_ = false;  // The server said it ends the session.
   bool lost_ = false;
   bool disowned_ = false;
 };

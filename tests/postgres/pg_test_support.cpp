@@ -2,7 +2,11 @@
 // state file, queries over libpq, restarts through scripts/postgres-server.sh.
 #include "postgres/pg_test_support.hpp"
 
+#include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -98,6 +102,25 @@ std::string advisory_lock_filter(std::int64_t key) {
          "::bigint::oid AND objsubid = 1";
 }
 
+// Runs scripts/postgres-server.sh COMMAND DIR with `environment` (NAME=VALUE entries) and waits for
+// it; throws std::runtime_error if it fails (its messages are on stderr).
+void run_server_script(const std::string& command, const fs::path& dir,
+                       const std::vector<std::string>& environment = {}) {
+  std::vector<std::string> argv{"/usr/bin/env"};
+  argv.insert(argv.end(), environment.begin(), environment.end());
+  argv.insert(argv.end(), {"/bin/bash", FASTENERS_PG_SERVER_SCRIPT, command, dir.string()});
+  fasteners_test::child_process script(argv);
+  script.close_stdin();
+  while (script.read_line(std::chrono::seconds(120))) {
+  }
+  const int code = script.wait(std::chrono::seconds(120));
+  if (code != 0) {
+    throw std::runtime_error("postgres-server.sh " + command + " " + dir.string() +
+                             " failed (exit code " + std::to_string(code) +
+                             "); its messages are on stderr");
+  }
+}
+
 }  // namespace
 
 fs::path server_dir() {
@@ -134,19 +157,7 @@ std::vector<std::vector<std::string>> query_rows(const std::string& sql) {
   return connection().query_rows(sql);
 }
 
-void restart_server() {
-  const fs::path dir = server_dir();
-  fasteners_test::child_process script(
-      {"/bin/bash", FASTENERS_PG_SERVER_SCRIPT, "restart", dir.string()});
-  script.close_stdin();
-  while (script.read_line(std::chrono::seconds(120))) {
-  }
-  const int code = script.wait(std::chrono::seconds(120));
-  if (code != 0) {
-    throw std::runtime_error("postgres-server.sh restart " + dir.string() + " failed (exit code " +
-                             std::to_string(code) + "); its messages are on stderr");
-  }
-}
+void restart_server() { run_server_script("restart", server_dir()); }
 
 fs::path psql_path() { return fs::path(first_line_of(server_dir() / "bindir")) / "psql"; }
 
@@ -183,6 +194,15 @@ int terminate_sessions_on(std::int64_t key) {
       query("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM (SELECT DISTINCT pid FROM "
             "pg_locks WHERE " +
             advisory_lock_filter(key) + " AND pid <> pg_backend_pid()) AS holders) AS ended"));
+}
+
+bool wait_for_hangup(std::intptr_t handle, std::chrono::milliseconds timeout) {
+  pollfd p{static_cast<int>(handle), POLLRDHUP, 0};
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (::poll(&p, 1, 100) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) return true;
+  }
+  return false;
 }
 
 std::string hex_of(const std::string& bytes) {
@@ -248,6 +268,81 @@ std::vector<std::vector<std::string>> connection::query_rows(const std::string& 
 }
 
 int connection::backend_pid() const { return PQbackendPID(conn_); }
+
+private_server::private_server(const std::string& listen, const std::string& trust)
+    : listen_(listen), port_(free_tcp_port(listen.empty() ? "127.0.0.1" : listen)) {
+  char pattern[] = "/tmp/fasteners-pgp.XXXXXX";
+  if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
+  dir_ = pattern;
+  std::vector<std::string> environment{"FASTENERS_PG_PORT=" + std::to_string(port_),
+                                       "FASTENERS_PG_LISTEN=" + listen,
+                                       "FASTENERS_PG_TRUST=" + trust};
+  std::error_code ec;
+  if (fs::exists(state_file(), ec)) {
+    environment.push_back("FASTENERS_PG_BINDIR=" + first_line_of(server_dir() / "bindir"));
+  }
+  try {
+    run_server_script("start", dir_, environment);
+  } catch (...) {
+    fs::remove_all(dir_, ec);
+    throw;
+  }
+  running_ = true;
+  conninfo_ = first_line_of(dir_ / "conninfo");
+}
+
+private_server::~private_server() {
+  try {
+    stop();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+  }
+  std::error_code ignored;
+  fs::remove_all(dir_, ignored);
+}
+
+std::string private_server::tcp_conninfo() const {
+  return "host=" + listen_ + " port=" + std::to_string(port_) + " user=fasteners dbname=fasteners";
+}
+
+void private_server::stop() {
+  if (!running_) return;
+  running_ = false;
+  run_server_script("stop", dir_);
+}
+
+login_role::login_role(const std::vector<std::pair<std::string, std::string>>& settings) {
+  static std::atomic<int> counter{0};
+  name_ = "fasteners_role_" + std::to_string(::getpid()) + "_" + std::to_string(++counter);
+  query("CREATE ROLE " + name_ + " LOGIN");
+  for (const auto& [setting, value] : settings) {
+    query("ALTER ROLE " + name_ + " SET " + setting + " = " + literal(value));
+  }
+}
+
+login_role::~login_role() {
+  try {
+    query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = " +
+          literal(name_));
+    query("DROP ROLE " + name_);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+  }
+}
+
+int free_tcp_port(const std::string& address) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  socklen_t size = sizeof a;
+  const bool ok = ::inet_pton(AF_INET, address.c_str(), &a.sin_addr) == 1 &&
+                  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &size) == 0;
+  ::close(fd);
+  if (!ok) throw std::runtime_error("no free TCP port on " + address);
+  return ntohs(a.sin_port);
+}
 
 kind_lock::kind_lock(kind k, const std::string& conninfo, const std::string& name,
                      const fasteners::postgres_options& options)

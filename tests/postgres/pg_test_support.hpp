@@ -1,6 +1,6 @@
 // The PostgreSQL tests' support: the throwaway server of the CTest fixture postgres_server
 // (scripts/postgres-server.sh), a superuser side channel to it, lock names, pg_locks counts, what
-// the server says of a key, and a lock object of any kind.
+// the server says of a key, a lock object of any kind, and servers of a test's own.
 #pragma once
 
 #include <chrono>
@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/test_support.hpp"
@@ -50,6 +51,10 @@ bool wait_for_advisory_locks(std::int64_t key, int count, bool granted,
 // Ends the server sessions that hold or wait for an advisory lock on `key`
 // (pg_terminate_backend), as an administrator or a dropped connection would; returns how many.
 int terminate_sessions_on(std::int64_t key);
+// Waits until the peer of the socket `handle` (a lock's native_handle()) has closed the connection,
+// which then is known to this process's kernel; false if that has not happened within `timeout`.
+bool wait_for_hangup(std::intptr_t handle,
+                     std::chrono::milliseconds timeout = fasteners_test::k_long);
 // `bytes` as the hex digits of a bytea literal ('\x...'): two lower-case digits a byte.
 std::string hex_of(const std::string& bytes);
 // The SQL expression of fasteners/postgres.hpp (a bigint) for the key of `name`, the name given
@@ -87,6 +92,49 @@ class connection {
  private:
   pg_conn* conn_;
 };
+
+// A throwaway server of a test's own beside the fixture's (scripts/postgres-server.sh in a fresh
+// directory under /tmp): on a Unix socket and, if `listen` names one address, on TCP there, where
+// it trusts the clients of the network `trust` (address/bits). Stopped, and its directory removed,
+// on destruction. Throws std::runtime_error if it does not start.
+class private_server {
+ public:
+  explicit private_server(const std::string& listen = "", const std::string& trust = "");
+  ~private_server();
+  private_server(const private_server&) = delete;
+  private_server& operator=(const private_server&) = delete;
+
+  // The superuser's conninfo over the Unix socket, and over TCP at the listen address.
+  const std::string& conninfo() const { return conninfo_; }
+  std::string tcp_conninfo() const;
+  // Stops the server at once (immediate shutdown), as a crash would; every session ends.
+  void stop();
+
+ private:
+  std::filesystem::path dir_;
+  std::string listen_;
+  int port_ = 0;
+  std::string conninfo_;
+  bool running_ = false;
+};
+
+// A login role of the test's own (fasteners_role_<pid>_<n>) on the test server, with the role
+// defaults `settings` (name, value), as ALTER ROLE ... SET gives them. Dropped on destruction,
+// its sessions ended first.
+class login_role {
+ public:
+  explicit login_role(const std::vector<std::pair<std::string, std::string>>& settings);
+  ~login_role();
+  login_role(const login_role&) = delete;
+  login_role& operator=(const login_role&) = delete;
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
+// A TCP port of `address` that nothing uses now (the system's choice).
+int free_tcp_port(const std::string& address);
 
 // A lock object of one kind on a name: a postgres_lock, or one side of a
 // postgres_reader_writer_lock (the PostgreSQL counterpart of fasteners_test::kind_lock).

@@ -817,11 +817,13 @@ std::string only_holder_pid(std::int64_t key) {
   return pids.size() == 1 ? pids[0] : "";
 }
 
-// After the session of `lock` was ended behind its back: session_alive() turns false on its own,
-// release() reports the lost lock, and the next acquire connects again.
-void expect_lost_lock(postgres_lock& lock) {
-  EXPECT_TRUE(eventually([&] { return !lock.session_alive(); }, 5s))
-      << "session_alive() still says true";
+// After the session of `lock` (whose socket is `socket`) was ended behind its back: once the end
+// has reached this machine, the first session_alive() says false and acquired() follows, release()
+// reports the lost lock, and the next acquire connects again.
+void expect_lost_lock(postgres_lock& lock, std::intptr_t socket) {
+  ASSERT_TRUE(pg::wait_for_hangup(socket)) << "the server did not close the session";
+  EXPECT_FALSE(lock.session_alive()) << "the first session_alive() after the end says true";
+  EXPECT_FALSE(lock.acquired()) << "acquired() says true once the session is known lost";
   const std::string message =
       expect_system_error([&] { lock.release(); }, std::errc::connection_reset, "release()");
   EXPECT_NE(lowercase(message).find("lost"), std::string::npos)
@@ -840,21 +842,25 @@ TEST(postgres_session_test, a_terminated_session_loses_the_lock) {
   const std::string name = pg::unique_name();
   postgres_lock lock(pg::conninfo(), name);
   lock.lock();
+  const std::intptr_t socket = lock.native_handle();
   const std::string pid = only_holder_pid(lock.key());
   ASSERT_FALSE(pid.empty());
   ASSERT_EQ(pg::query("SELECT pg_terminate_backend(" + pid + ")"), "t");
   EXPECT_TRUE(pg::wait_for_advisory_locks(lock.key(), 0, true));
-  expect_lost_lock(lock);
+  expect_lost_lock(lock, socket);
 }
 
 TEST(postgres_session_test, a_terminated_session_loses_read_locks) {
   const std::string name = pg::unique_name();
   postgres_reader_writer_lock lock(pg::conninfo(), name);
   lock.lock_shared();
+  const std::intptr_t socket = lock.native_handle();
   const std::string pid = only_holder_pid(lock.key());
   ASSERT_FALSE(pid.empty());
   ASSERT_EQ(pg::query("SELECT pg_terminate_backend(" + pid + ")"), "t");
-  EXPECT_TRUE(eventually([&] { return !lock.session_alive(); }, 5s));
+  ASSERT_TRUE(pg::wait_for_hangup(socket));
+  EXPECT_FALSE(lock.session_alive());
+  EXPECT_FALSE(lock.read_acquired());
   expect_system_error([&] { lock.unlock_shared(); }, std::errc::connection_reset,
                       "unlock_shared()");
   EXPECT_FALSE(lock.read_acquired());
@@ -867,18 +873,44 @@ TEST(postgres_session_test, a_server_restart_loses_the_lock) {
   const std::string name = pg::unique_name();
   postgres_lock lock(pg::conninfo(), name);
   lock.lock();
+  const std::intptr_t socket = lock.native_handle();
   ASSERT_FALSE(only_holder_pid(lock.key()).empty());
   pg::restart_server();
-  expect_lost_lock(lock);
+  expect_lost_lock(lock, socket);
+}
+
+// A waiter whose session ends held nothing: its error says the session ended, not that locks
+// were lost.
+TEST(postgres_session_test, a_waiter_whose_session_ends_is_not_told_it_lost_locks) {
+  const std::string name = pg::unique_name();
+  postgres_lock holder(pg::conninfo(), name);
+  holder.lock();
+  postgres_lock waiter(pg::conninfo(), name);
+  std::string message;
+  std::thread waiting([&] {
+    message = expect_system_error([&] { waiter.lock(); }, std::errc::connection_reset,
+                                  "lock() of a waiter whose session ended");
+  });
+  ASSERT_TRUE(pg::wait_for_advisory_locks(holder.key(), 1, false)) << "the waiter never queued";
+  EXPECT_EQ(pg::query("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE NOT granted "
+                      "AND " +
+                      advisory_rows(holder.key())),
+            "1");
+  waiting.join();
+  EXPECT_NE(message.find("ended"), std::string::npos) << message;
+  EXPECT_EQ(message.find("held"), std::string::npos) << message;
+  EXPECT_FALSE(waiter.acquired());
+  holder.unlock();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Connection errors.
 
-// Every acquire of an object on `conninfo` throws std::system_error within `bound` seconds;
-// returns the messages.
+// Every acquire of an object on `conninfo` throws std::system_error within `bound` seconds (with
+// `code`, if given); returns the messages.
 std::vector<std::string> expect_connection_errors(const std::string& conninfo, double bound,
-                                                  const postgres_options& options = {}) {
+                                                  std::optional<std::errc> code = std::nullopt) {
+  const postgres_options options;
   std::vector<std::string> messages;
   postgres_lock lock(conninfo, pg::unique_name(), options);
   postgres_reader_writer_lock rw(conninfo, pg::unique_name("rw"), options);
@@ -898,6 +930,9 @@ std::vector<std::string> expect_connection_errors(const std::string& conninfo, d
       ADD_FAILURE() << what << " on '" << conninfo << "' did not throw";
     } catch (const std::system_error& e) {
       messages.push_back(e.what());
+      if (code) {
+        EXPECT_EQ(e.code(), *code) << what << ": " << e.what();
+      }
     } catch (const std::exception& e) {
       ADD_FAILURE() << what << " threw something else than std::system_error: " << e.what();
     }
@@ -915,7 +950,8 @@ TEST(postgres_errors_test, an_unreachable_server_names_host_and_database_but_no_
     SCOPED_TRACE(host);
     const std::string conninfo =
         "host=" + host + " port=1 dbname=fasteners_db_marker user=fasteners password=secret";
-    for (const auto& message : expect_connection_errors(conninfo, 15.0)) {
+    for (const auto& message :
+         expect_connection_errors(conninfo, 15.0, std::errc::connection_refused)) {
       EXPECT_NE(message.find(host), std::string::npos) << "no host in: " << message;
       EXPECT_NE(message.find("fasteners_db_marker"), std::string::npos)
           << "no database in: " << message;
@@ -954,9 +990,79 @@ TEST(postgres_errors_test, a_missing_database_is_named) {
   }
 }
 
-TEST(postgres_errors_test, a_refused_login_throws) {
+// A server that refuses the login denies access: permission_denied, naming the server.
+TEST(postgres_errors_test, a_refused_login_throws_permission_denied) {
   const std::string conninfo = with_param(pg::conninfo(), "user", "no_such_role_fasteners");
-  expect_connection_errors(conninfo, 15.0);
+  for (const auto& message :
+       expect_connection_errors(conninfo, 15.0, std::errc::permission_denied)) {
+    EXPECT_NE(message.find("no_such_role_fasteners"), std::string::npos) << message;
+    EXPECT_EQ(message.find("LOCATION"), std::string::npos) << message;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A role's settings.
+
+// A login role whose defaults end a statement, a lock wait and an idle session after 1 ms.
+struct hasty_role : pg::login_role {
+  hasty_role()
+      : login_role({{"statement_timeout", "1ms"},
+                    {"lock_timeout", "1ms"},
+                    {"idle_session_timeout", "1ms"}}) {}
+  std::string conninfo() const { return with_param(pg::conninfo(), "user", name()); }
+};
+
+TEST(postgres_settings_test, a_roles_1ms_timeouts_break_no_connect) {
+  hasty_role role;
+  const std::string name = pg::unique_name();
+  postgres_options once;
+  once.close_on_release = true;  // A login at every acquire.
+  int failures = 0;
+  std::string first_failure;
+  for (int i = 0; i < 300; ++i) {
+    try {
+      postgres_lock lock(role.conninfo(), name, once);
+      if (!lock.try_lock()) throw std::runtime_error("try_lock() found the free lock taken");
+      lock.unlock();
+    } catch (const std::exception& e) {
+      if (failures++ == 0) first_failure = e.what();
+    }
+  }
+  EXPECT_EQ(failures, 0) << "connects that failed, the first with: " << first_failure;
+  EXPECT_TRUE(pg::server_shows_nothing(postgres_key(name)));
+}
+
+TEST(postgres_settings_test, a_roles_1ms_timeouts_end_no_wait_or_hold) {
+  hasty_role role;
+  const std::string name = pg::unique_name();
+  const std::int64_t key = postgres_key(name);
+  postgres_lock holder(role.conninfo(), name);
+  ASSERT_TRUE(holder.try_lock());
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(pg::server_try(key)) << "the holder's session ended while idle";
+  EXPECT_TRUE(holder.session_alive());
+  postgres_lock waiter(role.conninfo(), name);
+  const auto start = steady::now();
+  EXPECT_FALSE(on_other_thread([&] {
+    try {
+      return waiter.try_lock_for(200ms);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+      return false;
+    }
+  }));
+  EXPECT_GE(seconds_since(start), 0.19) << "the timed wait ended before its deadline";
+  std::thread waiting([&] {
+    EXPECT_NO_THROW(waiter.lock());
+    EXPECT_TRUE(waiter.acquired());
+    std::this_thread::sleep_for(50ms);
+    EXPECT_FALSE(pg::server_try(key)) << "the waiter's session ended while idle";
+    EXPECT_NO_THROW(waiter.unlock());
+  });
+  std::this_thread::sleep_for(100ms);
+  holder.unlock();
+  waiting.join();
+  EXPECT_TRUE(pg::server_shows_nothing(key));
 }
 
 // ---------------------------------------------------------------------------------------------

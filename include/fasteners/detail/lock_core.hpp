@@ -70,9 +70,9 @@ bool acquire_until_on_clock(Core& core, lock_mode mode,
     using seconds = std::chrono::duration<double>;
     for (;;) {
       const auto now = Clock::now();
-      const seconds far = seconds(t.time_since_epoch()) - seconds(now.time_since_epoch());
-      if (far > seconds(1)) {
-        if (core.acquire_until(mode, deadline_after(far))) return true;
+      const seconds ahead = seconds(t.time_since_epoch()) - seconds(now.time_since_epoch());
+      if (ahead > seconds(1)) {
+        if (core.acquire_until(mode, deadline_after(ahead))) return true;
         continue;
       }
       if (t <= now) return core.acquire_until(mode, steady_clock::time_point::min());
