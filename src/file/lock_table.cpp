@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/fork.hpp"
+#include "engine/state_registry.hpp"
 #include "error.hpp"
 #include "file/inode_state.hpp"
 #include "file/os_file.hpp"
@@ -19,65 +20,18 @@
 namespace fasteners::detail::file {
 namespace {
 
-// Guards the table (entries(), retiring(), retired()). Never destroyed: lock objects may outlive
-// static destruction.
-mutex table_mutex(mutex::forever);
+using registry = engine::state_registry<platform::file_identity, inode_state>;
 
-// The listed states by file identity. A process has few lock files open at once, so a vector
-// searched from the front costs less than a tree and does not allocate once it has grown.
-class entry_map {
- public:
-  struct entry {
-    platform::file_identity first;
-    std::weak_ptr<inode_state> second;
-    const inode_state* state;  // What `second` points to, to compare without a reference.
-  };
-  using iterator = std::vector<entry>::iterator;
-
-  iterator begin() { return entries_.begin(); }
-  iterator end() { return entries_.end(); }
-  iterator find(const platform::file_identity& id) {
-    return std::find_if(entries_.begin(), entries_.end(),
-                        [&](const entry& e) { return e.first == id; });
-  }
-  // Lists `state` under `id`.
-  void put(const platform::file_identity& id, const std::shared_ptr<inode_state>& state) {
-    const auto it = find(id);
-    if (it != end()) {
-      it->second = state;
-      it->state = state.get();
-    } else {
-      entries_.push_back({id, state, state.get()});
-      size_.store(entries_.size(), std::memory_order_relaxed);
-    }
-  }
-  void erase(iterator it) {
-    *it = std::move(entries_.back());
-    entries_.pop_back();
-    size_.store(entries_.size(), std::memory_order_relaxed);
-  }
-  void clear() {
-    entries_.clear();
-    size_.store(0, std::memory_order_relaxed);
-  }
-  // Read without the mutex: whether any file is listed, as a hint.
-  bool empty_hint() const { return size_.load(std::memory_order_relaxed) == 0; }
-
- private:
-  std::vector<entry> entries_;
-  std::atomic<std::size_t> size_{0};
-};
-
-// Guarded by table_mutex. Never destroyed: lock objects may outlive static destruction.
-entry_map& entries() {
-  static auto* const map = new entry_map;
-  return *map;
+// The listed states by file identity; its mutex also guards retiring() and retired().
+registry& table() {
+  static auto* const t = new registry;
+  return *t;
 }
 
 // Where locks belong to the process (classic fcntl), closing any handle of a file drops every
 // lock the process holds on it, and two states of one file would not exclude each other. So from
 // the moment a state is unlisted until its handles are closed, its file is "retiring", and no new
-// state of that file is made meanwhile (see find_or_open()). Guarded by table_mutex.
+// state of that file is made meanwhile (see find_or_open()). Guarded by table().mu.
 std::map<platform::file_identity, int>& retiring() {
   static auto* const map = new std::map<platform::file_identity, int>;
   return *map;
@@ -96,20 +50,20 @@ std::condition_variable& retired() {
 // anew.
 void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   os_file::prepare_fork();
-  table_mutex.lock();
+  table().mu.lock();
 }
 
 void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
-  table_mutex.unlock();
+  table().mu.unlock();
   os_file::parent_after_fork();
 }
 
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   // The parent's states stay allocated (lock objects may still point at them) but unlisted.
-  entries().clear();
+  table().clear();
   retiring().clear();
   new (&retired()) std::condition_variable();
-  table_mutex.unlock();
+  table().mu.unlock();
   os_file::child_after_fork();
 }
 
@@ -123,32 +77,9 @@ void install_fork_handlers() {
 }
 
 // Whether a new state of the file `id` must wait: the file is retiring.
-bool must_wait_to_open(const platform::file_identity& id) FASTENERS_REQUIRES(table_mutex) {
+bool must_wait_to_open(registry& t, const platform::file_identity& id) FASTENERS_REQUIRES(t.mu) {
+  static_cast<void>(t);
   return !platform::handles_own_locks() && retiring().count(id) != 0;
-}
-
-// The listed state of `id`, or nothing.
-std::shared_ptr<inode_state> lookup(const platform::file_identity& id)
-    FASTENERS_REQUIRES(table_mutex) {
-  const auto it = entries().find(id);
-  if (it == entries().end()) return nullptr;
-  // Every state is unlisted before it goes (once nothing binds it), so a reference made here is
-  // returned, never dropped while the mutex is held, where it could be the last.
-  return it->second.lock();
-}
-
-// The listed state of `id` with a binding counted there, or nothing. A state that stops standing
-// for its file is unlisted under its own mutex, which attach() waits for: once attach() fails,
-// the state is not listed any more.
-std::shared_ptr<inode_state> attach_listed(const platform::file_identity& id)
-    FASTENERS_EXCLUDES(table_mutex) {
-  std::shared_ptr<inode_state> found;
-  {
-    mutex_lock lock(table_mutex);
-    found = lookup(id);
-  }
-  if (found && found->attach()) return found;
-  return nullptr;
 }
 
 }  // namespace
@@ -162,9 +93,9 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
   install_fork_handlers();
   // With files open already, look for this one before opening it again: a second open and close
   // of a file would drop the classic fcntl locks this process holds on it.
-  if (!entries().empty_hint()) {
+  if (!table().empty_hint()) {
     if (const auto id = platform::identify(path, options.follow_symlinks)) {
-      if (auto found = attach_listed(*id)) return found;
+      if (auto found = table().attach(*id)) return found;
     }
   }
   platform::open_file info;
@@ -172,17 +103,18 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
   for (;;) {
     std::shared_ptr<inode_state> existing;
     {
-      mutex_lock lock(table_mutex);
-      while (must_wait_to_open(info.id)) table_mutex.wait(retired());
-      existing = lookup(info.id);
+      auto& t = table();
+      mutex_lock lock(t.mu);
+      while (must_wait_to_open(t, info.id)) t.mu.wait(retired());
+      existing = t.lookup(info.id);
       if (!existing) {
         auto inode = std::make_shared<inode_state>(std::move(file), info);
-        entries().put(info.id, inode);
+        t.put(info.id, inode);
         return inode;
       }
     }
     // Another object opened the same file meanwhile. A state that stopped standing for it is
-    // unlisted by now (see attach_listed()): look again.
+    // unlisted by now (see state_registry::attach()): look again.
     if (existing->attach()) {
       existing->keep_spare(std::move(file));
       return existing;
@@ -191,16 +123,14 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
 }
 
 void lock_table::unlist(const inode_state& inode) {
-  mutex_lock lock(table_mutex);
-  const auto it = entries().find(inode.id());
-  if (it == entries().end() || it->state != &inode) return;
-  entries().erase(it);
-  if (!platform::handles_own_locks()) ++retiring()[inode.id()];
+  auto& t = table();
+  mutex_lock lock(t.mu);
+  if (t.erase(inode.id(), inode) && !platform::handles_own_locks()) ++retiring()[inode.id()];
 }
 
 void lock_table::closed(const inode_state& inode) {
   if (platform::handles_own_locks() || inode.generation() != engine::fork_generation()) return;
-  mutex_lock lock(table_mutex);
+  mutex_lock lock(table().mu);
   const auto it = retiring().find(inode.id());
   if (it != retiring().end() && --it->second == 0) retiring().erase(it);
   retired().notify_all();
