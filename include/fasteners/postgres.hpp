@@ -12,7 +12,8 @@
 #include <string_view>
 #include <utility>
 
-#include "fasteners/detail/file_lock.hpp"
+#include "fasteners/detail/lock_core.hpp"
+#include "fasteners/detail/lock_members.hpp"
 #include "fasteners/detail/make_locked.hpp"
 #include "fasteners/timeout.hpp"
 
@@ -51,34 +52,31 @@ struct postgres_options {
 
 namespace detail {
 
-class postgres_object;  // Defined in src/postgres/; on the heap so moves are cheap.
-
-// One lock object on one name: the shared core of the two PostgreSQL lock types. Thread-safe
-// except that moving or destroying it must not race with other calls on it.
-class FASTENERS_API postgres_session_lock {
+// One lock object on one name: the core of the two PostgreSQL lock types (see lock_core).
+class FASTENERS_API postgres_session_lock : public lock_core {
  public:
+  // Throws std::invalid_argument if `name` holds a NUL byte. Does not connect.
   postgres_session_lock(std::string conninfo, std::string name, const postgres_options& options);
-  ~postgres_session_lock();
-  postgres_session_lock(postgres_session_lock&& other) noexcept;
-  postgres_session_lock& operator=(postgres_session_lock&& other) noexcept;
-  postgres_session_lock(const postgres_session_lock&) = delete;
-  postgres_session_lock& operator=(const postgres_session_lock&) = delete;
-
-  bool acquire(lock_mode mode, bool blocking, const timeout_type& timeout);
-  bool acquire_until(lock_mode mode, std::chrono::steady_clock::time_point deadline);
-  template <class Clock, class Duration>
-  bool acquire_until(lock_mode mode, const std::chrono::time_point<Clock, Duration>& t) {
-    return acquire_until_on_clock(*this, mode, t);
-  }
-  void release(lock_mode mode);
-  bool holds(lock_mode mode) const noexcept;
+  // See postgres_lock::session_alive().
   bool session_alive() const noexcept;
-  std::intptr_t native_handle() const noexcept;
+  // The name and its key; empty and 0 once moved from.
   const std::string& name() const noexcept;
   std::int64_t key() const noexcept;
+};
 
- private:
-  std::unique_ptr<postgres_object> impl_;
+// What both PostgreSQL lock types add to their members: the name, its key, the session.
+template <class Members>
+class postgres_members : public Members {
+ public:
+  // Whether the object's session is still open as far as this process can tell without asking
+  // the server: false once the server's end of the session (terminated, restarted, stopped) has
+  // reached this machine, from the first call on, or when there is none.
+  bool session_alive() const noexcept { return this->core_.session_alive(); }
+  const std::string& name() const noexcept { return this->core_.name(); }
+  std::int64_t key() const noexcept { return this->core_.key(); }
+
+ protected:
+  using Members::Members;
 };
 
 }  // namespace detail
@@ -95,55 +93,26 @@ class FASTENERS_API postgres_session_lock {
 // cannot carry session locks: the object detects one when it connects, before taking any lock,
 // and throws.
 //
-// Satisfies the standard TimedLockable requirements.
-class postgres_lock {
+// Members (detail::exclusive_lock): acquire, release, acquired, native_handle, and the standard
+// TimedLockable ones (lock, try_lock, try_lock_for, try_lock_until, unlock); and name(), key(),
+// session_alive(). Timed waits wait in the server's lock queue, not by polling. Besides what the
+// members say, acquires throw std::system_error naming host and database (never a password) when
+// the server cannot be reached (connection_refused, or timed_out after the connect timeout),
+// refuses the login (permission_denied) or the session is lost (connection_reset), and with
+// std::errc::protocol_error behind a transaction pooler. Waits across names are not checked for
+// deadlocks: each object waits in a session that holds nothing, so the server sees no cycle.
+// release() throws std::system_error with std::errc::connection_reset if the session was lost
+// while holding (the lock was lost then; the object holds nothing afterwards), and acquired() is
+// false once the loss is known. native_handle() is the session's socket while the object holds
+// the lock: never use it.
+class postgres_lock
+    : public detail::postgres_members<detail::exclusive_lock<detail::postgres_session_lock>> {
  public:
   // `conninfo` is a libpq connection string or URI; empty means libpq's defaults (PGHOST, PGPORT,
   // PGDATABASE, ...). Does not connect. Throws std::invalid_argument if `name` holds a NUL byte.
   postgres_lock(std::string conninfo, std::string name, const postgres_options& options = {})
-      : lock_(std::move(conninfo), std::move(name), options) {}
-
-  // Takes the lock. With `blocking` and no timeout it waits as long as needed; with
-  // `blocking == false` it tries once; with a timeout it waits at most that long (in the server's
-  // lock queue, not by polling). Returns whether the lock was taken.
-  // Throws std::invalid_argument for a negative or NaN timeout; std::system_error naming host and
-  // database (never a password) when the server cannot be reached (connection_refused, or
-  // timed_out after the connect timeout), refuses the login (permission_denied) or the session is
-  // lost (connection_reset); with std::errc::protocol_error behind a transaction pooler; with
-  // std::errc::resource_deadlock_would_occur if the calling thread already holds this name in this
-  // process (through this object or another) and would wait. Waits across names are not checked
-  // for deadlocks: each object waits in a session that holds nothing, so the server sees no cycle.
-  bool acquire(bool blocking = true, timeout_type timeout = std::nullopt) {
-    return lock_.acquire(detail::lock_mode::exclusive, blocking, timeout);
-  }
-  // Releases the lock. Throws std::system_error with std::errc::operation_not_permitted if this
-  // object does not hold it, and with std::errc::connection_reset if the session was lost while
-  // holding (the lock was lost then; the object holds nothing afterwards).
-  void release() { lock_.release(detail::lock_mode::exclusive); }
-  bool acquired() const noexcept { return lock_.holds(detail::lock_mode::exclusive); }
-  // Whether the object's session is still open as far as this process can tell without asking
-  // the server: false once the server's end of the session (terminated, restarted, stopped) has
-  // reached this machine, from the first call on, or when there is none.
-  bool session_alive() const noexcept { return lock_.session_alive(); }
-  const std::string& name() const noexcept { return lock_.name(); }
-  std::int64_t key() const noexcept { return lock_.key(); }
-  // The socket of the session while this object holds the lock; -1 otherwise. Never use it.
-  std::intptr_t native_handle() const noexcept { return lock_.native_handle(); }
-
-  void lock() { acquire(true); }
-  bool try_lock() { return acquire(false); }
-  template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& d) {
-    return lock_.acquire_until(detail::lock_mode::exclusive, detail::deadline_after(d));
-  }
-  template <class Clock, class Duration>
-  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
-    return lock_.acquire_until(detail::lock_mode::exclusive, t);
-  }
-  void unlock() { release(); }
-
- private:
-  detail::postgres_session_lock lock_;
+      : postgres_members(
+            detail::postgres_session_lock(std::move(conninfo), std::move(name), options)) {}
 };
 
 // Holds a read or write lock of a postgres_reader_writer_lock until destroyed.
@@ -155,64 +124,18 @@ using postgres_write_guard =
 // A reader-writer lock named `name` in one PostgreSQL database: any number of readers at once, or
 // one writer alone, among all lock objects of that name there, in every process on any machine.
 // A writer waiting anywhere holds back new readers (the server's lock queue, and in this process
-// the library). One object may hold several read locks (one per reading thread). Not reentrant
-// and not upgradeable. Sessions, errors and timed waits as for postgres_lock.
+// the library). Sessions, errors and timed waits as for postgres_lock.
 //
-// Satisfies the standard SharedTimedLockable requirements.
-class postgres_reader_writer_lock {
+// Members (detail::reader_writer_lock): acquire_read_lock, acquire_write_lock, release_read_lock,
+// release_write_lock, read_lock, write_lock, read_acquired, write_acquired, native_handle, the
+// standard SharedTimedLockable ones, and name(), key(), session_alive().
+class postgres_reader_writer_lock
+    : public detail::postgres_members<detail::reader_writer_lock<detail::postgres_session_lock>> {
  public:
   postgres_reader_writer_lock(std::string conninfo, std::string name,
                               const postgres_options& options = {})
-      : lock_(std::move(conninfo), std::move(name), options) {}
-
-  bool acquire_read_lock(bool blocking = true, timeout_type timeout = std::nullopt) {
-    return lock_.acquire(detail::lock_mode::shared, blocking, timeout);
-  }
-  bool acquire_write_lock(bool blocking = true, timeout_type timeout = std::nullopt) {
-    return lock_.acquire(detail::lock_mode::exclusive, blocking, timeout);
-  }
-  void release_read_lock() { lock_.release(detail::lock_mode::shared); }
-  void release_write_lock() { lock_.release(detail::lock_mode::exclusive); }
-  postgres_read_guard read_lock() {
-    acquire_read_lock();
-    return postgres_read_guard(lock_);
-  }
-  postgres_write_guard write_lock() {
-    acquire_write_lock();
-    return postgres_write_guard(lock_);
-  }
-  bool read_acquired() const noexcept { return lock_.holds(detail::lock_mode::shared); }
-  bool write_acquired() const noexcept { return lock_.holds(detail::lock_mode::exclusive); }
-  bool session_alive() const noexcept { return lock_.session_alive(); }
-  const std::string& name() const noexcept { return lock_.name(); }
-  std::int64_t key() const noexcept { return lock_.key(); }
-  std::intptr_t native_handle() const noexcept { return lock_.native_handle(); }
-
-  void lock() { acquire_write_lock(); }
-  bool try_lock() { return acquire_write_lock(false); }
-  template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& d) {
-    return lock_.acquire_until(detail::lock_mode::exclusive, detail::deadline_after(d));
-  }
-  template <class Clock, class Duration>
-  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& t) {
-    return lock_.acquire_until(detail::lock_mode::exclusive, t);
-  }
-  void unlock() { release_write_lock(); }
-  void lock_shared() { acquire_read_lock(); }
-  bool try_lock_shared() { return acquire_read_lock(false); }
-  template <class Rep, class Period>
-  bool try_lock_shared_for(const std::chrono::duration<Rep, Period>& d) {
-    return lock_.acquire_until(detail::lock_mode::shared, detail::deadline_after(d));
-  }
-  template <class Clock, class Duration>
-  bool try_lock_shared_until(const std::chrono::time_point<Clock, Duration>& t) {
-    return lock_.acquire_until(detail::lock_mode::shared, t);
-  }
-  void unlock_shared() { release_read_lock(); }
-
- private:
-  detail::postgres_session_lock lock_;
+      : postgres_members(
+            detail::postgres_session_lock(std::move(conninfo), std::move(name), options)) {}
 };
 
 // Function wrappers, as interprocess_locked and friends: the returned callable takes the lock

@@ -49,14 +49,12 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
     // The state ends the acquire, and with it perhaps the binding, which the caller drops: it may
     // be the last reference to the state.
     std::shared_ptr<lock_state> unbound;
-    switch (state->acquire(*this, holder_in(*state), mode, until, unbound)) {
-      case outcome::taken:
-        return true;
-      case outcome::not_taken:
-        return false;
-      case outcome::start_again:
-        break;
+    const auto result = state->acquire(*this, holder_in(*state), mode, until, unbound);
+    if (unbound) {
+      unbound.reset();
+      this->unbound();
     }
+    if (result != outcome::start_again) return result == outcome::taken;
   }
 }
 
@@ -68,11 +66,14 @@ lock_state::released lock_object::release_pinned(lock_mode mode) {
 
 void lock_object::release(lock_mode mode) {
   auto released = release_pinned(mode);
-  // Last: when this is the last reference to the state, dropping it closes the file, which
-  // releases the lock and wakes a waiter elsewhere.
-  released.unbound.reset();
+  // When this is the last reference to the state, dropping it closes the file, which releases
+  // the lock and wakes a waiter elsewhere.
+  if (released.unbound) {
+    released.unbound.reset();
+    unbound();
+  }
   if (released.found) {
-    if (released.error) fail(released.error, "release", "");
+    if (released.failure) std::rethrow_exception(released.failure);
     return;
   }
   bool lost = false;
@@ -89,7 +90,13 @@ void lock_object::release(lock_mode mode) {
 
 bool lock_object::holds(lock_mode mode) {
   const auto state = bound();
-  return state && state->holds(*this, mode);
+  return state && state->holds(*this, holder_in(*state), mode);
+}
+
+bool lock_object::is_bound() {
+  object_lock lock(mu_);
+  forget_if_stale();
+  return bound_ != nullptr;
 }
 
 std::intptr_t lock_object::native_handle() {

@@ -72,6 +72,10 @@ class FASTENERS_API lock_object {
   virtual bool stays_bound(const lock_state& state) const = 0;
   // Why a lock that the object held was lost with its holder, for the error of its release.
   virtual const char* lost_reason() const noexcept;
+  // Called outside every mutex after an acquire or a release ended the object's binding.
+  virtual void unbound() noexcept {}
+  // Whether the object is bound to a state now.
+  bool is_bound() FASTENERS_EXCLUDES(mu_);
 
  private:
   // The state to acquire on, binding this object to it; counts an acquire under way, which keeps

@@ -11,18 +11,6 @@
 namespace fasteners::detail::engine {
 namespace {
 
-// Marks a holder busy for a backend call, and idle again however the call ends.
-class busy_scope {
- public:
-  busy_scope(holder& h, holder::use how) : h_(h) { h_.busy = how; }
-  ~busy_scope() { h_.busy = holder::use::idle; }
-  busy_scope(const busy_scope&) = delete;
-  busy_scope& operator=(const busy_scope&) = delete;
-
- private:
-  holder& h_;
-};
-
 // Counts a writer that may wait, for the scope of its acquire.
 class writer_count {
  public:
@@ -65,6 +53,17 @@ void holding_list::erase(holding* it) {
   std::copy(it + 1, end(), it);
   --size_;
   if (!heap_.empty()) heap_.pop_back();
+}
+
+lock_state::busy_scope::busy_scope(lock_state& state, holder& h, holder::use how)
+    : state_(state), h_(h) {
+  h_.busy = how;
+}
+
+lock_state::busy_scope::~busy_scope() {
+  h_.busy = holder::use::idle;
+  // Threads that waited for the call, while the backend let go of the mutex, go on now.
+  state_.notify();
 }
 
 lock_state::lock_state() : generation_(fork_generation()) {}
@@ -144,7 +143,7 @@ bool lock_state::gate_open(holder& h, const lock_object& owner) {
   // Joining the shared lock this process holds must not overtake a writer elsewhere.
   bool waiting = false;
   {
-    const busy_scope busy(h, holder::use::brief);
+    const busy_scope busy(*this, h, holder::use::brief);
     waiting = writer_waiting_elsewhere(h, owner);
   }
   if (h.readers == 0) return false;  // The shared lock dropped meanwhile: ask anew.
@@ -157,11 +156,11 @@ outcome lock_state::request(lock_object& owner, holder& h, lock_mode mode, deadl
   auto result = outcome::not_taken;
   try {
     {
-      const busy_scope busy(h, holder::use::brief);
+      const busy_scope busy(*this, h, holder::use::brief);
       result = try_lock(h, mode, owner);
     }
     if (result == outcome::not_taken && may_wait(until)) {
-      const busy_scope busy(h, holder::use::waiting);
+      const busy_scope busy(*this, h, holder::use::waiting);
       result = wait_lock(h, mode, until, owner);
     }
   } catch (...) {
@@ -193,8 +192,8 @@ lock_state::released lock_state::release(lock_object& owner, holder& h, lock_mod
   result.unbound = owner.end_holds(*this, result.found ? 1 : 0);
   if (result.found && !h.holds_any()) {
     h.gate_closed = false;
-    const busy_scope busy(h, holder::use::brief);
-    result.error = unlock(h, mode, owner, result.unbound != nullptr);
+    const busy_scope busy(*this, h, holder::use::brief);
+    result.failure = unlock(h, mode, owner, result.unbound != nullptr);
   }
   if (result.unbound) unbind();
   notify();
@@ -221,10 +220,11 @@ bool lock_state::forget_holding(const lock_object& owner, holder& h, lock_mode m
   return true;
 }
 
-bool lock_state::holds(const lock_object& owner, lock_mode mode) const {
+bool lock_state::holds(const lock_object& owner, const holder& h, lock_mode mode) const {
   mutex_lock lock(mu_);
-  return std::any_of(holdings_.begin(), holdings_.end(),
-                     [&](const holding& x) { return x.owner == &owner && x.mode == mode; });
+  return !h.lost && std::any_of(holdings_.begin(), holdings_.end(), [&](const holding& x) {
+    return x.owner == &owner && x.mode == mode;
+  });
 }
 
 bool lock_state::holds_any(const lock_object& owner) const {

@@ -31,6 +31,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <system_error>
 #include <vector>
@@ -109,8 +110,9 @@ class FASTENERS_API lock_state {
                   std::shared_ptr<lock_state>& unbound) FASTENERS_EXCLUDES(mu_);
 
   struct released {
-    bool found = false;     // Whether `owner` held a lock of that mode.
-    std::error_code error;  // Of letting go in the backend, if any; the lock is gone anyway.
+    bool found = false;  // Whether `owner` held a lock of that mode.
+    // The failure of letting go in the backend, if any (the lock is gone anyway).
+    std::exception_ptr failure;
     // The owner's binding, if the release ended it: for the caller to drop (it may be the last
     // reference to this state).
     std::shared_ptr<lock_state> unbound;
@@ -129,7 +131,9 @@ class FASTENERS_API lock_state {
   // Read without the mutex.
   bool is_current() const noexcept { return current_.load(std::memory_order_acquire); }
 
-  bool holds(const lock_object& owner, lock_mode mode) const FASTENERS_EXCLUDES(mu_);
+  // Whether `owner` holds a lock of `mode` through `h`, which is not known to be lost.
+  bool holds(const lock_object& owner, const holder& h, lock_mode mode) const
+      FASTENERS_EXCLUDES(mu_);
   bool holds_any(const lock_object& owner) const FASTENERS_EXCLUDES(mu_);
   // The OS handle through which `owner` holds the lock, or -1.
   std::intptr_t native_handle_of(const lock_object& owner, holder& h) FASTENERS_EXCLUDES(mu_);
@@ -151,8 +155,9 @@ class FASTENERS_API lock_state {
   virtual outcome wait_lock(holder& h, lock_mode mode, deadline until, lock_object& owner)
       FASTENERS_REQUIRES(mu_) = 0;
   // Lets go of what `h` holds (`mode`, its last holding); `unbinding` says that `owner` unbound
-  // with this release, so the backend may end what only it used.
-  virtual std::error_code unlock(holder& h, lock_mode mode, lock_object& owner, bool unbinding)
+  // with this release, so the backend may end what only it used. Returns the failure, which the
+  // release throws, if any; the lock counts as let go anyway.
+  virtual std::exception_ptr unlock(holder& h, lock_mode mode, lock_object& owner, bool unbinding)
       FASTENERS_REQUIRES(mu_) = 0;
   // Whether a writer waits for the lock elsewhere, while `h` holds it shared. Best effort.
   virtual bool writer_waiting_elsewhere(holder& h, const lock_object& owner)
@@ -185,6 +190,20 @@ class FASTENERS_API lock_state {
   mutable mutex mu_;
 
  private:
+  // Marks a holder busy for a backend call, and idle again however the call ends, waking the
+  // threads that wait for that.
+  class busy_scope {
+   public:
+    busy_scope(lock_state& state, holder& h, holder::use how) FASTENERS_REQUIRES(state.mu_);
+    ~busy_scope();
+    busy_scope(const busy_scope&) = delete;
+    busy_scope& operator=(const busy_scope&) = delete;
+
+   private:
+    lock_state& state_;
+    holder& h_;
+  };
+
   enum class step { join, request, wait };
   outcome take(lock_object& owner, holder& h, lock_mode mode, deadline until)
       FASTENERS_REQUIRES(mu_);

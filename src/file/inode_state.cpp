@@ -328,8 +328,8 @@ void inode_state::hand_over(kernel_wait& w) {
   w.wanted_by->outcome = wanter::state::granted;
 }
 
-std::error_code inode_state::unlock(engine::holder&, lock_mode mode, engine::lock_object& owner,
-                                    bool unbinding) {
+std::exception_ptr inode_state::unlock(engine::holder&, lock_mode mode, engine::lock_object& owner,
+                                       bool unbinding) {
   const auto& object = file_of(owner);
   if (object.options().remove_on_release &&
       gate_protocol::remove_if_unused(held_.get(), mode, id_, object.path())) {
@@ -343,9 +343,15 @@ std::error_code inode_state::unlock(engine::holder&, lock_mode mode, engine::loc
   if (closes) {
     replaced();
     give_back(std::move(held_));
-    return {};
+    return nullptr;
   }
-  return release_held();
+  const auto error = release_held();
+  if (!error) return nullptr;
+  try {
+    owner.fail(error, "release", "");
+  } catch (...) {
+    return std::current_exception();
+  }
 }
 
 bool inode_state::writer_waiting_elsewhere(engine::holder&, const engine::lock_object&) {

@@ -80,8 +80,8 @@ class inode_state final : public engine::lock_state,
       FASTENERS_REQUIRES(mu_);
   engine::outcome wait_lock(engine::holder& h, lock_mode mode, deadline until,
                             engine::lock_object& owner) override FASTENERS_REQUIRES(mu_);
-  std::error_code unlock(engine::holder& h, lock_mode mode, engine::lock_object& owner,
-                         bool unbinding) override FASTENERS_REQUIRES(mu_);
+  std::exception_ptr unlock(engine::holder& h, lock_mode mode, engine::lock_object& owner,
+                            bool unbinding) override FASTENERS_REQUIRES(mu_);
   bool writer_waiting_elsewhere(engine::holder& h, const engine::lock_object& owner) override
       FASTENERS_REQUIRES(mu_);
   std::intptr_t handle_of(engine::holder& h, const engine::lock_object& owner) override

@@ -1,88 +1,52 @@
-// The in-process layer of the PostgreSQL locks: sessions per object, exclusion of this process's
-// threads per key, loss of a session, and fork.
+// The PostgreSQL backend: the server's calls under the engine's rules, sessions, loss and fork.
 #include "postgres/postgres_object.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <condition_variable>
 #include <exception>
-#include <map>
-#include <mutex>
+#include <new>
 #include <stdexcept>
 #include <system_error>
-#include <tuple>
 #include <vector>
 
+#include "engine/fork.hpp"
+#include "engine/state_registry.hpp"
 #include "platform.hpp"
+#include "postgres/connect.hpp"
 #include "postgres/session.hpp"
 
-namespace fasteners::detail {
-namespace postgres {
-
-// Constant-initialized (constexpr constructor): ready before any static initializer runs.
-mutex registry_mu(mutex::forever);
-
-// A lock held in this process on a key: taken by which thread, through which object.
-struct key_holding {
-  std::uint64_t thread;
-  const postgres_object* owner;
-  lock_mode mode;
-};
-
-// One key on one server and database, as this process uses it.
-struct key_state {
-  std::vector<key_holding> holdings FASTENERS_GUARDED_BY(registry_mu);
-  // Threads of this process that wait for the write lock: new readers here wait behind them.
-  int writers_waiting FASTENERS_GUARDED_BY(registry_mu) = 0;
-  int objects FASTENERS_GUARDED_BY(registry_mu) = 0;  // Bound to this state.
-};
-
+namespace fasteners::detail::postgres {
 namespace {
 
-using key_id = std::tuple<std::string, std::string, std::int64_t>;
+using engine::outcome;
+using registry = engine::state_registry<key_id, key_state>;
 
-// Everything process-wide, made once and never destroyed (objects may outlive static destruction).
-struct registry {
-  std::map<key_id, key_state> keys FASTENERS_GUARDED_BY(registry_mu);
-  std::vector<postgres_object*> objects FASTENERS_GUARDED_BY(registry_mu);
-  // Notified whenever a holding, a wait or a session's use changes. Replaced in a forked child,
-  // where the parent's waiters on it do not exist.
-  std::condition_variable* changed FASTENERS_GUARDED_BY(registry_mu) = new std::condition_variable;
-  std::vector<std::condition_variable*> retired FASTENERS_GUARDED_BY(registry_mu);
-};
-
-registry& the_registry();
-
-void before_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { registry_mu.lock(); }
-void after_fork_in_parent() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { registry_mu.unlock(); }
-void after_fork_in_child() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
-  registry& r = the_registry();
-  for (postgres_object* o : r.objects) o->forget_after_fork();
-  r.keys.clear();
-  r.retired.push_back(r.changed);  // Left as it is: destroying it with waiters is undefined.
-  r.changed = new std::condition_variable;
-  registry_mu.unlock();
-}
-
-registry& the_registry() {
-  static registry* const r = [] {
-    platform::at_fork(before_fork, after_fork_in_parent, after_fork_in_child);
-    return new registry;
-  }();
+// The key states of the process by (server, database, key). Never destroyed.
+registry& states() {
+  static auto* const r = new registry;
   return *r;
 }
 
-// Names the calling thread for the whole life of the process (std::thread::id values are reused).
-std::uint64_t this_thread_token() noexcept {
-  static std::atomic<std::uint64_t> next{1};
-  thread_local std::uint64_t token = 0;
-  if (token == 0) token = next.fetch_add(1, std::memory_order_relaxed);
-  return token;
+struct process_sessions {
+  std::vector<postgres_object*> objects FASTENERS_GUARDED_BY(sessions_mu);
+  // Notified when an object's connection ends. Replaced in a forked child, where the parent's
+  // waiters on it do not exist.
+  std::condition_variable* connected FASTENERS_GUARDED_BY(sessions_mu) =
+      new std::condition_variable;
+};
+
+process_sessions& sessions() {
+  static auto* const s = [] {
+    engine::count_forks();
+    platform::at_fork(&postgres_object::prepare_fork, &postgres_object::parent_after_fork,
+                      &postgres_object::child_after_fork);
+    return new process_sessions;
+  }();
+  return *s;
 }
 
-bool holds_key(const key_state& k, std::uint64_t thread) FASTENERS_REQUIRES(registry_mu) {
-  return std::any_of(k.holdings.begin(), k.holdings.end(),
-                     [&](const key_holding& h) { return h.thread == thread; });
+postgres_object& object_of(engine::lock_object& owner) {
+  return static_cast<postgres_object&>(owner);
 }
 
 std::string checked_name(std::string name) {
@@ -92,318 +56,265 @@ std::string checked_name(std::string name) {
   return name;
 }
 
-}  // namespace
-}  // namespace postgres
+// The state of `id`, listed, with a binding counted there for the caller.
+std::shared_ptr<key_state> attach_state(const key_id& id) {
+  auto& r = states();
+  for (;;) {
+    if (auto found = r.attach(id)) return found;
+    mutex_lock lock(r.mu);
+    if (!r.lookup(id)) {
+      auto made = std::make_shared<key_state>(id);
+      r.put(id, made);
+      return made;
+    }
+  }
+}
 
-using postgres::registry_mu;
+// Runs `call` on the session without `mu` and thread cancellation; a failure marks `h` lost if
+// the session is gone, and goes on.
+template <class Call>
+auto call_server(mutex& mu, engine::holder& h, session& s, Call call) FASTENERS_REQUIRES(mu) {
+  std::exception_ptr failure;
+  decltype(call()) result{};
+  {
+    const mutex_unlock unlocked(mu);
+    const platform::cancellation_off no_cancel;
+    try {
+      result = call();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  if (s.lost()) h.lost = true;
+  if (failure) std::rethrow_exception(failure);
+  return result;
+}
+
+}  // namespace
+
+mutex sessions_mu(mutex::forever);
+
+// ---- key_state ----
+
+key_state::key_state(key_id id) : id_(std::move(id)) {
+  bind();  // For the object that made it.
+}
+
+template <class Call>
+bool key_state::use_holder(engine::holder& h, Call call) {
+  mutex_lock lock(mu_);
+  while (h.busy == engine::holder::use::brief) sleep(no_deadline);
+  if (h.lost) return false;
+  if (h.busy == engine::holder::use::waiting) return true;  // In use: it answers meanwhile.
+  h.busy = engine::holder::use::brief;
+  bool result = false;
+  {
+    const mutex_unlock unlocked(mu_);
+    result = call();
+  }
+  h.busy = engine::holder::use::idle;
+  if (!result) h.lost = true;
+  notify();
+  return result;
+}
+
+void key_state::settle(engine::holder& h, bool reset) {
+  if (generation() != engine::fork_generation()) {
+    if (reset) h = engine::holder{};  // The parent's state: none of its threads runs here.
+    return;
+  }
+  mutex_lock lock(mu_);
+  while (h.busy != engine::holder::use::idle) sleep(no_deadline);
+  if (reset) h = engine::holder{};
+}
+
+outcome key_state::request(engine::holder& h, lock_mode mode, deadline until,
+                           engine::lock_object& owner) {
+  session& s = object_of(owner).current_session();
+  const bool taken = call_server(mu_, h, s, [&] { return s.lock(std::get<2>(id_), mode, until); });
+  return taken ? outcome::taken : outcome::not_taken;
+}
+
+outcome key_state::try_lock(engine::holder& h, lock_mode mode, engine::lock_object& owner) {
+  return request(h, mode, try_once, owner);
+}
+
+outcome key_state::wait_lock(engine::holder& h, lock_mode mode, deadline until,
+                             engine::lock_object& owner) {
+  return request(h, mode, until, owner);
+}
+
+std::exception_ptr key_state::unlock(engine::holder& h, lock_mode mode, engine::lock_object& owner,
+                                     bool unbinding) {
+  static_cast<void>(unbinding);  // A session ends after the release (see unbound()).
+  session& s = object_of(owner).current_session();
+  try {
+    call_server(mu_, h, s, [&] {
+      s.unlock(std::get<2>(id_), mode);
+      return true;
+    });
+  } catch (...) {
+    return std::current_exception();
+  }
+  return nullptr;
+}
+
+bool key_state::writer_waiting_elsewhere(engine::holder& h, const engine::lock_object& owner) {
+  session& s = object_of(const_cast<engine::lock_object&>(owner)).current_session();
+  return call_server(mu_, h, s, [&] { return s.writer_waiting(std::get<2>(id_)); });
+}
+
+std::intptr_t key_state::handle_of(engine::holder& h, const engine::lock_object& owner) {
+  if (h.lost) return -1;
+  return object_of(const_cast<engine::lock_object&>(owner)).current_session().socket();
+}
+
+void key_state::on_unbind() {
+  if (bindings() > 0) return;
+  mark_replaced();
+  auto& r = states();
+  mutex_lock lock(r.mu);
+  r.erase(id_, *this);
+}
+
+// ---- postgres_object ----
 
 postgres_object::postgres_object(std::string conninfo, std::string name,
                                  const postgres_options& options)
     : conninfo_(std::move(conninfo)),
-      name_(postgres::checked_name(std::move(name))),
+      name_(checked_name(std::move(name))),
       key_(postgres_key(name_)),
       options_(options) {
-  postgres::registry& r = postgres::the_registry();
-  mutex_lock lock(registry_mu);
-  r.objects.push_back(this);
+  auto& s = sessions();
+  mutex_lock lock(sessions_mu);
+  s.objects.push_back(this);
 }
 
 postgres_object::~postgres_object() {
   const platform::cancellation_off no_cancel;
-  std::unique_ptr<postgres::session> doomed;
-  bool held = false;
+  release_all();
+  std::unique_ptr<session> gone;  // Closed after the mutex.
+  auto& s = sessions();
+  mutex_lock lock(sessions_mu);
+  s.objects.erase(std::find(s.objects.begin(), s.objects.end(), this));
+  gone = std::move(session_);
+  state_.reset();
+}
+
+std::shared_ptr<engine::lock_state> postgres_object::find_state() {
+  const platform::cancellation_off no_cancel;
+  mutex_lock lock(sessions_mu);
+  while (connecting_) sessions_mu.wait(*sessions().connected);
+  // A release that ended the binding may still use the session: it ends first.
+  if (state_) state_->settle(holder_, false);
+  if (!session_ || session_->lost()) return connect();
+  auto state = attach_state(state_->id());
+  if (state != state_) {
+    state_->settle(holder_, true);
+    state_ = state;
+  }
+  return state;
+}
+
+std::shared_ptr<key_state> postgres_object::connect() {
+  if (state_) state_->settle(holder_, true);
+  std::unique_ptr<session> old = std::move(session_);
+  std::unique_ptr<session> made;
+  std::exception_ptr failure;
+  connecting_ = true;
   {
-    postgres::registry& r = postgres::the_registry();
-    mutex_lock lock(registry_mu);
-    held = holds_any();
-    if (state_ != nullptr) {
-      auto& hs = state_->holdings;
-      hs.erase(std::remove_if(hs.begin(), hs.end(),
-                              [&](const postgres::key_holding& h) { return h.owner == this; }),
-               hs.end());
-    }
-    exclusive_held_ = false;
-    shared_held_ = 0;
-    unbind();
-    doomed = std::move(session_);
-    r.objects.erase(std::find(r.objects.begin(), r.objects.end(), this));
-    r.changed->notify_all();
-  }
-  // Closing the session releases its locks too, but the server lets go only once its process has
-  // ended: an explicit unlock makes the lock free when destruction returns.
-  if (doomed && held && doomed->alive()) {
+    const mutex_unlock unlocked(sessions_mu);
+    old.reset();
     try {
-      doomed->unlock_all();
+      made = std::make_unique<session>(conninfo_, options_, name_);
     } catch (...) {
-      // The session is gone, and its locks with it.
+      failure = std::current_exception();
     }
   }
+  connecting_ = false;
+  sessions().connected->notify_all();
+  if (failure) std::rethrow_exception(failure);
+  const auto& id = made->identity();
+  session_ = std::move(made);
+  state_ = attach_state(key_id(id.system, id.database, key_));
+  return state_;
 }
 
-bool postgres_object::sleep(deadline until) {
-  postgres::registry& r = postgres::the_registry();
-  if (until == no_deadline) {
-    registry_mu.wait(*r.changed);
-    return true;
-  }
-  if (until == try_once || std::chrono::steady_clock::now() >= until) return false;
-  registry_mu.wait_until(*r.changed, until);
-  return true;
+engine::holder& postgres_object::holder_in(engine::lock_state&) { return holder_; }
+
+bool postgres_object::stays_bound(const engine::lock_state&) const {
+  // The holder's own fields, read under the bound state's mutex, where the engine asks.
+  return !options_.close_on_release && !holder_.lost;
 }
 
-void postgres_object::unbind() {
-  if (state_ == nullptr) return;
-  postgres::registry& r = postgres::the_registry();
-  --state_->objects;
-  if (state_->objects == 0 && state_->holdings.empty() && state_->writers_waiting == 0) {
-    for (auto it = r.keys.begin(); it != r.keys.end(); ++it) {
-      if (&it->second == state_) {
-        r.keys.erase(it);
-        break;
-      }
-    }
-  }
-  state_ = nullptr;
+const char* postgres_object::lost_reason() const noexcept {
+  return "the session ended while holding it: the lock was lost";
 }
 
-void postgres_object::connect() {
-  postgres::registry& r = postgres::the_registry();
-  use_ = use::brief;
-  std::unique_ptr<postgres::session> s;
-  std::exception_ptr error;
-  registry_mu.unlock();
-  try {
-    s = std::make_unique<postgres::session>(conninfo_, options_, name_);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  registry_mu.lock();
-  use_ = use::idle;
-  r.changed->notify_all();
-  if (error) std::rethrow_exception(error);
-  session_ = std::move(s);
-  const auto& id = session_->identity();
-  state_ = &r.keys[postgres::key_id(id.system, id.database, key_)];
-  ++state_->objects;
+session& postgres_object::current_session() noexcept FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  // Set while the object is bound, and replaced only by find_state() and unbound(), which run
+  // while it is not.
+  return *session_;
 }
 
-std::unique_ptr<postgres::session> postgres_object::drop_session() {
-  if (state_ != nullptr) {
-    auto& hs = state_->holdings;
-    hs.erase(std::remove_if(hs.begin(), hs.end(),
-                            [&](const postgres::key_holding& h) { return h.owner == this; }),
-             hs.end());
-  }
-  lost_exclusive_ += exclusive_held_ ? 1 : 0;
-  lost_shared_ += shared_held_;
-  exclusive_held_ = false;
-  shared_held_ = 0;
-  gate_closed_ = false;
-  unbind();
-  postgres::the_registry().changed->notify_all();
-  return std::move(session_);
-}
-
-void postgres_object::record(lock_mode mode) {
-  state_->holdings.push_back({postgres::this_thread_token(), this, mode});
-  if (mode == lock_mode::exclusive) {
-    exclusive_held_ = true;
-  } else {
-    ++shared_held_;
-  }
-}
-
-void postgres_object::forget_holding(lock_mode mode) {
-  auto& hs = state_->holdings;
-  const std::uint64_t me = postgres::this_thread_token();
-  auto it = std::find_if(hs.begin(), hs.end(), [&](const postgres::key_holding& h) {
-    return h.owner == this && h.mode == mode && h.thread == me;
-  });
-  if (it == hs.end()) {
-    it = std::find_if(hs.begin(), hs.end(), [&](const postgres::key_holding& h) {
-      return h.owner == this && h.mode == mode;
-    });
-  }
-  if (it != hs.end()) hs.erase(it);
-}
-
-void postgres_object::stop_counting(bool& counted_writer) {
-  if (counted_writer) {
-    --state_->writers_waiting;
-    counted_writer = false;
-    postgres::the_registry().changed->notify_all();
-  }
-}
-
-template <class Call>
-bool postgres_object::use_session(use how, Call call, std::unique_ptr<postgres::session>& doomed,
-                                  bool* counted_writer) {
-  postgres::session& s = *session_;
-  use_ = how;
-  bool result = false;
-  std::exception_ptr error;
-  registry_mu.unlock();
-  try {
-    result = call(s);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  registry_mu.lock();
-  use_ = use::idle;
-  if (counted_writer != nullptr) stop_counting(*counted_writer);
-  postgres::the_registry().changed->notify_all();
-  if (error) {
-    if (s.lost()) doomed = drop_session();
-    std::rethrow_exception(error);
-  }
-  return result;
-}
-
-bool postgres_object::acquire(lock_mode mode, deadline until) {
-  const platform::cancellation_off no_cancel;
-  if (!may_wait(until)) until = try_once;
-  std::unique_ptr<postgres::session> doomed;  // Closed after the mutex is let go.
-  mutex_lock lock(registry_mu);
-  bool counted_writer = false;  // In state_->writers_waiting.
-  for (;;) {
-    if (use_ != use::idle) {
-      // Another thread uses this object's session; a try does not wait for a wait.
-      if (use_ == use::waiting && until == try_once) return false;
-      if (!sleep(until)) return false;
-      continue;
-    }
-    if (session_ && session_->lost()) {
-      stop_counting(counted_writer);
-      doomed = drop_session();
-    }
-    if (!session_) {
-      connect();
-      continue;
-    }
-    if (until != try_once && postgres::holds_key(*state_, postgres::this_thread_token())) {
-      stop_counting(counted_writer);
-      postgres::throw_error(std::errc::resource_deadlock_would_occur, "wait for the", name_,
-                            session_->where(),
-                            "the calling thread already holds this name in this process");
-    }
-    bool admitted = mode == lock_mode::exclusive
-                        ? !holds_any()
-                        : !exclusive_held_ && !gate_closed_ && state_->writers_waiting == 0;
-    if (admitted && mode == lock_mode::shared && shared_held_ > 0) {
-      // Joining the session's read lock asks the server nothing, so ask whether a writer waits
-      // anywhere: if one does, readers here stop joining until the read lock drops, and then
-      // queue behind it in the server.
-      const bool waiting = use_session(
-          use::brief, [&](postgres::session& s) { return s.writer_waiting(key_); }, doomed);
-      if (waiting && shared_held_ > 0) gate_closed_ = true;
-      if (shared_held_ == 0) continue;  // The read lock dropped meanwhile: ask for one.
-      admitted = !waiting;
-    }
-    if (!admitted) {
-      if (until == try_once) return false;
-      if (mode == lock_mode::exclusive && !counted_writer) {
-        ++state_->writers_waiting;
-        counted_writer = true;
-      }
-      if (!sleep(until)) {
-        stop_counting(counted_writer);
-        return false;
-      }
-      continue;
-    }
-    if (mode == lock_mode::shared && shared_held_ > 0) {
-      record(mode);  // Shares the read lock the session holds.
-      return true;
-    }
-    // Ask the server, with the session to this thread alone.
-    if (mode == lock_mode::exclusive && until != try_once && !counted_writer) {
-      ++state_->writers_waiting;
-      counted_writer = true;
-    }
-    const bool granted = use_session(
-        until == try_once ? use::brief : use::waiting,
-        [&](postgres::session& s) { return s.lock(key_, mode, until); }, doomed, &counted_writer);
-    if (granted) record(mode);
-    return granted;
-  }
-}
-
-void postgres_object::release(lock_mode mode) {
-  const platform::cancellation_off no_cancel;
-  postgres::registry& r = postgres::the_registry();
-  std::unique_ptr<postgres::session> doomed;
-  mutex_lock lock(registry_mu);
-  // While the object holds anything its session runs only brief calls (see the top of the
-  // header): wait for them.
-  while (use_ == use::brief) registry_mu.wait(*r.changed);
-  const bool held = mode == lock_mode::exclusive ? exclusive_held_ : shared_held_ > 0;
-  if (!held) {
-    int& lost = mode == lock_mode::exclusive ? lost_exclusive_ : lost_shared_;
-    if (lost > 0) {
-      --lost;
-      postgres::throw_error(std::errc::connection_reset, "release the", name_,
-                            postgres::describe_target(conninfo_),
-                            "the session ended while holding it: the lock was lost");
-    }
-    throw std::system_error(
-        std::make_error_code(std::errc::operation_not_permitted),
-        "fasteners: cannot release lock '" + name_ + "': this object does not hold it");
-  }
-  forget_holding(mode);
-  if (mode == lock_mode::shared && shared_held_ > 1) {
-    --shared_held_;  // Other threads of this object still read through the session's lock.
-    r.changed->notify_all();
-    return;
-  }
-  if (mode == lock_mode::exclusive) {
-    exclusive_held_ = false;
-  } else {
-    shared_held_ = 0;
-    gate_closed_ = false;
-  }
-  use_session(
-      use::brief,
-      [&](postgres::session& s) {
-        s.unlock(key_, mode);
-        return true;
-      },
-      doomed);
-  if (options_.close_on_release && !holds_any()) {
-    unbind();
-    doomed = std::move(session_);
-  }
-}
-
-bool postgres_object::holds(lock_mode mode) noexcept {
-  mutex_lock lock(registry_mu);
-  if (session_ && session_->lost()) return false;  // Known lost; release() will say so.
-  return mode == lock_mode::exclusive ? exclusive_held_ : shared_held_ > 0;
+void postgres_object::unbound() noexcept {
+  if (!options_.close_on_release) return;
+  std::unique_ptr<session> gone;  // Closed after the mutex.
+  mutex_lock lock(sessions_mu);
+  // Another thread may have bound the object again meanwhile, with this session.
+  if (connecting_ || is_bound() || !state_) return;
+  state_->settle(holder_, true);
+  gone = std::move(session_);
+  state_.reset();
 }
 
 bool postgres_object::session_alive() noexcept {
   const platform::cancellation_off no_cancel;
-  mutex_lock lock(registry_mu);
-  if (!session_) return false;
-  if (use_ != use::idle) return !session_->lost();  // In use: it answered a moment ago.
-  std::unique_ptr<postgres::session> doomed;        // alive() never throws: stays empty.
-  return use_session(
-      use::brief, [](postgres::session& s) { return s.alive(); }, doomed);
+  std::shared_ptr<key_state> state;
+  {
+    mutex_lock lock(sessions_mu);
+    if (!session_ || connecting_) return false;
+    state = state_;
+  }
+  if (state->generation() != engine::fork_generation()) return false;
+  return state->use_holder(holder_, [this] { return current_session().alive(); });
 }
 
-std::intptr_t postgres_object::native_handle() noexcept {
-  mutex_lock lock(registry_mu);
-  return holds_any() && session_ ? session_->socket() : -1;
+std::string postgres_object::where() const { return describe_target(conninfo_); }
+
+void postgres_object::fail(std::error_code ec, std::string_view action,
+                           std::string_view detail) const {
+  std::string why(detail);
+  if (why.empty() && ec == std::errc::connection_reset) {
+    why = "the session has ended, and the lock was lost with it";
+  }
+  std::string message = "fasteners: cannot " + std::string(action) + " lock '" + name_ + "' on " +
+                        where() + (why.empty() ? "" : ": " + why);
+  throw std::system_error(ec, message);
 }
 
-void postgres_object::forget_after_fork() noexcept FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
-  if (session_) session_->disown();
-  state_ = nullptr;
-  use_ = use::idle;
-  exclusive_held_ = false;
-  shared_held_ = 0;
-  gate_closed_ = false;
-  lost_exclusive_ = 0;
-  lost_shared_ = 0;
+void postgres_object::prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  sessions_mu.lock();
+  states().mu.lock();
 }
 
-}  // namespace fasteners::detail
+void postgres_object::parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  states().mu.unlock();
+  sessions_mu.unlock();
+}
+
+void postgres_object::child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  // The sessions are the parent's: nothing this process does (exit included) may reach them. The
+  // objects' states are the parent's too; lock objects forget them (see engine::lock_object).
+  auto& s = sessions();
+  for (postgres_object* o : s.objects) {
+    if (o->session_) o->session_->disown();
+    o->connecting_ = false;
+  }
+  s.connected = new std::condition_variable;  // The parent's one is left as it is.
+  states().clear();
+  states().mu.unlock();
+  sessions_mu.unlock();
+}
+
+}  // namespace fasteners::detail::postgres

@@ -1,108 +1,126 @@
-// One PostgreSQL lock object: its session, and its place among this process's holders of a key.
+// The PostgreSQL backend: one name's state in this process, and a lock object with its session.
 //
-// Each object talks to the server through a session of its own, one thread at a time. The server
-// excludes sessions from each other; this process's threads are excluded in memory, as the file
-// locks' inode_state does it: the server would count a second acquire through one session as
-// granted, and would wait for ever where a thread blocks on a name it holds through another
-// object. So, per key in use here (see key_state in postgres_object.cpp):
-//   - a thread that holds the key through any object and would wait for it again throws
-//     resource_deadlock_would_occur;
-//   - while a thread of this process waits for the write lock, new readers of this process wait
-//     behind it (across processes the server's lock queue does the same);
-//   - an object waits in the server only while it holds nothing there: further reading threads of
-//     the object share its read lock, after asking the server whether a writer waits anywhere (if
-//     one does, they stop joining until the read lock drops). A session never waits while it
-//     holds, so a release never queues behind a wait.
-// Lock order: the process-wide registry mutex only; it is never held while talking to the server
-// or across any other system call.
+// Each object talks to the server through a session of its own (session.hpp): its holder in the
+// engine's terms (engine/lock_state.hpp). The server excludes sessions from each other; the engine
+// excludes this process's threads and objects, per name on one server and database (key_state).
+// An object waits in the server only while its session holds nothing there: further reading
+// threads of the object share its read lock, after asking the server whether a writer waits
+// anywhere. So a session never waits while it holds, and a release never queues behind a wait.
+//
+// Mutex rules: a key_state's mutex (the engine's) guards its holdings and its objects' holders; it
+// is let go during every call to the server, with the holder marked busy, and taken before the
+// registry's. sessions_mu guards which session each object has; it is taken before a key_state's
+// mutex, and let go while an object connects.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <tuple>
 
-#include "deadline.hpp"
+#include "engine/lock_object.hpp"
+#include "engine/lock_state.hpp"
 #include "fasteners/postgres.hpp"
 #include "thread_safety.hpp"
 
-namespace fasteners::detail {
+namespace fasteners::detail::postgres {
 
-namespace postgres {
 class session;
-struct key_state;
-// Guards every postgres_object and key_state of the process (see the top of this file).
-extern mutex registry_mu;
-}  // namespace postgres
+class postgres_object;
 
-class postgres_object {
+// Guards every object's session and whether it connects, and the list of objects (for fork()).
+// Held across no call to the server; taken before a key_state's mutex.
+extern mutex sessions_mu;
+
+// A lock name on one server and database, as this process uses it.
+using key_id = std::tuple<std::string, std::string, std::int64_t>;
+
+// One name's state in this process. Thread-safe.
+class key_state final : public engine::lock_state {
+ public:
+  // A state for `id`, bound once (for the object that made it).
+  explicit key_state(key_id id);
+  const key_id& id() const noexcept { return id_; }
+
+  // Runs `call` (a brief call on the session of `h`'s object, such as whether it is alive) with
+  // `h` busy and the mutex let go, as the engine runs its backend calls; returns its result.
+  template <class Call>
+  bool use_holder(engine::holder& h, Call call) FASTENERS_EXCLUDES(mu_);
+  // Waits until no call uses `h`; then, with `reset`, ends its part here, so that its object may
+  // start another session.
+  void settle(engine::holder& h, bool reset) FASTENERS_EXCLUDES(mu_);
+
+ protected:
+  engine::outcome try_lock(engine::holder& h, lock_mode mode, engine::lock_object& owner) override
+      FASTENERS_REQUIRES(mu_);
+  engine::outcome wait_lock(engine::holder& h, lock_mode mode, deadline until,
+                            engine::lock_object& owner) override FASTENERS_REQUIRES(mu_);
+  std::exception_ptr unlock(engine::holder& h, lock_mode mode, engine::lock_object& owner,
+                            bool unbinding) override FASTENERS_REQUIRES(mu_);
+  bool writer_waiting_elsewhere(engine::holder& h, const engine::lock_object& owner) override
+      FASTENERS_REQUIRES(mu_);
+  std::intptr_t handle_of(engine::holder& h, const engine::lock_object& owner) override
+      FASTENERS_REQUIRES(mu_);
+  void on_unbind() override FASTENERS_REQUIRES(mu_);
+
+ private:
+  // Asks the server for the lock through the owner's session, without the mutex.
+  engine::outcome request(engine::holder& h, lock_mode mode, deadline until,
+                          engine::lock_object& owner) FASTENERS_REQUIRES(mu_);
+
+  const key_id id_;
+};
+
+// One PostgreSQL lock object. Thread-safe.
+class postgres_object final : public engine::lock_object {
  public:
   // Throws std::invalid_argument for a name with a NUL byte. Does not connect.
   postgres_object(std::string conninfo, std::string name, const postgres_options& options);
-  // Releases whatever the object holds (and ends its session); never throws.
-  ~postgres_object();
-  postgres_object(const postgres_object&) = delete;
-  postgres_object& operator=(const postgres_object&) = delete;
+  // Releases whatever the object holds and ends its session; never throws.
+  ~postgres_object() override;
 
-  // Takes a lock of `mode` by `until` (try_once: one try, no_deadline: no limit); see
-  // postgres_lock::acquire for what it throws.
-  bool acquire(lock_mode mode, deadline until);
-  // Releases one lock of `mode`, preferring one the calling thread took.
-  void release(lock_mode mode);
-  bool holds(lock_mode mode) noexcept;
-  bool session_alive() noexcept;
-  std::intptr_t native_handle() noexcept;
   const std::string& name() const noexcept { return name_; }
   std::int64_t key() const noexcept { return key_; }
+  const postgres_options& options() const noexcept { return options_; }
+  // Whether the session is still open as far as this process can tell without a round trip.
+  bool session_alive() noexcept;
 
-  // After fork(), in the child, with the registry mutex held by the forking thread: the object
-  // holds nothing and its session is the parent's. Async-signal-safe apart from freeing memory.
-  void forget_after_fork() noexcept;
+  // For key_state, while the object's holder is busy: the object's session.
+  session& current_session() noexcept;
+
+  [[noreturn]] void fail(std::error_code ec, std::string_view action,
+                         std::string_view detail) const override;
+
+  // The fork() hooks of the PostgreSQL locks.
+  static void prepare_fork();
+  static void parent_after_fork();
+  static void child_after_fork();
+
+ protected:
+  std::shared_ptr<engine::lock_state> find_state() override;
+  engine::holder& holder_in(engine::lock_state& state) override;
+  bool stays_bound(const engine::lock_state& state) const override;
+  const char* lost_reason() const noexcept override;
+  // With close_on_release: ends the session once the object holds nothing.
+  void unbound() noexcept override;
 
  private:
-  enum class use { idle, brief, waiting };
-
-  bool holds_any() const FASTENERS_REQUIRES(postgres::registry_mu) {
-    return exclusive_held_ || shared_held_ > 0;
-  }
-  // Waits for a change by `until`; false once it has passed.
-  bool sleep(deadline until) FASTENERS_REQUIRES(postgres::registry_mu);
-  void connect() FASTENERS_REQUIRES(postgres::registry_mu);
-  // Ends the object's part in its session: its holds become lost ones (see lost_shared_), and the
-  // session is handed to the caller to be closed outside the mutex.
-  std::unique_ptr<postgres::session> drop_session() FASTENERS_REQUIRES(postgres::registry_mu);
-  void record(lock_mode mode) FASTENERS_REQUIRES(postgres::registry_mu);
-  void forget_holding(lock_mode mode) FASTENERS_REQUIRES(postgres::registry_mu);
-  void unbind() FASTENERS_REQUIRES(postgres::registry_mu);
-  // Runs `call(session)` with the session to the calling thread alone (marked `how`) and the
-  // registry mutex let go meanwhile; afterwards ends the writer count `*counted_writer`, if given.
-  // If the call throws and the session is lost, the session moves to `doomed` (to be closed after
-  // the mutex), and the exception goes on.
-  template <class Call>
-  bool use_session(use how, Call call, std::unique_ptr<postgres::session>& doomed,
-                   bool* counted_writer = nullptr) FASTENERS_REQUIRES(postgres::registry_mu);
-  // Ends a writer's count in state_->writers_waiting, if `counted_writer`.
-  void stop_counting(bool& counted_writer) FASTENERS_REQUIRES(postgres::registry_mu);
+  // A session of its own, connected, and the state of the name on its server, attached.
+  std::shared_ptr<key_state> connect() FASTENERS_REQUIRES(sessions_mu);
+  std::string where() const;
 
   const std::string conninfo_;
   const std::string name_;
   const std::int64_t key_;
   const postgres_options options_;
 
-  std::unique_ptr<postgres::session> session_ FASTENERS_GUARDED_BY(postgres::registry_mu);
-  // This key's state in the process, once the session says which server and database it is on.
-  postgres::key_state* state_ FASTENERS_GUARDED_BY(postgres::registry_mu) = nullptr;
-  // Whether a thread is using the session, and how long it may take.
-  use use_ FASTENERS_GUARDED_BY(postgres::registry_mu) = use::idle;
-  // What the session holds for this object: the write lock, or one read lock that shared_held_
-  // reading threads share.
-  bool exclusive_held_ FASTENERS_GUARDED_BY(postgres::registry_mu) = false;
-  int shared_held_ FASTENERS_GUARDED_BY(postgres::registry_mu) = 0;
-  // A writer waits for the key elsewhere: threads stop joining the read lock, so that it drops.
-  // Reset when it does.
-  bool gate_closed_ FASTENERS_GUARDED_BY(postgres::registry_mu) = false;
-  // Holds that ended with a lost session and were not released yet: their release() says so.
-  int lost_exclusive_ FASTENERS_GUARDED_BY(postgres::registry_mu) = 0;
-  int lost_shared_ FASTENERS_GUARDED_BY(postgres::registry_mu) = 0;
+  std::unique_ptr<session> session_ FASTENERS_GUARDED_BY(sessions_mu);
+  bool connecting_ FASTENERS_GUARDED_BY(sessions_mu) = false;
+  // The state the session's holder belongs to (until the next session).
+  std::shared_ptr<key_state> state_ FASTENERS_GUARDED_BY(sessions_mu);
+  // The session's holder: its fields are guarded by state_'s mutex.
+  engine::holder holder_;
 };
 
-}  // namespace fasteners::detail
+}  // namespace fasteners::detail::postgres

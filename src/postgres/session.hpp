@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "deadline.hpp"
-#include "fasteners/detail/file_lock.hpp"
+#include "fasteners/detail/lock_core.hpp"
 #include "fasteners/postgres.hpp"
 #include "postgres/connect.hpp"
 

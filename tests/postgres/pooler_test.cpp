@@ -313,9 +313,10 @@ TEST(pooler, a_holder_moved_to_another_server_process_ends_its_own) {
       std::to_string(key));
   ASSERT_FALSE(own.empty());
   bouncer.reload_as("transaction");
-  // Joining the read lock asks the server whether a writer waits: one statement, after which the
-  // server process goes back to the pool, where the next client gets it.
-  ASSERT_TRUE(rw.try_lock_shared());
+  // Joining the read lock (from another thread: a thread that holds it does not take it twice)
+  // asks the server whether a writer waits: one statement, after which the server process goes
+  // back to the pool, where the next client gets it.
+  ASSERT_TRUE(on_other_thread([&] { return rw.try_lock_shared(); }));
   pg::connection pinned(bouncer.conninfo());
   pinned.query("BEGIN");
   ASSERT_EQ(pinned.query("SELECT pg_backend_pid()"), own) << "the pooler handed out another one";
