@@ -127,6 +127,16 @@ void lock_object::count_lost(int shared, int exclusive) {
   holds_ -= shared + exclusive;
 }
 
+std::exception_ptr lock_object::failure(std::error_code ec, std::string_view action,
+                                        std::string_view detail) const noexcept {
+  try {
+    fail(ec, action, detail);
+  } catch (...) {
+    return std::current_exception();
+  }
+  return nullptr;  // Not reached: fail() throws.
+}
+
 const char* lock_object::lost_reason() const noexcept {
   return "the lock was lost while this object held it";
 }

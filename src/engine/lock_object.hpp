@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <string_view>
 #include <system_error>
@@ -55,6 +56,9 @@ class FASTENERS_API lock_object {
   // Throws std::system_error(ec) with "fasteners: cannot <action> <this lock>: <detail>".
   [[noreturn]] virtual void fail(std::error_code ec, std::string_view action,
                                  std::string_view detail) const = 0;
+  // The error fail() throws, to throw later.
+  std::exception_ptr failure(std::error_code ec, std::string_view action,
+                             std::string_view detail) const noexcept;
 
  protected:
   lock_object() = default;

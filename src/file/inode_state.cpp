@@ -346,12 +346,7 @@ std::exception_ptr inode_state::unlock(engine::holder&, lock_mode mode, engine::
     return nullptr;
   }
   const auto error = release_held();
-  if (!error) return nullptr;
-  try {
-    owner.fail(error, "release", "");
-  } catch (...) {
-    return std::current_exception();
-  }
+  return error ? owner.failure(error, "release", "") : nullptr;
 }
 
 bool inode_state::writer_waiting_elsewhere(engine::holder&, const engine::lock_object&) {
