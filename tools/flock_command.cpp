@@ -5,39 +5,12 @@
 #include <initializer_list>
 
 #include "fasteners/version.hpp"
+#include "help_texts.hpp"
 
 namespace fasteners::tool {
 namespace {
 
 // flock(1)'s help (util-linux 2.38), with its program name as %1, for the options both take.
-constexpr const char* help_text = R"(
-Usage:
- %1 [options] <file>|<directory> <command> [<argument>...]
- %1 [options] <file>|<directory> -c <command>
- %1 [options] <file descriptor number>
-
-Manage file locks from shell scripts.
-
-This %1 is fasteners invoked as flock(1): 'fasteners run --flock'. It takes flock(2)
-locks, as util-linux flock(1) does, and gives the same exit statuses and -v lines.
-
-Options:
- -s, --shared             get a shared lock
- -x, --exclusive          get an exclusive lock (default)
- -u, --unlock             remove a lock (of a file descriptor number)
- -n, --nonblock           fail rather than wait
- -w, --timeout <secs>     wait for a limited amount of time
- -E, --conflict-exit-code <number>  exit code after conflict or timeout
- -o, --close              close file descriptor before running command
- -c, --command <command>  run a single command string through the shell
- -F, --no-fork            execute command without forking
- -v, --verbose            increase verbosity
-
- -h, --help               display this help
- -V, --version            display version
-
-For more details see fasteners(1) and flock(1).
-)";
 
 bool starts_with(const std::string& text, const std::string& prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
@@ -53,7 +26,8 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 bool is_flock_name(const std::string& program_name) { return program_name == "flock"; }
 
 std::string flock_help(const std::string& program_name) {
-  std::string text = help_text;
+  // flock(1)'s help starts with an empty line and ends with a line end.
+  std::string text = std::string("\n") + help::flock + "\n";
   for (auto at = text.find("%1"); at != std::string::npos; at = text.find("%1", at)) {
     text.replace(at, 2, program_name);
     at += program_name.size();

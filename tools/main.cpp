@@ -11,6 +11,7 @@
 #include "errors.hpp"
 #include "fasteners/version.hpp"
 #include "flock_command.hpp"
+#include "help_texts.hpp"
 #include "option_prefixes.hpp"
 #include "run_command.hpp"
 #include "status_command.hpp"
@@ -24,15 +25,6 @@ constexpr const char* description =
     "Inter-process file locks for scripts: the locks of the fasteners C++ library, shared with "
     "python-fasteners (and, with --flock, with util-linux flock(1)); with --postgres, PostgreSQL "
     "advisory locks, across machines.";
-
-constexpr const char* footer = R"(Examples:
-  fasteners run /tmp/backup.lock rsync -a src/ dst/
-  fasteners run -n -E 75 /tmp/cron.lock -c 'make nightly'
-  fasteners status /tmp/backup.lock --json
-  fasteners run --postgres 'host=db.example dbname=app' -w 60 deploy ./deploy.sh
-  fasteners status --postgres 'host=db.example dbname=app' deploy
-
-Run 'fasteners run --help' or 'fasteners status --help' for their options.)";
 
 // The name of the subcommand whose arguments these are, for error messages.
 std::string subcommand_of(const std::vector<std::string>& args) {
@@ -106,7 +98,7 @@ run_options for_invocation(run_options options, const invocation& how) {
 
 int main_throwing(const std::vector<std::string>& given, const invocation& how) {
   CLI::App app(description, "fasteners");
-  app.footer(footer);
+  app.footer(help::main);
   // Options start with '-' only; CLI11 would also take '/x' for one on Windows, where paths may
   // start with '/'. Subcommands inherit this.
   app.allow_windows_style_options(false);

@@ -7,6 +7,9 @@
 #include <utility>
 
 #include "errors.hpp"
+#include "run_arguments.hpp"
+#include "run_lock.hpp"
+#include "verbose_report.hpp"
 
 #if defined(FASTENERS_TOOL_POSTGRES)
 #include <libpq-fe.h>
@@ -17,6 +20,8 @@
 #include <cstring>
 
 #include "fasteners/postgres.hpp"
+#include "postgres/client.hpp"
+#include "postgres/connect.hpp"
 #endif
 
 namespace fasteners::tool {
@@ -95,10 +100,7 @@ std::string describe_postgres_holder(const postgres_holder& h) {
 
 namespace {
 
-struct connection_closer {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-using connection = std::unique_ptr<PGconn, connection_closer>;
+using detail::postgres::connection;
 struct result_clearer {
   void operator()(PGresult* r) const { PQclear(r); }
 };
@@ -115,55 +117,29 @@ std::string this_host() {
   return name;
 }
 
-// "fasteners <pid>@<host> <program>", as this library's sessions name themselves (the server
-// keeps the first 63 bytes).
+// The client process, host and program of a session of this library, from its application_name.
 void parse_application_name(postgres_holder& h) {
-  std::string_view text = h.application_name;
-  constexpr std::string_view prefix = "fasteners ";
-  if (!starts_with(text, prefix)) return;
-  text.remove_prefix(prefix.size());
-  long long pid = 0;
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])) &&
-         digits < 10) {
-    pid = pid * 10 + (text[digits] - '0');
-    ++digits;
+  if (const auto c = detail::postgres::parse_application_name(h.application_name)) {
+    h.client_pid = c->pid;
+    h.client_host = c->host;
+    h.program = c->program;
   }
-  if (digits == 0 || pid == 0 || digits >= text.size() || text[digits] != '@') return;
-  text.remove_prefix(digits + 1);
-  const auto space = text.find(' ');
-  h.client_pid = pid;
-  h.client_host = std::string(text.substr(0, space));
-  h.program = space == std::string_view::npos ? "" : std::string(text.substr(space + 1));
 }
 
-connection connect(const std::string& subcommand, const std::string& conninfo) {
-  const std::string fallback_name = "fasteners " + subcommand;
-  // Entries before dbname (which carries the conninfo) are defaults that the conninfo overrides.
-  std::vector<const char*> keys;
-  std::vector<const char*> values;
-  const char* env_timeout = std::getenv("PGCONNECT_TIMEOUT");
-  if (env_timeout == nullptr || *env_timeout == '\0') {
-    keys.push_back("connect_timeout");
-    values.push_back("10");  // As postgres_options' default.
+// A session of its own, as the library connects one (its defaults, its settings in the startup
+// packet, so that no role's timeout ends the query), which takes no lock.
+connection connect(const std::string& subcommand, const std::string& conninfo,
+                   const std::string& name) {
+  using detail::postgres::connector;
+  try {
+    connector c(conninfo, postgres_options(), name, detail::postgres::describe_target(conninfo));
+    return c.connect();
+  } catch (const std::system_error& e) {
+    std::string why = scrub(e.what(), conninfo);
+    const std::string prefix = "fasteners: ";
+    if (why.rfind(prefix, 0) == 0) why.erase(0, prefix.size());
+    throw tool_error(exit_unavailable, "fasteners " + subcommand + ": " + why);
   }
-  keys.push_back("fallback_application_name");
-  values.push_back(fallback_name.c_str());
-  keys.push_back("dbname");
-  values.push_back(conninfo.c_str());
-  keys.push_back(nullptr);
-  values.push_back(nullptr);
-  connection c(PQconnectdbParams(keys.data(), values.data(), 1));
-  if (!c) {
-    throw tool_error(exit_unavailable,
-                     "fasteners " + subcommand + ": cannot connect to PostgreSQL: out of memory");
-  }
-  if (PQstatus(c.get()) != CONNECTION_OK) {
-    throw tool_error(exit_unavailable, "fasteners " + subcommand +
-                                           ": cannot connect to PostgreSQL: " +
-                                           scrub(PQerrorMessage(c.get()), conninfo));
-  }
-  return c;
 }
 
 // Whether a conninfo libpq cannot parse may hold a password, which libpq's message could quote.
@@ -180,24 +156,75 @@ std::string field(const PGresult* r, int row, int column) {
                      static_cast<std::size_t>(PQgetlength(r, row, column)));
 }
 
-class library_postgres_lock final : public postgres_run_lock {
- public:
-  library_postgres_lock(const std::string& conninfo, const std::string& name, bool shared)
-      : lock_(conninfo, name, options()), shared_(shared) {}
+// The waits and holds on `name` that keep a lock (`shared` or not) of this process from it, as
+// pg_locks and pg_stat_activity tell in a session of their own: for -v.
+std::string describe_postgres_holders(bool shared, const std::string& conninfo,
+                                      const std::string& name) {
+  postgres_lock_state state;
+  try {
+    state = postgres_holders("run", conninfo, name);
+  } catch (const tool_error& e) {
+    std::string why = e.what();
+    const std::string prefix = "fasteners run: ";
+    if (why.rfind(prefix, 0) == 0) why.erase(0, prefix.size());
+    return "its holders are unknown (" + why + ")";
+  }
+  std::vector<std::string> holding;
+  std::vector<std::string> waiting;
+  bool exclusive = false;
+  bool writers_wait = true;
+  for (const auto& h : state.holders) {
+    if (is_this_process(h)) continue;
+    // The server queues a request behind the waiting requests it conflicts with.
+    if (shared && !h.exclusive) continue;
+    if (h.waiting) {
+      writers_wait = writers_wait && h.exclusive;
+      waiting.push_back(describe_postgres_holder(h));
+    } else {
+      exclusive = exclusive || h.exclusive;
+      holding.push_back(describe_postgres_holder(h));
+    }
+  }
+  return describe_waits(holding, exclusive, waiting, writers_wait, "held by another session");
+}
 
+// A shared or exclusive advisory lock of `fasteners run --postgres`, held by this process's own
+// database session, which ends when the lock is released.
+class postgres_run_lock final : public run_lock {
+ public:
+  postgres_run_lock(const std::string& conninfo, const std::string& name, bool shared)
+      : lock_(conninfo, name, options()), conninfo_(conninfo), shared_(shared) {}
+
+  std::string what() const override {
+    return std::string("the ") + (shared_ ? "shared" : "exclusive") + " PostgreSQL lock '" +
+           lock_.name() + "'";
+  }
   bool try_acquire() override {
     return shared_ ? lock_.acquire_read_lock(false) : lock_.acquire_write_lock(false);
   }
-  bool acquire(std::optional<std::chrono::duration<double>> timeout) override {
+  bool acquire(std::optional<seconds> timeout) override {
     return shared_ ? lock_.acquire_read_lock(true, timeout)
                    : lock_.acquire_write_lock(true, timeout);
   }
+  std::string holders() const override {
+    return describe_postgres_holders(shared_, conninfo_, lock_.name());
+  }
+  std::intptr_t native_handle() const override { return -1; }  // The session's, not a file's.
   void release() override {
     if (shared_) {
       lock_.release_read_lock();
     } else {
       lock_.release_write_lock();
     }
+  }
+  bool ends_with_this_process() const override { return true; }
+  tool_error error_for(const std::system_error& e) const override {
+    std::string message = describe(e);
+    if (message.rfind("fasteners", 0) != 0) message = "fasteners run: " + message;
+    return tool_error(exit_unavailable, message);
+  }
+  std::string describe(const std::exception& e) const override {
+    return scrub(e.what(), conninfo_);
   }
 
  private:
@@ -208,6 +235,7 @@ class library_postgres_lock final : public postgres_run_lock {
   }
 
   postgres_reader_writer_lock lock_;
+  const std::string conninfo_;
   const bool shared_;
 };
 
@@ -245,14 +273,10 @@ postgres_lock_state postgres_holders(const std::string& subcommand, const std::s
                                      const std::string& name) {
   postgres_lock_state state;
   state.key = postgres_key(name);
-  const connection c = connect(subcommand, conninfo);
+  const connection c = connect(subcommand, conninfo, name);
   state.database = PQdb(c.get());
-  // The bigint form of an advisory lock's tag: classid = the key's high 32 bits, objid = its low
-  // 32 bits (both as oid), objsubid = 1; in the session's database. pg_locks.waitstart exists
-  // from PostgreSQL 14.
-  const auto key = static_cast<std::uint64_t>(state.key);
-  const std::string high = std::to_string(key >> 32U);
-  const std::string low = std::to_string(key & 0xFFFFFFFFU);
+  // pg_locks.waitstart exists from PostgreSQL 14.
+  const std::string key = std::to_string(state.key);
   const std::string since =
       PQserverVersion(c.get()) >= 140000
           ? "CASE WHEN NOT l.granted AND l.waitstart IS NOT NULL THEN l.waitstart "
@@ -266,13 +290,12 @@ postgres_lock_state postgres_holders(const std::string& subcommand, const std::s
       since +
       ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
       "FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
-      "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database "
-      "WHERE datname = pg_catalog.current_database()) "
-      "AND l.classid = $1::oid AND l.objid = $2::oid AND l.objsubid = 1 "
-      "ORDER BY l.granted DESC, (" +
-      since + ") NULLS LAST, l.pid";
-  const char* params[] = {high.c_str(), low.c_str()};
-  const result r(PQexecParams(c.get(), query.c_str(), 2, nullptr, params, nullptr, nullptr, 0));
+      "WHERE " +
+      detail::postgres::key_condition(1, "l.") + " ORDER BY l.granted DESC, (" + since +
+      ") NULLS LAST, l.pid";
+  const char* params[] = {key.c_str()};
+  const Oid types[] = {20};  // bigint
+  const result r(PQexecParams(c.get(), query.c_str(), 1, types, params, nullptr, nullptr, 0));
   if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
     throw tool_error(exit_unavailable, "fasteners " + subcommand +
                                            ": cannot list the holders of '" + name +
@@ -294,41 +317,20 @@ postgres_lock_state postgres_holders(const std::string& subcommand, const std::s
   return state;
 }
 
+std::unique_ptr<run_lock> make_postgres_lock(const run_options& o) {
+  check_conninfo("run", *o.postgres);
+  try {
+    return std::make_unique<postgres_run_lock>(*o.postgres, o.lock_file, o.shared);
+  } catch (const std::invalid_argument& e) {
+    throw usage_error("run", scrub(e.what(), *o.postgres));
+  }
+}
+
 bool is_this_process(const postgres_holder& h) {
   if (h.client_pid != static_cast<long long>(::getpid())) return false;
   // The server may have cut the host name short.
   const std::string host = this_host();
   return !h.client_host.empty() && starts_with(host, h.client_host);
-}
-
-std::unique_ptr<postgres_run_lock> make_postgres_run_lock(const std::string& conninfo,
-                                                          const std::string& name, bool shared) {
-  return std::make_unique<library_postgres_lock>(conninfo, name, shared);
-}
-
-struct interrupts_ignored::saved {
-  struct sigaction interrupt {};
-  struct sigaction quit {};
-};
-
-interrupts_ignored::interrupts_ignored() : saved_(std::make_unique<saved>()) {
-  struct sigaction ignore {};
-  ignore.sa_handler = SIG_IGN;
-  sigemptyset(&ignore.sa_mask);
-  ::sigaction(SIGINT, &ignore, &saved_->interrupt);
-  ::sigaction(SIGQUIT, &ignore, &saved_->quit);
-}
-
-interrupts_ignored::~interrupts_ignored() {
-  ::sigaction(SIGINT, &saved_->interrupt, nullptr);
-  ::sigaction(SIGQUIT, &saved_->quit, nullptr);
-}
-
-std::vector<int> interrupts_ignored::ignored_here() const {
-  std::vector<int> out;
-  if (saved_->interrupt.sa_handler != SIG_IGN) out.push_back(SIGINT);
-  if (saved_->quit.sa_handler != SIG_IGN) out.push_back(SIGQUIT);
-  return out;
 }
 
 #else  // !FASTENERS_TOOL_POSTGRES
@@ -352,15 +354,9 @@ postgres_lock_state postgres_holders(const std::string& subcommand, const std::s
 
 bool is_this_process(const postgres_holder&) { return false; }
 
-std::unique_ptr<postgres_run_lock> make_postgres_run_lock(const std::string&, const std::string&,
-                                                          bool) {
+std::unique_ptr<run_lock> make_postgres_lock(const run_options&) {
   throw tool_error(exit_unavailable, postgres_unsupported_message("run"));
 }
-
-struct interrupts_ignored::saved {};
-interrupts_ignored::interrupts_ignored() = default;
-interrupts_ignored::~interrupts_ignored() = default;
-std::vector<int> interrupts_ignored::ignored_here() const { return {}; }
 
 #endif
 

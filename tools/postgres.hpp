@@ -71,43 +71,4 @@ bool is_this_process(const postgres_holder& h);
 // local)": a holder for messages.
 std::string describe_postgres_holder(const postgres_holder& h);
 
-// A shared or exclusive advisory lock of `fasteners run --postgres`, held by this process's own
-// database session. Not thread-safe.
-class postgres_run_lock {
- public:
-  virtual ~postgres_run_lock() = default;
-  // Tries once; returns whether it took the lock. Throws std::system_error when the database
-  // cannot be used (from fasteners::postgres).
-  virtual bool try_acquire() = 0;
-  // Waits in the server's queue, at most `timeout` if given; returns whether it took the lock.
-  virtual bool acquire(std::optional<std::chrono::duration<double>> timeout) = 0;
-  // Releases the lock and ends the session. Throws std::system_error with
-  // std::errc::connection_reset if the session was lost meanwhile (and the lock with it).
-  virtual void release() = 0;
-};
-
-// Makes the lock object; connects at the first try. Throws tool_error where unsupported.
-std::unique_ptr<postgres_run_lock> make_postgres_run_lock(const std::string& conninfo,
-                                                          const std::string& name, bool shared);
-
-// While one lives, SIGINT and SIGQUIT do not end this process (as system(3) does while its
-// command runs; made before the command starts, so that none comes between), so that a Ctrl+C at
-// the terminal, which reaches the command as well, does not end the session, and the lock, before
-// the command has ended. Does nothing on Windows.
-class interrupts_ignored {
- public:
-  interrupts_ignored();
-  ~interrupts_ignored();
-  interrupts_ignored(const interrupts_ignored&) = delete;
-  interrupts_ignored& operator=(const interrupts_ignored&) = delete;
-
-  // The signals ignored here that were not before: the command must start with them at their
-  // default action (command_line::default_signals).
-  std::vector<int> ignored_here() const;
-
- private:
-  struct saved;
-  std::unique_ptr<saved> saved_;
-};
-
 }  // namespace fasteners::tool

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -66,5 +67,25 @@ command_status wait_command(command_process process);
 // does; on Windows %COMSPEC% /d /s /c "COMMAND" (cmd.exe when COMSPEC is unset), with COMMAND as
 // written.
 command_line shell_command(const std::string& command);
+
+// While one lives, SIGINT and SIGQUIT do not end this process (as system(3) does while its
+// command runs; made before the command starts, so that none comes between), so that a Ctrl+C at
+// the terminal, which reaches the command as well, does not end the session, and the lock, before
+// the command has ended. Does nothing on Windows, where wait_command() sees to Ctrl+C.
+class interrupts_ignored {
+ public:
+  interrupts_ignored();
+  ~interrupts_ignored();
+  interrupts_ignored(const interrupts_ignored&) = delete;
+  interrupts_ignored& operator=(const interrupts_ignored&) = delete;
+
+  // The signals ignored here that were not before: the command must start with them at their
+  // default action (command_line::default_signals).
+  std::vector<int> ignored_here() const;
+
+ private:
+  struct saved;
+  std::unique_ptr<saved> saved_;
+};
 
 }  // namespace fasteners::tool

@@ -1,48 +1,9 @@
 // `fasteners run`: take a lock, run a command while holding it, exit with the command's status.
 #pragma once
 
-#include <optional>
-#include <string>
-#include <vector>
-
-#include <CLI/CLI.hpp>
+#include "run_arguments.hpp"
 
 namespace fasteners::tool {
-
-// What `fasteners run` was asked to do, as parsed from its command line.
-struct run_options {
-  std::string lock_file;  // With --postgres: the lock's name. A number without a command: FD.
-  std::optional<std::string> postgres;  // --postgres CONNINFO: a PostgreSQL advisory lock.
-  // -s, -x (the default) and -u: the last one given wins, as in flock(1).
-  bool shared = false;
-  bool unlock = false;
-  bool nonblocking = false;
-  std::optional<std::string> timeout;             // -w SECONDS as written; none: no limit.
-  std::optional<std::string> conflict_exit_code;  // -E N as written; none: 1.
-  bool close = false;
-  bool no_fork = false;  // -F: exec COMMAND in place of this process.
-  bool use_flock = false;
-  bool verbose = false;
-  std::optional<std::string> shell_command;  // -c
-  std::vector<std::string> command;
-  // The name this program was invoked by, which the lines of -v begin with (as flock(1)'s).
-  std::string program_name = "fasteners";
-  // How usage messages spell this command: "fasteners run", or "flock" through a link so named.
-  std::string command_name = "fasteners run";
-};
-
-// Adds the `run` subcommand to `app`; what it parses lands in `options`.
-CLI::App* add_run_command(CLI::App& app, run_options& options);
-
-// Splits the arguments that follow `run` the way flock(1) reads them: options up to the first
-// operand, which names the lock file (or, with no command, the descriptor); after it come the
-// command and its arguments (after an optional `--`), or `-c COMMAND`. Abbreviated long options
-// are written out in full, as getopt_long reads them. Stores the command in `options.command` and
-// returns the rest, for `run_app` to parse. `run_app` tells which options take a value. Throws
-// usage_error for an ambiguous abbreviation.
-std::vector<std::string> split_run_arguments(const CLI::App& run_app,
-                                             const std::vector<std::string>& args,
-                                             run_options& options);
 
 // Runs the parsed command line; returns the exit code: the command's exit status (128 + N if
 // signal N killed it), the conflict exit code when the lock could not be had, 0 when a lock on a

@@ -11,6 +11,7 @@
 
 #include "errors.hpp"
 #include "fasteners/holders.hpp"
+#include "help_texts.hpp"
 #include "json.hpp"
 #include "postgres.hpp"
 #include "system.hpp"
@@ -19,34 +20,6 @@ namespace fasteners::tool {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr const char* footer =
-    R"(Lists the locks of every kind on the file: this library's and python-fasteners'
-(fcntl), flock(1)'s (flock), and others, with each process that holds one. A lock
-held through an open file shared by several processes (such as the one `fasteners
-run` hands to its command) lists all of them. Writers of this library that wait
-are shown as waiting. Processes this user may not inspect are listed as possible
-holders when a lock's holder cannot be found otherwise.
-
-Never creates, opens or locks the file; a missing file is free. The table shortens
-a command line after 200 bytes; paths, and --json, are always whole.
-Exit status: 0 when free, 1 when held, 64 for bad usage (an empty path or NAME
-included), 66 when the path cannot be inspected, 69 where holders cannot be listed
-(on Windows, which does not tell who holds a lock, and elsewhere outside Linux), 71
-for other system errors.
-
-With --postgres CONNINFO (a libpq connection string or URI; '' for libpq's
-defaults), the operand is the NAME of a PostgreSQL advisory lock in that database
-(see 'fasteners run --help'): lists the sessions that hold or wait for its key,
-from pg_locks and pg_stat_activity, in a session of its own that takes no lock.
-A session of this library names its process, host and program (PID, HOST and
-APPLICATION); others show their application_name as it is. CLIENT is where the
-session comes from ("local": a Unix-domain socket), SESSION its server process;
-[since ...] tells since when (UTC) it waits, or holds (the session's last state
-change). Other users' sessions show less unless the role may read all statistics
-(pg_read_all_stats). Exit status:
-0 when free, 1 when held, 64 for bad usage, 69 when the server cannot be reached,
-refuses the login or fails the query.)";
 
 enum class lock_state { free, shared, exclusive };
 
@@ -286,7 +259,7 @@ int status_postgres(const status_options& o) {
 CLI::App* add_status_command(CLI::App& app, status_options& o) {
   auto* status =
       app.add_subcommand("status", "Tell whether a lock file is free or held, and by whom");
-  status->footer(footer);
+  status->footer(help::status);
   status->add_flag("--json", o.json, "Print the state as a JSON object");
   status
       ->add_option("--postgres", o.postgres,

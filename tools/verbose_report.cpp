@@ -17,7 +17,32 @@ std::string format_seconds(verbose_report::seconds s) {
   return text;
 }
 
+// Joins at most a few descriptions: "a, b and 3 more".
+std::string list(const std::vector<std::string>& items) {
+  constexpr std::size_t most = 5;
+  std::string out;
+  for (std::size_t i = 0; i < items.size() && i < most; ++i) {
+    out += i == 0 ? "" : ", ";
+    out += items[i];
+  }
+  if (items.size() > most) out += " and " + std::to_string(items.size() - most) + " more";
+  return out;
+}
+
 }  // namespace
+
+std::string describe_waits(const std::vector<std::string>& holding, bool exclusive,
+                           const std::vector<std::string>& waiting, bool writers_wait,
+                           const std::string& nobody) {
+  std::string out;
+  if (!holding.empty()) out = (exclusive ? "held exclusive by " : "held by ") + list(holding);
+  if (!waiting.empty()) {
+    out += out.empty() ? "" : "; ";
+    out +=
+        (writers_wait ? "a writer waits for it first: " : "waiting for it first: ") + list(waiting);
+  }
+  return out.empty() ? nobody : out;
+}
 
 void verbose_report::waiting(const std::string& what, const std::optional<seconds>& timeout,
                              const std::string& holders) const {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace fasteners::tool {
 
@@ -39,6 +40,13 @@ class verbose_report {
   bool verbose_;
   std::string name_;
 };
+
+// Whom a lock waits for, for -v: "held exclusive by A, B and 3 more; a writer waits for it first:
+// C", from the descriptions of those that hold it (`exclusive` if one holds it so) and of those
+// queued ahead of it (all writers with `writers_wait`); `nobody` when both lists are empty.
+std::string describe_waits(const std::vector<std::string>& holding, bool exclusive,
+                           const std::vector<std::string>& waiting, bool writers_wait,
+                           const std::string& nobody);
 
 // Takes `lock` (any type with try_acquire() and acquire(optional<seconds>)) as -n and -w say: one
 // try, then unless `one_try`, a wait of at most `timeout` (none: no limit). Returns whether it took

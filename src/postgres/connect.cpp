@@ -15,6 +15,7 @@
 #include <cstring>
 #include <utility>
 
+#include "postgres/client.hpp"
 #include "postgres/sqlstate.hpp"
 
 namespace fasteners::detail::postgres {
@@ -46,21 +47,6 @@ const char* or_env(const char* value, const char* variable, const char* fallback
   if (value != nullptr) return value;
   const char* env = std::getenv(variable);
   return env != nullptr && env[0] != '\0' ? env : fallback;
-}
-
-// The process's name, for application_name.
-std::string program_name() {
-#if defined(__GLIBC__)
-  return program_invocation_short_name;
-#else
-  return "?";
-#endif
-}
-
-std::string host_name() {
-  char buffer[256] = {};
-  if (::gethostname(buffer, sizeof buffer - 1) != 0) return "?";
-  return buffer;
 }
 
 // Completes a connection that PQconnectStartParams began, as PQconnectdb would: at most `seconds`
@@ -249,12 +235,7 @@ connector::connector(const std::string& conninfo, const postgres_options& option
   if (const int ms = tcp_user_timeout_ms(options); ms > 0) {
     set_default("tcp_user_timeout", std::to_string(ms));
   }
-  if (std::getenv("PGAPPNAME") == nullptr) {
-    std::string app =
-        "fasteners " + std::to_string(::getpid()) + "@" + host_name() + " " + program_name();
-    if (app.size() > 63) app.resize(63);
-    set_default("application_name", app);
-  }
+  if (std::getenv("PGAPPNAME") == nullptr) set_default("application_name", application_name());
   if (!conninfo.empty()) {
     keys_.emplace_back("dbname");
     values_.push_back(conninfo);

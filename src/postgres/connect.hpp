@@ -11,6 +11,7 @@
 #include <system_error>
 #include <vector>
 
+#include "fasteners/detail/export.hpp"
 #include "fasteners/postgres.hpp"
 
 struct pg_conn;
@@ -19,7 +20,7 @@ namespace fasteners::detail::postgres {
 
 // Where a conninfo points, for messages: "host H port P database D" with what it sets (never a
 // password); libpq's defaults fill in the rest.
-std::string describe_target(const std::string& conninfo);
+FASTENERS_API std::string describe_target(const std::string& conninfo);
 
 // Throws std::system_error(e) with "fasteners: cannot <action> lock '<name>' on <where>: <detail>".
 [[noreturn]] void throw_error(std::errc e, std::string_view action, const std::string& name,
@@ -43,13 +44,13 @@ std::vector<setting> session_settings(const postgres_options& options);
 // postgres_options::tcp_user_timeout resolved: milliseconds, 0 for none.
 int tcp_user_timeout_ms(const postgres_options& options);
 
-struct connection_closer {
+struct FASTENERS_API connection_closer {
   void operator()(pg_conn* conn) const noexcept;
 };
 using connection = std::unique_ptr<pg_conn, connection_closer>;
 
 // The connections of one lock object: libpq's parameters, made once. Not thread-safe.
-class connector {
+class FASTENERS_API connector {
  public:
   // `name` and `where` are for messages. Throws std::system_error (invalid_argument) if the
   // conninfo cannot be parsed.

@@ -16,6 +16,7 @@
 #include <system_error>
 #include <vector>
 
+#include "postgres/client.hpp"
 #include "postgres/sqlstate.hpp"
 
 namespace fasteners::detail::postgres {
@@ -49,20 +50,19 @@ constexpr const char* prepared_statements =
     "PREPARE fasteners_unlock_exclusive(bigint, integer) AS "
     "SELECT pg_advisory_unlock($1), pg_backend_pid() WHERE pg_backend_pid() = $2; "
     "PREPARE fasteners_unlock_shared(bigint, integer) AS "
-    "SELECT pg_advisory_unlock_shared($1), pg_backend_pid() WHERE pg_backend_pid() = $2; "
-    // Whether the session holds the key in a mode (ExclusiveLock, ShareLock), as pg_locks shows a
-    // bigint key: its high and low halves, objsubid 1.
-    "PREPARE fasteners_holds(bigint, text) AS "
-    "SELECT count(*) > 0, pg_backend_pid() FROM pg_locks WHERE locktype = 'advisory' "
-    "AND pid = pg_backend_pid() AND granted AND mode = $2 AND objsubid = 1 "
-    "AND classid = (($1 >> 32) & 4294967295)::oid AND objid = ($1 & 4294967295)::oid "
-    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()); "
-    // Whether any session waits for the key's exclusive lock.
-    "PREPARE fasteners_writer_waiting(bigint) AS "
-    "SELECT count(*) > 0, pg_backend_pid() FROM pg_locks WHERE locktype = 'advisory' "
-    "AND NOT granted AND mode = 'ExclusiveLock' AND objsubid = 1 "
-    "AND classid = (($1 >> 32) & 4294967295)::oid AND objid = ($1 & 4294967295)::oid "
-    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()); ";
+    "SELECT pg_advisory_unlock_shared($1), pg_backend_pid() WHERE pg_backend_pid() = $2; ";
+
+// The statements that ask pg_locks about the key: whether the session holds it in a mode
+// (ExclusiveLock, ShareLock), and whether any session waits for its exclusive lock.
+std::string lock_queries() {
+  return "PREPARE fasteners_holds(bigint, text) AS "
+         "SELECT count(*) > 0, pg_backend_pid() FROM pg_catalog.pg_locks WHERE " +
+         key_condition(1) +
+         " AND pid = pg_backend_pid() AND granted AND mode = $2; "
+         "PREPARE fasteners_writer_waiting(bigint) AS "
+         "SELECT count(*) > 0, pg_backend_pid() FROM pg_catalog.pg_locks WHERE " +
+         key_condition(1) + " AND NOT granted AND mode = 'ExclusiveLock'; ";
+}
 
 // Whether every timeout that could end a wait, a held lock or the session is off (true or false).
 constexpr const char* timeouts_off =
@@ -180,7 +180,7 @@ void session::set_up(connector& connect) {
   std::string sql = identity_query;
   if (connect.settings_sent()) {
     sql += "SELECT 1 / (pg_backend_pid() = " + std::to_string(PQbackendPID(conn_)) + ")::int; ";
-    sql += prepared_statements;
+    sql += std::string(prepared_statements) + lock_queries();
   }
   bool pooled = !connect.settings_sent();
   const std::vector<std::string> row = run_script(sql, "connect for", &pooled);
@@ -200,7 +200,7 @@ void session::set_up(connector& connect) {
   for (const setting& s : connect.settings()) {
     if (s.since <= PQserverVersion(conn_)) sql += "SET " + s.name + " = " + s.value + "; ";
   }
-  sql += prepared_statements;
+  sql += std::string(prepared_statements) + lock_queries();
   sql += timeouts_off;
   if (run_script(sql, "connect for").at(0) != "true") {
     throw_error(std::errc::io_error, "connect for", name_, where_,

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "errors.hpp"
+#include "run_command.hpp"
 #include "system.hpp"
 
 namespace fasteners::tool {
@@ -87,8 +88,13 @@ int access_mode(int fd) {
 
 }  // namespace
 
-descriptor_lock::descriptor_lock(int fd, bool shared, bool use_flock, std::string name)
-    : fd_(fd), shared_(shared), use_flock_(use_flock), name_(std::move(name)) {}
+descriptor_lock::descriptor_lock(int fd, bool shared, bool use_flock, std::string name,
+                                 std::filesystem::path path)
+    : fd_(fd),
+      shared_(shared),
+      use_flock_(use_flock),
+      name_(std::move(name)),
+      path_(std::move(path)) {}
 
 bool descriptor_lock::try_acquire() {
   for (;;) {
@@ -99,7 +105,7 @@ bool descriptor_lock::try_acquire() {
   }
 }
 
-bool descriptor_lock::acquire(std::optional<std::chrono::duration<double>> timeout) {
+bool descriptor_lock::acquire(std::optional<seconds> timeout) {
   if (timeout && timeout->count() <= 0) return try_acquire();
   if (!timeout) {
     for (;;) {
@@ -138,7 +144,9 @@ void descriptor_lock::fail(int error) const {
 
 bool descriptor_locks_supported(bool use_flock) { return use_flock || have_ofd_locks; }
 
-std::unique_ptr<lock_backend> make_descriptor_lock(int fd, bool shared, bool use_flock) {
+std::unique_ptr<run_lock> make_descriptor_lock(int fd, const run_options& o) {
+  const bool shared = o.shared;
+  const bool use_flock = o.use_flock;
   const int mode = access_mode(fd);
   const std::string n = std::to_string(fd);
   if (!use_flock && shared && mode == O_WRONLY) {
@@ -157,7 +165,8 @@ std::unique_ptr<lock_backend> make_descriptor_lock(int fd, bool shared, bool use
             "writing: open it with " +
             n + "<>FILE (or " + n + ">>FILE) instead of " + n + "<FILE, or use -s or --flock");
   }
-  return std::make_unique<descriptor_lock>(fd, shared, use_flock, descriptor_name(fd));
+  return std::make_unique<descriptor_lock>(fd, shared, use_flock, descriptor_name(fd),
+                                           descriptor_path(fd));
 }
 
 void unlock_descriptor(int fd, bool use_flock) {

@@ -6,14 +6,14 @@
 #include <string>
 #include <system_error>
 
-#include "lock_backend.hpp"
 #include "posix/descriptor_lock.hpp"
+#include "run_lock.hpp"
 #include "system.hpp"
 
 namespace fasteners::tool {
 namespace {
 
-class flock_lock final : public lock_backend {
+class flock_lock final : public run_lock {
  public:
   flock_lock(const std::filesystem::path& path, bool shared) : path_(path), shared_(shared) {}
   ~flock_lock() override {
@@ -23,11 +23,12 @@ class flock_lock final : public lock_backend {
   flock_lock(const flock_lock&) = delete;
   flock_lock& operator=(const flock_lock&) = delete;
 
+  std::string what() const override { return lock_name(shared_, "'" + utf8_of(path_) + "'"); }
   bool try_acquire() override { return open_once().try_acquire(); }
-  bool acquire(std::optional<std::chrono::duration<double>> timeout) override {
-    return open_once().acquire(timeout);
-  }
+  bool acquire(std::optional<seconds> timeout) override { return open_once().acquire(timeout); }
+  std::string holders() const override { return describe_file_holders(path_, shared_, true); }
   std::intptr_t native_handle() const override { return lock_ ? lock_->native_handle() : -1; }
+  void release() override {}  // Closing the file releases it (see the destructor).
 
  private:
   // Opens the file as flock(1) does: created if missing (not its directory), read-only when it
@@ -45,7 +46,8 @@ class flock_lock final : public lock_backend {
       throw std::system_error(std::error_code(errno, std::system_category()),
                               "fasteners: cannot open lock file '" + utf8_of(path_) + "'");
     }
-    lock_ = std::make_unique<descriptor_lock>(fd_, shared_, true, "'" + utf8_of(path_) + "'");
+    lock_ =
+        std::make_unique<descriptor_lock>(fd_, shared_, true, "'" + utf8_of(path_) + "'", path_);
     return *lock_;
   }
 
@@ -59,7 +61,7 @@ class flock_lock final : public lock_backend {
 
 bool flock_supported() { return true; }
 
-std::unique_ptr<lock_backend> make_flock_lock(const std::filesystem::path& path, bool shared) {
+std::unique_ptr<run_lock> make_flock_lock(const std::filesystem::path& path, bool shared) {
   return std::make_unique<flock_lock>(path, shared);
 }
 

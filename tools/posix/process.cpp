@@ -146,4 +146,29 @@ command_line shell_command(const std::string& command) {
   return {{shell != nullptr && *shell != '\0' ? shell : "/bin/sh", "-c", command}};
 }
 
+struct interrupts_ignored::saved {
+  struct sigaction interrupt {};
+  struct sigaction quit {};
+};
+
+interrupts_ignored::interrupts_ignored() : saved_(std::make_unique<saved>()) {
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  ::sigaction(SIGINT, &ignore, &saved_->interrupt);
+  ::sigaction(SIGQUIT, &ignore, &saved_->quit);
+}
+
+interrupts_ignored::~interrupts_ignored() {
+  ::sigaction(SIGINT, &saved_->interrupt, nullptr);
+  ::sigaction(SIGQUIT, &saved_->quit, nullptr);
+}
+
+std::vector<int> interrupts_ignored::ignored_here() const {
+  std::vector<int> out;
+  if (saved_->interrupt.sa_handler != SIG_IGN) out.push_back(SIGINT);
+  if (saved_->quit.sa_handler != SIG_IGN) out.push_back(SIGQUIT);
+  return out;
+}
+
 }  // namespace fasteners::tool

@@ -1,7 +1,7 @@
 // `fasteners run FD` on Windows, where a lock cannot outlive its process: not available.
 #include <system_error>
 
-#include "lock_backend.hpp"
+#include "run_lock.hpp"
 
 namespace fasteners::tool {
 namespace {
@@ -16,7 +16,7 @@ namespace {
 
 bool descriptor_locks_supported(bool) { return false; }
 
-std::unique_ptr<lock_backend> make_descriptor_lock(int, bool, bool) { unsupported(); }
+std::unique_ptr<run_lock> make_descriptor_lock(int, const run_options&) { unsupported(); }
 
 void unlock_descriptor(int, bool) { unsupported(); }
 

@@ -160,4 +160,9 @@ command_line shell_command(const std::string& command) {
   return {{shell.empty() ? "cmd.exe" : narrow(shell), "/d", "/s", "/c", command}, true};
 }
 
+struct interrupts_ignored::saved {};
+interrupts_ignored::interrupts_ignored() = default;
+interrupts_ignored::~interrupts_ignored() = default;
+std::vector<int> interrupts_ignored::ignored_here() const { return {}; }
+
 }  // namespace fasteners::tool
