@@ -156,6 +156,40 @@ std::string field(const PGresult* r, int row, int column) {
                      static_cast<std::size_t>(PQgetlength(r, row, column)));
 }
 
+// The query of the sessions that hold or wait for the key in $1 (a bigint), holders first, then
+// waiters, oldest first. pg_locks.waitstart exists from PostgreSQL 14 (`server_version`).
+std::string holders_query(int server_version) {
+  const std::string since = server_version >= 140000
+                                ? "CASE WHEN NOT l.granted AND l.waitstart IS NOT NULL THEN "
+                                  "l.waitstart ELSE coalesce(a.state_change, a.backend_start) END"
+                                : "coalesce(a.state_change, a.backend_start)";
+  return "SELECT l.pid, l.granted, l.mode, a.application_name, a.usename, "
+         "CASE WHEN a.client_port = -1 THEN 'local' "
+         "ELSE coalesce(a.client_hostname, host(a.client_addr)) END, "
+         "to_char((" +
+         since +
+         ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+         "FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
+         "WHERE " +
+         detail::postgres::key_condition(1, "l.") + " ORDER BY l.granted DESC, (" + since +
+         ") NULLS LAST, l.pid";
+}
+
+// Row `row` of holders_query()'s result.
+postgres_holder holder_of(const PGresult* r, int row) {
+  postgres_holder h;
+  h.backend_pid = std::strtoll(PQgetvalue(r, row, 0), nullptr, 10);
+  h.waiting = field(r, row, 1) != "t";
+  h.mode = field(r, row, 2);
+  h.exclusive = h.mode != "ShareLock";
+  h.application_name = field(r, row, 3);
+  h.user = field(r, row, 4);
+  h.client = field(r, row, 5);
+  h.since = field(r, row, 6);
+  parse_application_name(h);
+  return h;
+}
+
 // The waits and holds on `name` that keep a lock (`shared` or not) of this process from it, as
 // pg_locks and pg_stat_activity tell in a session of their own: for -v.
 std::string describe_postgres_holders(bool shared, const std::string& conninfo,
@@ -275,24 +309,8 @@ postgres_lock_state postgres_holders(const std::string& subcommand, const std::s
   state.key = postgres_key(name);
   const connection c = connect(subcommand, conninfo, name);
   state.database = PQdb(c.get());
-  // pg_locks.waitstart exists from PostgreSQL 14.
   const std::string key = std::to_string(state.key);
-  const std::string since =
-      PQserverVersion(c.get()) >= 140000
-          ? "CASE WHEN NOT l.granted AND l.waitstart IS NOT NULL THEN l.waitstart "
-            "ELSE coalesce(a.state_change, a.backend_start) END"
-          : "coalesce(a.state_change, a.backend_start)";
-  const std::string query =
-      "SELECT l.pid, l.granted, l.mode, a.application_name, a.usename, "
-      "CASE WHEN a.client_port = -1 THEN 'local' "
-      "ELSE coalesce(a.client_hostname, host(a.client_addr)) END, "
-      "to_char((" +
-      since +
-      ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
-      "FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
-      "WHERE " +
-      detail::postgres::key_condition(1, "l.") + " ORDER BY l.granted DESC, (" + since +
-      ") NULLS LAST, l.pid";
+  const std::string query = holders_query(PQserverVersion(c.get()));
   const char* params[] = {key.c_str()};
   const Oid types[] = {20};  // bigint
   const result r(PQexecParams(c.get(), query.c_str(), 1, types, params, nullptr, nullptr, 0));
@@ -302,17 +320,7 @@ postgres_lock_state postgres_holders(const std::string& subcommand, const std::s
                                            "': " + scrub(PQerrorMessage(c.get()), conninfo));
   }
   for (int row = 0; row < PQntuples(r.get()); ++row) {
-    postgres_holder h;
-    h.backend_pid = std::strtoll(PQgetvalue(r.get(), row, 0), nullptr, 10);
-    h.waiting = field(r.get(), row, 1) != "t";
-    h.mode = field(r.get(), row, 2);
-    h.exclusive = h.mode != "ShareLock";
-    h.application_name = field(r.get(), row, 3);
-    h.user = field(r.get(), row, 4);
-    h.client = field(r.get(), row, 5);
-    h.since = field(r.get(), row, 6);
-    parse_application_name(h);
-    state.holders.push_back(std::move(h));
+    state.holders.push_back(holder_of(r.get(), row));
   }
   return state;
 }

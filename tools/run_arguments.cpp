@@ -82,13 +82,11 @@ std::optional<int> descriptor_number(const std::string& text) {
   return static_cast<int>(value);
 }
 
-CLI::App* add_run_command(CLI::App& app, run_options& o) {
-  auto* run = app.add_subcommand("run", "Run a command while holding a lock on a file");
-  run->description(
-      "Run a command while holding a lock on a file; also: fasteners run [OPTIONS] LOCKFILE -c "
-      "'SHELL COMMAND', and fasteners run [OPTIONS] FD (lock the file the shell opened as FD)");
-  run->footer(help::run);
-  run->add_flag_callback(
+namespace {
+
+// -x, -s and -u: which lock, or its release (the last one given wins, as in flock(1)).
+void add_lock_kind_options(CLI::App& run, run_options& o) {
+  run.add_flag_callback(
          "-x,-e,--exclusive",
          [&o] {
            o.shared = false;
@@ -96,7 +94,7 @@ CLI::App* add_run_command(CLI::App& app, run_options& o) {
          },
          "Take an exclusive (write) lock: the default")
       ->trigger_on_parse();
-  run->add_flag_callback(
+  run.add_flag_callback(
          "-s,--shared",
          [&o] {
            o.shared = true;
@@ -104,53 +102,98 @@ CLI::App* add_run_command(CLI::App& app, run_options& o) {
          },
          "Take a shared (read) lock")
       ->trigger_on_parse();
-  run->add_flag_callback(
+  run.add_flag_callback(
          "-u,--unlock", [&o] { o.unlock = true; },
          "Release the lock held on FD's open file (with FD only)")
       ->trigger_on_parse();
-  run->add_flag("-n,--nb,--nonblock,--nonblocking", o.nonblocking,
-                "Fail rather than wait if the lock is taken (exit status: see -E)");
-  run->add_option("-w,--wait,--timeout", o.timeout,
-                  "Wait at most SECONDS (fractions allowed; 0: one try; over 10^9: no limit), then "
-                  "fail (see -E)")
+}
+
+// -n, -w and -E: how long to wait, and the exit status when the lock could not be had.
+void add_wait_options(CLI::App& run, run_options& o) {
+  run.add_flag("-n,--nb,--nonblock,--nonblocking", o.nonblocking,
+               "Fail rather than wait if the lock is taken (exit status: see -E)");
+  run.add_option("-w,--wait,--timeout", o.timeout,
+                 "Wait at most SECONDS (fractions allowed; 0: one try; over 10^9: no limit), then "
+                 "fail (see -E)")
       ->type_name("SECONDS")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  run->add_option("-E,--conflict-exit-code", o.conflict_exit_code,
-                  "Exit status when -n or -w cannot get the lock: 0 to 255, default 1")
+  run.add_option("-E,--conflict-exit-code", o.conflict_exit_code,
+                 "Exit status when -n or -w cannot get the lock: 0 to 255, default 1")
       ->type_name("N")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  run->add_flag("-o,--close", o.close,
-                "Keep the lock from COMMAND: it ends with COMMAND, whatever COMMAND left running "
-                "(implied on Windows)");
-  run->add_flag("-F,--no-fork", o.no_fork,
-                "Execute COMMAND in place of fasteners (no fork): COMMAND holds the lock through "
-                "the descriptor it inherits (not with -o; not on Windows)");
-  run->add_option("--postgres", o.postgres,
-                  "Take the PostgreSQL advisory lock named by the operand (NAME, not LOCKFILE) in "
-                  "this database: a libpq connection string or URI; see below")
+}
+
+// -o, -F, --postgres, --flock and -v: how the lock is held and reported.
+void add_holding_options(CLI::App& run, run_options& o) {
+  run.add_flag("-o,--close", o.close,
+               "Keep the lock from COMMAND: it ends with COMMAND, whatever COMMAND left running "
+               "(implied on Windows)");
+  run.add_flag("-F,--no-fork", o.no_fork,
+               "Execute COMMAND in place of fasteners (no fork): COMMAND holds the lock through "
+               "the descriptor it inherits (not with -o; not on Windows)");
+  run.add_option("--postgres", o.postgres,
+                 "Take the PostgreSQL advisory lock named by the operand (NAME, not LOCKFILE) in "
+                 "this database: a libpq connection string or URI; see below")
       ->type_name("CONNINFO")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  run->add_flag("--flock", o.use_flock,
-                "Use flock(2) locks, shared with flock(1), not fcntl ones (python-fasteners'); "
-                "locks directories too; not on Windows");
-  run->add_flag("-v,--verbose", o.verbose,
-                "As flock(1): say on stdout how long getting the lock took and which command "
-                "runs, on stderr that the lock was not had; and on stderr whom it waits for");
-  run->add_option("-c,--command", o.shell_command,
-                  "Run this with $SHELL -c (/bin/sh if unset; on Windows %COMSPEC% /d /s /c) "
-                  "instead of COMMAND")
+  run.add_flag("--flock", o.use_flock,
+               "Use flock(2) locks, shared with flock(1), not fcntl ones (python-fasteners'); "
+               "locks directories too; not on Windows");
+  run.add_flag("-v,--verbose", o.verbose,
+               "As flock(1): say on stdout how long getting the lock took and which command "
+               "runs, on stderr that the lock was not had; and on stderr whom it waits for");
+}
+
+// -c, LOCKFILE and COMMAND: what is locked and what runs.
+void add_operands(CLI::App& run, run_options& o) {
+  run.add_option("-c,--command", o.shell_command,
+                 "Run this with $SHELL -c (/bin/sh if unset; on Windows %COMSPEC% /d /s /c) "
+                 "instead of COMMAND")
       ->type_name("'SHELL COMMAND'");
-  run->add_option("LOCKFILE", o.lock_file,
-                  "The lock file: created if missing (its directory must exist); a number FD "
-                  "without COMMAND: lock the file open as descriptor FD (see below); with "
-                  "--postgres, the lock's NAME")
+  run.add_option("LOCKFILE", o.lock_file,
+                 "The lock file: created if missing (its directory must exist); a number FD "
+                 "without COMMAND: lock the file open as descriptor FD (see below); with "
+                 "--postgres, the lock's NAME")
       ->required()
       ->type_name("");
+  // Filled by split_run_arguments(), declared here for the help text.
+  run.add_option("COMMAND", o.command, "The command and its arguments (after an optional --)")
+      ->type_name("");
+}
+
+// Appends the rest of one option to `parsed`: its value, when it takes one that is the next
+// argument (advancing `i`). A cluster of short options such as -nw5 or -sw 5 takes a value as the
+// rest of the cluster, or as the next argument.
+void take_option_value(const CLI::App& run_app, const std::string& arg,
+                       const std::vector<std::string>& args, std::size_t& i,
+                       std::vector<std::string>& parsed) {
+  if (arg[1] == '-') {
+    if (arg.find('=') == std::string::npos && takes_value(run_app, arg) && i < args.size()) {
+      parsed.push_back(args[i++]);
+    }
+    return;
+  }
+  for (std::size_t j = 1; j < arg.size(); ++j) {
+    if (!takes_value(run_app, std::string{'-', arg[j]})) continue;
+    if (j + 1 == arg.size() && i < args.size()) parsed.push_back(args[i++]);
+    return;
+  }
+}
+
+}  // namespace
+
+CLI::App* add_run_command(CLI::App& app, run_options& o) {
+  auto* run = app.add_subcommand("run", "Run a command while holding a lock on a file");
+  run->description(
+      "Run a command while holding a lock on a file; also: fasteners run [OPTIONS] LOCKFILE -c "
+      "'SHELL COMMAND', and fasteners run [OPTIONS] FD (lock the file the shell opened as FD)");
+  run->footer(help::run);
+  add_lock_kind_options(*run, o);
+  add_wait_options(*run, o);
+  add_holding_options(*run, o);
+  add_operands(*run, o);
   run->set_version_flag("-V,--version", std::string("fasteners ") + fasteners::version_string,
                         "Print the version and exit");
-  // Filled by split_run_arguments(), declared here for the help text.
-  run->add_option("COMMAND", o.command, "The command and its arguments (after an optional --)")
-      ->type_name("");
   return run;
 }
 
@@ -174,18 +217,7 @@ std::vector<std::string> split_run_arguments(const CLI::App& run_app,
     if (arg.size() < 2 || arg[0] != '-') break;
     parsed.push_back(arg);
     ++i;
-    if (arg[1] == '-') {
-      if (arg.find('=') == std::string::npos && takes_value(run_app, arg) && i < args.size()) {
-        parsed.push_back(args[i++]);
-      }
-      continue;
-    }
-    // A cluster of short options such as -nw5 or -sw 5: a value is the rest, or the next one.
-    for (std::size_t j = 1; j < arg.size(); ++j) {
-      if (!takes_value(run_app, std::string{'-', arg[j]})) continue;
-      if (j + 1 == arg.size() && i < args.size()) parsed.push_back(args[i++]);
-      break;
-    }
+    take_option_value(run_app, arg, args, i, parsed);
   }
   if (i < args.size()) parsed.push_back(args[i++]);  // LOCKFILE.
   // flock(1)'s form LOCKFILE -c COMMAND, which takes nothing after COMMAND.

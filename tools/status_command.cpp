@@ -93,46 +93,30 @@ std::string lock_description(const lock_holder& h) {
   return out;
 }
 
-void print_text(const fs::path& path, bool exists, lock_state state,
-                const std::vector<lock_holder>& holders) {
-  std::cout << printable(utf8_of(path)) << ": ";
-  if (state == lock_state::free) {
-    std::cout << "free" << (exists ? "" : " (the file does not exist)") << '\n';
-  } else {
-    std::cout << "held " << name_of(state) << '\n';
+// One row of the table of `fasteners status`.
+struct table_row {
+  std::string pid, lock, mechanism, command;
+};
+
+// Prints the table's rows under its heading, in columns as wide as their widest cell.
+void print_table(std::vector<table_row> rows) {
+  if (rows.empty()) return;
+  rows.insert(rows.begin(), table_row{"PID", "LOCK", "MECHANISM", "COMMAND"});
+  std::size_t w_pid = 0, w_lock = 0, w_mechanism = 0;
+  for (const auto& r : rows) {
+    w_pid = std::max(w_pid, r.pid.size());
+    w_lock = std::max(w_lock, r.lock.size());
+    w_mechanism = std::max(w_mechanism, r.mechanism.size());
   }
-  // Processes that may hold a lock whose holder could not be found are many (all processes of
-  // other users): they are summed up below the table, per lock.
-  struct row {
-    std::string pid, lock, mechanism, command;
-  };
-  std::vector<row> rows;
-  std::map<std::string, std::vector<int>> possible;  // Lock description -> processes.
-  for (const auto& h : holders) {
-    if (!h.inspectable && h.pid > 0) {
-      possible[lock_description(h) + ", " + std::string(to_string(h.mechanism))].push_back(h.pid);
-      continue;
-    }
-    row r{h.pid > 0 ? std::to_string(h.pid) : "?", lock_description(h),
-          std::string(to_string(h.mechanism)), table_command(h.command)};
-    if (h.since) r.command += " [since " + format_time(*h.since) + "]";
-    if (!h.inspectable) r.command += "[a process this user cannot see]";
-    rows.push_back(std::move(r));
+  for (const auto& r : rows) {
+    std::cout << "  " << r.pid << std::string(w_pid - r.pid.size() + 2, ' ') << r.lock
+              << std::string(w_lock - r.lock.size() + 2, ' ') << r.mechanism
+              << std::string(w_mechanism - r.mechanism.size() + 2, ' ') << r.command << '\n';
   }
-  if (!rows.empty()) {
-    rows.insert(rows.begin(), row{"PID", "LOCK", "MECHANISM", "COMMAND"});
-    std::size_t w_pid = 0, w_lock = 0, w_mechanism = 0;
-    for (const auto& r : rows) {
-      w_pid = std::max(w_pid, r.pid.size());
-      w_lock = std::max(w_lock, r.lock.size());
-      w_mechanism = std::max(w_mechanism, r.mechanism.size());
-    }
-    for (const auto& r : rows) {
-      std::cout << "  " << r.pid << std::string(w_pid - r.pid.size() + 2, ' ') << r.lock
-                << std::string(w_lock - r.lock.size() + 2, ' ') << r.mechanism
-                << std::string(w_mechanism - r.mechanism.size() + 2, ' ') << r.command << '\n';
-    }
-  }
+}
+
+// Prints, per lock, the processes that may hold it (those this user may not inspect).
+void print_possible_holders(const std::map<std::string, std::vector<int>>& possible) {
   for (const auto& [lock, pids] : possible) {
     constexpr std::size_t most = 10;
     std::cout << "  a lock (" << lock << ") held by one of " << pids.size()
@@ -143,6 +127,33 @@ void print_text(const fs::path& path, bool exists, lock_state state,
     std::cout << (pids.size() > most ? ", ..." : "")
               << " (--json lists them all; root can tell which)\n";
   }
+}
+
+void print_text(const fs::path& path, bool exists, lock_state state,
+                const std::vector<lock_holder>& holders) {
+  std::cout << printable(utf8_of(path)) << ": ";
+  if (state == lock_state::free) {
+    std::cout << "free" << (exists ? "" : " (the file does not exist)") << '\n';
+  } else {
+    std::cout << "held " << name_of(state) << '\n';
+  }
+  // Processes that may hold a lock whose holder could not be found are many (all processes of
+  // other users): they are summed up below the table, per lock.
+  std::vector<table_row> rows;
+  std::map<std::string, std::vector<int>> possible;  // Lock description -> processes.
+  for (const auto& h : holders) {
+    if (!h.inspectable && h.pid > 0) {
+      possible[lock_description(h) + ", " + std::string(to_string(h.mechanism))].push_back(h.pid);
+      continue;
+    }
+    table_row r{h.pid > 0 ? std::to_string(h.pid) : "?", lock_description(h),
+                std::string(to_string(h.mechanism)), table_command(h.command)};
+    if (h.since) r.command += " [since " + format_time(*h.since) + "]";
+    if (!h.inspectable) r.command += "[a process this user cannot see]";
+    rows.push_back(std::move(r));
+  }
+  print_table(std::move(rows));
+  print_possible_holders(possible);
 }
 
 void print_json(const fs::path& path, bool exists, lock_state state,

@@ -64,53 +64,74 @@ bool command_can_inherit_lock() { return true; }
 
 bool command_can_replace_process() { return true; }
 
-command_process start_command(const command_line& command, std::intptr_t inherited) {
-  const std::vector<std::string>& argv = command.argv;
-  // The command gets a copy of the descriptor, made in the new process by dup2 (so without
-  // FD_CLOEXEC) at the lowest number free here, so it shares the very open file, and the lock
-  // held through it. This process makes and closes no descriptor of the file: closing one would
-  // drop a classic fcntl lock. posix_spawn runs no fork handlers; the library's own descriptors
-  // are close-on-exec.
-  posix_spawn_file_actions_t actions;
-  if (const int error = ::posix_spawn_file_actions_init(&actions)) {
-    throw os_error(error, "cannot start '" + argv[0] + "'");
-  }
-  if (inherited >= 0) {
-    int target = 3;
-    while (::fcntl(target, F_GETFD) != -1 || errno != EBADF) ++target;
-    if (const int error =
-            ::posix_spawn_file_actions_adddup2(&actions, static_cast<int>(inherited), target)) {
-      ::posix_spawn_file_actions_destroy(&actions);
-      throw os_error(error, "cannot hand the lock to the command");
+namespace {
+
+// posix_spawn's file actions and attributes for `command`, destroyed with it.
+class spawn_setup {
+ public:
+  // The command gets a copy of `inherited` (if >= 0), made in the new process by dup2 (so
+  // without FD_CLOEXEC) at the lowest number free here, so it shares the very open file, and the
+  // lock held through it. This process makes and closes no descriptor of the file: closing one
+  // would drop a classic fcntl lock. posix_spawn runs no fork handlers; the library's own
+  // descriptors are close-on-exec.
+  spawn_setup(const command_line& command, std::intptr_t inherited) {
+    if (const int error = ::posix_spawn_file_actions_init(&actions_)) {
+      throw os_error(error, "cannot start '" + command.argv[0] + "'");
     }
-  }
-  posix_spawnattr_t attributes;
-  posix_spawnattr_t* attributes_used = nullptr;
-  if (!command.default_signals.empty()) {
-    if (const int error = ::posix_spawnattr_init(&attributes)) {
-      ::posix_spawn_file_actions_destroy(&actions);
-      throw os_error(error, "cannot start '" + argv[0] + "'");
+    if (inherited >= 0) {
+      int target = 3;
+      while (::fcntl(target, F_GETFD) != -1 || errno != EBADF) ++target;
+      if (const int error =
+              ::posix_spawn_file_actions_adddup2(&actions_, static_cast<int>(inherited), target)) {
+        ::posix_spawn_file_actions_destroy(&actions_);
+        throw os_error(error, "cannot hand the lock to the command");
+      }
     }
-    attributes_used = &attributes;
+    if (command.default_signals.empty()) return;
+    if (const int error = ::posix_spawnattr_init(&attributes_)) {
+      ::posix_spawn_file_actions_destroy(&actions_);
+      throw os_error(error, "cannot start '" + command.argv[0] + "'");
+    }
+    with_attributes_ = true;
     sigset_t defaults;
     sigemptyset(&defaults);
     for (const int signal : command.default_signals) sigaddset(&defaults, signal);
-    ::posix_spawnattr_setsigdefault(&attributes, &defaults);
-    ::posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF);
+    ::posix_spawnattr_setsigdefault(&attributes_, &defaults);
+    ::posix_spawnattr_setflags(&attributes_, POSIX_SPAWN_SETSIGDEF);
   }
+  ~spawn_setup() {
+    if (with_attributes_) ::posix_spawnattr_destroy(&attributes_);
+    ::posix_spawn_file_actions_destroy(&actions_);
+  }
+  spawn_setup(const spawn_setup&) = delete;
+  spawn_setup& operator=(const spawn_setup&) = delete;
+
+  const posix_spawn_file_actions_t* actions() const { return &actions_; }
+  const posix_spawnattr_t* attributes() const { return with_attributes_ ? &attributes_ : nullptr; }
+
+ private:
+  posix_spawn_file_actions_t actions_;
+  posix_spawnattr_t attributes_;
+  bool with_attributes_ = false;
+};
+
+}  // namespace
+
+command_process start_command(const command_line& command, std::intptr_t inherited) {
+  const std::vector<std::string>& argv = command.argv;
+  const spawn_setup setup(command, inherited);
   pid_t pid = 0;
   std::vector<char*> args = c_arguments(argv);
-  int error = ::posix_spawnp(&pid, args[0], &actions, attributes_used, args.data(), environ);
+  int error =
+      ::posix_spawnp(&pid, args[0], setup.actions(), setup.attributes(), args.data(), environ);
   if (error == ENOEXEC) {
     // As execvp: a file that the kernel cannot execute (a script without a #! line) is a script
     // for /bin/sh.
     std::vector<std::string> shell_argv{"/bin/sh", program_path(argv[0])};
     shell_argv.insert(shell_argv.end(), argv.begin() + 1, argv.end());
     args = c_arguments(shell_argv);
-    error = ::posix_spawn(&pid, args[0], &actions, attributes_used, args.data(), environ);
+    error = ::posix_spawn(&pid, args[0], setup.actions(), setup.attributes(), args.data(), environ);
   }
-  if (attributes_used != nullptr) ::posix_spawnattr_destroy(attributes_used);
-  ::posix_spawn_file_actions_destroy(&actions);
   if (error != 0) throw os_error(error, "failed to execute '" + argv[0] + "'");
   return pid;
 }
