@@ -48,7 +48,14 @@ inline int fcntl(int fd, int cmd, struct flock* fl) {
   return ::fcntl(fd, cmd, fl);
 }
 #endif
+#if defined(__linux__) && defined(SYS_fstat)
+// glibc's fstat() is fstatat(fd, "", AT_EMPTY_PATH), which looks up the empty path first.
+inline int fstat(int fd, struct stat* st) {
+  return static_cast<int>(::syscall(SYS_fstat, fd, st));
+}
+#else
 inline int fstat(int fd, struct stat* st) { return ::fstat(fd, st); }
+#endif
 inline int stat(const char* path, struct stat* st) { return ::stat(path, st); }
 inline int lstat(const char* path, struct stat* st) { return ::lstat(path, st); }
 inline int unlink(const char* path) { return ::unlink(path); }
