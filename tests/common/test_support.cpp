@@ -157,23 +157,6 @@ long read_counter(const fs::path& path) {
   return value;
 }
 
-bool run_counting_processes(kind k, const fs::path& lock, const fs::path& counter, int processes,
-                            int threads, int iterations, bool shared_object) {
-  std::vector<child_process> children;
-  for (int i = 0; i < processes; ++i) {
-    children.push_back(
-        spawn_helper("count", {to_string(k), arg_of(lock), arg_of(counter), std::to_string(threads),
-                               std::to_string(iterations), shared_object ? "shared" : "own"}));
-  }
-  bool ok = true;
-  for (auto& child : children) {
-    const int code = child.finish(120s);
-    EXPECT_EQ(code, 0) << "a counting process failed";
-    ok = ok && code == 0;
-  }
-  return ok;
-}
-
 void occupancy::enter_exclusive() {
   if (writers_.fetch_add(1) != 0 || readers_.load() != 0) violated_ = true;
 }
@@ -280,41 +263,6 @@ FASTENERS_TEST_HELPER(expect_error) {
   }
   if (code == 0 && lock.held()) code = fail(43, "the lock says it is held after errors");
   return code;
-}
-
-// Helper "count KIND LOCK COUNTER THREADS ITERATIONS shared|own": see run_counting_processes.
-FASTENERS_TEST_HELPER(count) {
-  const kind k = parse_kind(args.at(0));
-  const fs::path lock_path = path_of(args.at(1));
-  const fs::path counter = path_of(args.at(2));
-  const int threads = std::stoi(args.at(3));
-  const int iterations = std::stoi(args.at(4));
-  const bool shared = args.at(5) == "shared";
-  kind_lock shared_lock(k, lock_path);
-  std::mutex errors_mutex;
-  int errors = 0;
-  std::vector<std::thread> workers;
-  for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&] {
-      try {
-        std::optional<kind_lock> own;
-        if (!shared) own.emplace(k, lock_path);
-        kind_lock& lock = shared ? shared_lock : *own;
-        counter_file file(counter);
-        for (int i = 0; i < iterations; ++i) {
-          if (!lock.acquire()) throw std::runtime_error("blocking acquire returned false");
-          file.increment();
-          lock.release();
-        }
-      } catch (const std::exception& e) {
-        std::lock_guard<std::mutex> guard(errors_mutex);
-        ++errors;
-        std::cerr << "count helper: " << e.what() << std::endl;
-      }
-    });
-  }
-  for (auto& w : workers) w.join();
-  return errors == 0 ? 0 : 1;
 }
 
 }  // namespace fasteners_test

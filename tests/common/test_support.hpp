@@ -163,13 +163,6 @@ class counter_file {
  private:
   std::intptr_t handle_;
 };
-// Helper "count": `processes` processes with `threads` threads each increment the counter at
-// `counter` `iterations` times per thread under a lock of kind `k` on `lock`, each thread with
-// its own lock object or all threads of a process sharing one. Returns whether all exited 0.
-bool run_counting_processes(kind k, const std::filesystem::path& lock,
-                            const std::filesystem::path& counter, int processes, int threads,
-                            int iterations, bool shared_object);
-
 // Records who is inside a critical section, to catch the overlaps a lock must prevent.
 class occupancy {
  public:
@@ -212,7 +205,9 @@ class latch {
 class thread_holder {
  public:
   thread_holder(std::function<bool()> acquire, std::function<void()> release);
-  explicit thread_holder(kind_lock& lock)
+  // For a lock object of one kind (basic_kind_lock) on any backend.
+  template <class KindLock>
+  explicit thread_holder(KindLock& lock)
       : thread_holder([&lock] { return lock.acquire(); }, [&lock] { lock.release(); }) {}
   ~thread_holder();
   thread_holder(const thread_holder&) = delete;

@@ -1,4 +1,4 @@
-// Tests of the locks' process life cycle: killed holders and waiters, child processes.
+// Lock files and child processes: a child inherits no descriptor of a held lock file.
 #include <optional>
 #include <string>
 
@@ -18,50 +18,6 @@ FASTENERS_TEST_HELPER(lock_file_not_open) {
 }
 
 class process_test : public lock_test, public ::testing::WithParamInterface<kind> {};
-
-TEST_P(process_test, a_killed_holder_frees_the_lock_for_a_waiter_at_once) {
-  child_process holder = hold_in_child(GetParam(), lock_path());
-  kind_lock waiter_lock(kind::write, lock_path());
-  thread_holder waiter(waiter_lock);
-  EXPECT_FALSE(waiter.wait_held(k_quiet));
-  const auto start = steady::now();
-  holder.kill();
-  EXPECT_TRUE(waiter.wait_held());
-  EXPECT_LT(seconds_since(start), 5.0);
-  EXPECT_EQ(holder.wait(), k_killed);
-  EXPECT_TRUE(waiter.release());
-}
-
-TEST_P(process_test, a_killed_holder_frees_the_lock_for_a_waiting_process) {
-  child_process holder = hold_in_child(GetParam(), lock_path());
-  child_process waiter = spawn_helper("hold", {"write", arg_of(lock_path())});
-  EXPECT_EQ(waiter.read_line(k_quiet), std::nullopt);
-  holder.kill();
-  EXPECT_EQ(holder.wait(), k_killed);
-  EXPECT_EQ(waiter.read_line(5s), std::optional<std::string>("held"));
-  EXPECT_EQ(waiter.finish(), 0);
-  kind_lock lock(kind::write, lock_path());
-  EXPECT_TRUE(lock.acquire(false));
-  lock.release();
-}
-
-TEST_P(process_test, a_killed_waiter_leaves_nothing_behind) {
-  // A writer waits behind a reader (holding the gate that holds back new readers), the other
-  // kinds behind a writer.
-  const kind waiting = GetParam();
-  kind_lock holder(waiting == kind::write ? kind::read : kind::write, lock_path());
-  ASSERT_TRUE(holder.acquire());
-  child_process waiter = spawn_helper("hold", {to_string(waiting), arg_of(lock_path())});
-  EXPECT_EQ(waiter.read_line(k_quiet), std::nullopt) << "the waiter took a held lock";
-  if (waiting == kind::write) {
-    ASSERT_TRUE(wait_for_waiting_writer(lock_path()));
-  }
-  waiter.kill();
-  EXPECT_EQ(waiter.wait(), k_killed);
-  holder.release();
-  EXPECT_EQ(try_in_child(kind::write, lock_path()), k_acquired);
-  EXPECT_EQ(try_in_child(kind::read, lock_path()), k_acquired);
-}
 
 TEST_P(process_test, child_processes_do_not_inherit_the_lock_file) {
   kind_lock lock(GetParam(), lock_path());

@@ -20,7 +20,6 @@
 namespace fasteners::test::pg {
 
 namespace fs = std::filesystem;
-using fasteners_test::kind;
 
 namespace {
 
@@ -342,63 +341,6 @@ int free_tcp_port(const std::string& address) {
   ::close(fd);
   if (!ok) throw std::runtime_error("no free TCP port on " + address);
   return ntohs(a.sin_port);
-}
-
-kind_lock::kind_lock(kind k, const std::string& conninfo, const std::string& name,
-                     const fasteners::postgres_options& options)
-    : kind_(k) {
-  if (k == kind::lock) {
-    lock_.emplace(conninfo, name, options);
-  } else {
-    rw_.emplace(conninfo, name, options);
-  }
-}
-
-bool kind_lock::acquire(bool blocking, fasteners::timeout_type timeout) {
-  switch (kind_) {
-    case kind::lock:
-      return lock_->acquire(blocking, timeout);
-    case kind::read:
-      return rw_->acquire_read_lock(blocking, timeout);
-    case kind::write:
-      return rw_->acquire_write_lock(blocking, timeout);
-  }
-  return false;
-}
-
-bool kind_lock::try_for(std::chrono::milliseconds timeout) {
-  switch (kind_) {
-    case kind::lock:
-      return lock_->try_lock_for(timeout);
-    case kind::read:
-      return rw_->try_lock_shared_for(timeout);
-    case kind::write:
-      return rw_->try_lock_for(timeout);
-  }
-  return false;
-}
-
-void kind_lock::release() {
-  switch (kind_) {
-    case kind::lock:
-      return lock_->release();
-    case kind::read:
-      return rw_->release_read_lock();
-    case kind::write:
-      return rw_->release_write_lock();
-  }
-}
-
-bool kind_lock::held() const {
-  switch (kind_) {
-    case kind::lock:
-      return lock_->acquired();
-    case kind::read:
-      return rw_->read_acquired();
-    case kind::write:
-      return rw_->write_acquired();
-  }
-  return false;
 }
 
 }  // namespace fasteners::test::pg

@@ -1,6 +1,6 @@
 // The PostgreSQL tests' support: the throwaway server of the CTest fixture postgres_server
 // (scripts/postgres-server.sh), a superuser side channel to it, lock names, pg_locks counts, what
-// the server says of a key, a lock object of any kind, and servers of a test's own.
+// the server says of a key, and servers of a test's own.
 #pragma once
 
 #include <chrono>
@@ -135,24 +135,5 @@ class login_role {
 
 // A TCP port of `address` that nothing uses now (the system's choice).
 int free_tcp_port(const std::string& address);
-
-// A lock object of one kind on a name: a postgres_lock, or one side of a
-// postgres_reader_writer_lock (the PostgreSQL counterpart of fasteners_test::kind_lock).
-// Thread-safe as the lock objects are.
-class kind_lock {
- public:
-  kind_lock(fasteners_test::kind k, const std::string& conninfo, const std::string& name,
-            const fasteners::postgres_options& options = {});
-  bool acquire(bool blocking = true, fasteners::timeout_type timeout = std::nullopt);
-  // try_lock_for / try_lock_shared_for.
-  bool try_for(std::chrono::milliseconds timeout);
-  void release();
-  bool held() const;
-
- private:
-  fasteners_test::kind kind_;
-  std::optional<fasteners::postgres_lock> lock_;
-  std::optional<fasteners::postgres_reader_writer_lock> rw_;
-};
 
 }  // namespace fasteners::test::pg
