@@ -11,23 +11,6 @@
 namespace fasteners::detail::engine {
 namespace {
 
-// Counts a writer that may wait, for the scope of its acquire.
-class writer_count {
- public:
-  writer_count(int& count, bool counts) : count_(count), counts_(counts) {
-    if (counts_) ++count_;
-  }
-  ~writer_count() {
-    if (counts_) --count_;
-  }
-  writer_count(const writer_count&) = delete;
-  writer_count& operator=(const writer_count&) = delete;
-
- private:
-  int& count_;
-  const bool counts_;
-};
-
 std::size_t slot(lock_mode mode) { return mode == lock_mode::shared ? 0 : 1; }
 
 }  // namespace
@@ -66,11 +49,28 @@ lock_state::busy_scope::~busy_scope() {
   state_.notify();
 }
 
+lock_state::writer_count::writer_count(lock_state& state, holder& h, bool counts)
+    : state_(state), h_(h), counts_(counts) {
+  if (counts_) ++state_.writers_waiting_;
+}
+
+lock_state::writer_count::~writer_count() {
+  if (!counts_) return;
+  if (--state_.writers_waiting_ == 0 && h_.readers_held_back) {
+    h_.readers_held_back = false;
+    state_.let_readers_in(h_);
+  }
+}
+
 lock_state::lock_state() : generation_(fork_generation()) {}
 
 lock_state::~lock_state() = default;
 
 void lock_state::check_mode(lock_mode, const lock_object&) {}
+
+bool lock_state::hold_back_readers(holder&) { return false; }
+
+void lock_state::let_readers_in(holder&) noexcept {}
 
 outcome lock_state::acquire(lock_object& owner, holder& h, lock_mode mode, deadline until,
                             std::shared_ptr<lock_state>& unbound) {
@@ -97,7 +97,7 @@ outcome lock_state::take(lock_object& owner, holder& h, lock_mode mode, deadline
   check_mode(mode, owner);
   // A writer that may wait holds back the readers of this process from its start (see
   // next_step()), so that they cannot starve it.
-  const writer_count counted(writers_waiting_, mode == lock_mode::exclusive && until != try_once);
+  const writer_count counted(*this, h, mode == lock_mode::exclusive && until != try_once);
   for (;;) {
     if (h.lost) {
       forget_lost(owner, h);
@@ -123,6 +123,12 @@ outcome lock_state::take(lock_object& owner, holder& h, lock_mode mode, deadline
     // A try does not wait for another thread's wait: the lock is taken, or about to be.
     if (!may_wait(until) && (until != try_once || h.busy != holder::use::brief)) {
       return outcome::not_taken;
+    }
+    // A writer behind readers of this process holds back readers of others too, as it would
+    // once it waited in the backend.
+    if (mode == lock_mode::exclusive && h.readers > 0 && h.busy == holder::use::idle &&
+        !h.readers_held_back) {
+      h.readers_held_back = hold_back_readers(h);
     }
     sleep(until == try_once ? no_deadline : until);
   }
@@ -192,6 +198,7 @@ lock_state::released lock_state::release(lock_object& owner, holder& h, lock_mod
   result.unbound = owner.end_holds(*this, result.found ? 1 : 0);
   if (result.found && !h.holds_any()) {
     h.gate_closed = false;
+    h.readers_held_back = false;  // Let go of with the lock.
     const busy_scope busy(*this, h, holder::use::brief);
     result.failure = unlock(h, mode, owner, result.unbound != nullptr);
   }
@@ -320,6 +327,7 @@ void lock_state::forget_lost(lock_object& owner, holder& h) {
   h.readers = 0;
   h.writer = false;
   h.gate_closed = false;
+  h.readers_held_back = false;
   owner.count_lost(lost[0], lost[1]);
 }
 
@@ -336,6 +344,7 @@ void lock_state::check_invariants(const holder& h) const {
   assert(h.readers >= 0 && h.readers <= holdings_of(lock_mode::shared));
   assert(!h.writer || holdings_of(lock_mode::exclusive) == 1);
   assert(!(h.readers > 0 && h.writer));
+  assert(!h.readers_held_back || (h.readers > 0 && writers_waiting_ > 0));
   assert(h.busy != holder::use::waiting || !h.holds_any());
   assert(writers_waiting_ >= 0 && sleepers_ >= 0 && bindings_ >= 0);
   assert(!h.gate_closed || h.readers > 0);

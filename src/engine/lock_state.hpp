@@ -56,6 +56,9 @@ struct holder {
   bool writer = false;       // It holds the exclusive lock, for one holding.
   use busy = use::idle;      // A thread calls the backend on it, perhaps without mu_.
   bool gate_closed = false;  // A writer waits elsewhere: readers stop joining.
+  // A writer of this process waits behind its readers, and the backend keeps new readers of
+  // other processes out meanwhile (hold_back_readers()).
+  bool readers_held_back = false;
   bool lost = false;         // The backend lost what it held (a session that ended).
   bool holds_any() const { return writer || readers > 0; }
 };
@@ -162,6 +165,12 @@ class FASTENERS_API lock_state {
   // Whether a writer waits for the lock elsewhere, while `h` holds it shared. Best effort.
   virtual bool writer_waiting_elsewhere(holder& h, const lock_object& owner)
       FASTENERS_REQUIRES(mu_) = 0;
+  // A writer of this process waits behind the readers that hold the lock through `h`: keeps new
+  // readers of other processes out until let_readers_in() or the release, where the backend's own
+  // queue does not do it already. Returns whether it does. Best effort; must not let go of mu_.
+  virtual bool hold_back_readers(holder& h) FASTENERS_REQUIRES(mu_);
+  // No writer of this process waits any more, while readers still hold the lock through `h`.
+  virtual void let_readers_in(holder& h) noexcept FASTENERS_REQUIRES(mu_);
   // The OS handle through which `h` holds the lock, for native_handle(); -1 if none.
   virtual std::intptr_t handle_of(holder& h, const lock_object& owner) FASTENERS_REQUIRES(mu_) = 0;
   // Called whenever a binding ended (bindings() says how many remain): at zero, the backend ends
@@ -202,6 +211,21 @@ class FASTENERS_API lock_state {
    private:
     lock_state& state_;
     holder& h_;
+  };
+
+  // Counts a writer that may wait (writers_waiting_) for the scope of its acquire; the last one
+  // to go lets readers of other processes in again.
+  class writer_count {
+   public:
+    writer_count(lock_state& state, holder& h, bool counts) FASTENERS_REQUIRES(state.mu_);
+    ~writer_count();
+    writer_count(const writer_count&) = delete;
+    writer_count& operator=(const writer_count&) = delete;
+
+   private:
+    lock_state& state_;
+    holder& h_;
+    const bool counts_;
   };
 
   enum class step { join, request, wait };

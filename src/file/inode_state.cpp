@@ -301,8 +301,10 @@ inode_state::completed inode_state::complete(kernel_wait& w, wait_end end, std::
     if (end == wait_end::granted) gate_protocol::release(main.get());
     if (w.gate_held) gate_protocol::release_gate(w.file.get());
     if (w.wanted_by != nullptr) {
+      // A wait found unwanted as it took the gate may have been adopted since: its caller asks
+      // again.
       w.wanted_by->outcome =
-          end == wait_end::replaced ? wanter::state::start_again : wanter::state::failed;
+          end == wait_end::failed ? wanter::state::failed : wanter::state::start_again;
       w.wanted_by->error = error;
     }
     give_back(std::move(w.main_file));
@@ -351,6 +353,21 @@ std::exception_ptr inode_state::unlock(engine::holder&, lock_mode mode, engine::
 
 bool inode_state::writer_waiting_elsewhere(engine::holder&, const engine::lock_object&) {
   return gate_protocol::writer_waiting(held_.get());
+}
+
+bool inode_state::hold_back_readers(engine::holder&) {
+  // The gate, beside the shared lock on the same handle: readers elsewhere wait at it, and a
+  // holder elsewhere stops letting its readers join (writer_waiting_elsewhere()). A writer
+  // elsewhere may hold it already, which holds them back as well.
+  try {
+    return gate_protocol::try_gate(held_.get(), "");
+  } catch (const std::system_error&) {
+    return false;
+  }
+}
+
+void inode_state::let_readers_in(engine::holder&) noexcept {
+  gate_protocol::release_gate(held_.get());
 }
 
 std::intptr_t inode_state::handle_of(engine::holder&, const engine::lock_object&) {

@@ -84,6 +84,8 @@ class inode_state final : public engine::lock_state,
                             bool unbinding) override FASTENERS_REQUIRES(mu_);
   bool writer_waiting_elsewhere(engine::holder& h, const engine::lock_object& owner) override
       FASTENERS_REQUIRES(mu_);
+  bool hold_back_readers(engine::holder& h) override FASTENERS_REQUIRES(mu_);
+  void let_readers_in(engine::holder& h) noexcept override FASTENERS_REQUIRES(mu_);
   std::intptr_t handle_of(engine::holder& h, const engine::lock_object& owner) override
       FASTENERS_REQUIRES(mu_);
   void on_unbind() override FASTENERS_REQUIRES(mu_);
@@ -129,7 +131,8 @@ class inode_state final : public engine::lock_state,
   os_file idle_ FASTENERS_GUARDED_BY(mu_);
   // The handle through which this process holds the lock; empty while nobody here holds it. A
   // writer that waited also holds the gate there, or through `held_gate_` when the platform
-  // needed a separate handle for its wait.
+  // needed a separate handle for its wait; so do readers while a writer of this process waits
+  // behind them (hold_back_readers()).
   os_file held_ FASTENERS_GUARDED_BY(mu_);
   os_file held_gate_ FASTENERS_GUARDED_BY(mu_);
   // Handles opened by lock objects that raced to open this file first; kept open, since closing

@@ -29,10 +29,9 @@ registry& states() {
 
 struct process_sessions {
   std::vector<postgres_object*> objects FASTENERS_GUARDED_BY(sessions_mu);
-  // Notified when an object's connection ends. Replaced in a forked child, where the parent's
+  // Notified when an object's connection ends. Made anew in a forked child, where the parent's
   // waiters on it do not exist.
-  std::condition_variable* connected FASTENERS_GUARDED_BY(sessions_mu) =
-      new std::condition_variable;
+  std::condition_variable connected FASTENERS_GUARDED_BY(sessions_mu);
 };
 
 process_sessions& sessions() {
@@ -204,7 +203,7 @@ postgres_object::~postgres_object() {
 std::shared_ptr<engine::lock_state> postgres_object::find_state() {
   const platform::cancellation_off no_cancel;
   mutex_lock lock(sessions_mu);
-  while (connecting_) sessions_mu.wait(*sessions().connected);
+  while (connecting_) sessions_mu.wait(sessions().connected);
   // A release that ended the binding may still use the session: it ends first.
   if (state_) state_->settle(holder_, false);
   if (!session_ || session_->lost()) return connect();
@@ -232,7 +231,7 @@ std::shared_ptr<key_state> postgres_object::connect() {
     }
   }
   connecting_ = false;
-  sessions().connected->notify_all();
+  sessions().connected.notify_all();
   if (failure) std::rethrow_exception(failure);
   const auto& id = made->identity();
   session_ = std::move(made);
@@ -311,7 +310,8 @@ void postgres_object::child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
     if (o->session_) o->session_->disown();
     o->connecting_ = false;
   }
-  s.connected = new std::condition_variable;  // The parent's one is left as it is.
+  // In the same place, without destroying the parent's one (whose waiters are not here).
+  new (&s.connected) std::condition_variable;
   states().clear();
   states().mu.unlock();
   sessions_mu.unlock();

@@ -26,8 +26,6 @@ namespace fasteners_test {
 //   finds a lock of that kind taken, or gets it, with one try;
 //   wait_for_waiting_writer(a): whether a writer is seen waiting within k_long;
 //   shows_nothing(a): nothing holds the address and nothing waits for it;
-//   holds_back_others_behind_its_own_readers: whether a writer that waits for readers of its own
-//   process holds back readers of other processes meanwhile;
 //   sees_sessions: whether the backend counts holders and waiters (holders(a), wait_for_waiters(a,
 //   n)), as a server does.
 
@@ -36,8 +34,6 @@ class file_backend {
  public:
   static constexpr const char* name = "file";
   static constexpr bool sees_sessions = false;
-  // Such a writer waits in memory without taking the gate, so other processes' readers pass.
-  static constexpr bool holds_back_others_behind_its_own_readers = false;
   using lock_type = fasteners::interprocess_lock;
   using rw_type = fasteners::interprocess_reader_writer_lock;
   using kind_lock = fasteners_test::kind_lock;
@@ -79,7 +75,6 @@ class postgres_backend {
  public:
   static constexpr const char* name = "postgres";
   static constexpr bool sees_sessions = true;
-  static constexpr bool holds_back_others_behind_its_own_readers = true;
   using lock_type = fasteners::postgres_lock;
   using rw_type = fasteners::postgres_reader_writer_lock;
   using kind_lock = basic_kind_lock<lock_type, rw_type>;

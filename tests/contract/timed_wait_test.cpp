@@ -2,6 +2,7 @@
 #include <atomic>
 #include <chrono>
 #include <optional>
+#include <system_error>
 #include <string>
 #include <thread>
 #include <vector>
@@ -12,6 +13,19 @@ namespace fasteners_test {
 namespace {
 
 using timed_wait_test = lock_test;
+
+// Helper "churn_writers PATH SECONDS": takes and releases the write lock on PATH, waiting for it
+// each time, until SECONDS have passed.
+FASTENERS_TEST_HELPER(churn_writers) {
+  fasteners::interprocess_lock lock(path_of(args.at(0)));
+  const auto end = steady::now() + std::chrono::duration<double>(std::stod(args.at(1)));
+  while (steady::now() < end) {
+    lock.lock();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    lock.unlock();
+  }
+  return 0;
+}
 
 // 64 threads of one process in timed waits at once, half of them on files nobody releases in
 // time and half on one file released while they wait.
@@ -97,6 +111,38 @@ TEST_F(timed_wait_test, a_try_beside_an_abandoned_wait_and_a_waiting_writer_is_o
   EXPECT_EQ(reader.finish(), 0);
   EXPECT_EQ(writer.read_line(), std::optional<std::string>("held"));
   EXPECT_EQ(writer.finish(), 0);
+}
+
+// Timed writers that give up at once and come back: each new wait adopts the queued wait of the
+// last, also as that wait takes the gate after its caller gave up. Every call ends with an answer.
+TEST_F(timed_wait_test, writers_that_give_up_and_return_always_get_an_answer) {
+  std::vector<child_process> churn;
+  for (int i = 0; i < 2; ++i) {
+    churn.push_back(spawn_helper("churn_writers", {arg_of(lock_path()), "3"}));
+  }
+  std::atomic<int> errors{0};
+  std::atomic<int> got{0};
+  std::vector<std::thread> pool;
+  for (int i = 0; i < 4; ++i) {
+    pool.emplace_back([&, i] {
+      fasteners::interprocess_lock lock(lock_path());
+      const auto end = steady::now() + 3s;
+      for (int n = 0; steady::now() < end; ++n) {
+        try {
+          if (lock.try_lock_for(std::chrono::microseconds(50 + 150 * ((n + i) % 4)))) {
+            ++got;
+            lock.unlock();
+          }
+        } catch (const std::system_error& e) {
+          if (errors++ == 0) ADD_FAILURE() << e.what();
+        }
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  for (auto& c : churn) EXPECT_EQ(c.finish(), 0);
+  EXPECT_EQ(errors, 0);
+  EXPECT_GT(got, 0);
 }
 
 }  // namespace
