@@ -59,7 +59,7 @@ struct holder {
   // A writer of this process waits behind its readers, and the backend keeps new readers of
   // other processes out meanwhile (hold_back_readers()).
   bool readers_held_back = false;
-  bool lost = false;         // The backend lost what it held (a session that ended).
+  bool lost = false;  // The backend lost what it held (a session that ended).
   bool holds_any() const { return writer || readers > 0; }
 };
 

@@ -50,9 +50,7 @@ inline int fcntl(int fd, int cmd, struct flock* fl) {
 #endif
 #if defined(__linux__) && defined(SYS_fstat)
 // glibc's fstat() is fstatat(fd, "", AT_EMPTY_PATH), which looks up the empty path first.
-inline int fstat(int fd, struct stat* st) {
-  return static_cast<int>(::syscall(SYS_fstat, fd, st));
-}
+inline int fstat(int fd, struct stat* st) { return static_cast<int>(::syscall(SYS_fstat, fd, st)); }
 #else
 inline int fstat(int fd, struct stat* st) { return ::fstat(fd, st); }
 #endif

@@ -2,8 +2,8 @@
 #include <atomic>
 #include <chrono>
 #include <optional>
-#include <system_error>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
