@@ -326,8 +326,7 @@ INSTANTIATE_TEST_SUITE_P(each_kind, files_test, ::testing::ValuesIn(all_kinds), 
 
 TEST(files, descriptor_count_returns_to_its_start_after_many_readers) {
   temp_dir dir;
-  const std::size_t start = count_open_handles();
-  {
+  const auto round = [&] {
     fasteners::interprocess_reader_writer_lock shared(dir.path() / "lock");
     latch all_acquired(4);
     std::vector<std::thread> readers;
@@ -347,7 +346,12 @@ TEST(files, descriptor_count_returns_to_its_start_after_many_readers) {
     for (auto& r : readers) r.join();
     shared.release_read_lock();
     EXPECT_TRUE(shared.read_acquired());
-  }
+  };
+  // Counted after a first round: the runtime may keep handles of its own from the first threads
+  // (Wine does), which a later round reuses.
+  round();
+  const std::size_t start = count_open_handles();
+  for (int i = 0; i < 3; ++i) round();
   EXPECT_EQ(count_open_handles(), start);
 }
 
