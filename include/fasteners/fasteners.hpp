@@ -1,6 +1,7 @@
 // The umbrella header: everything the fasteners library offers.
 #pragma once
 
+#include "fasteners/async.hpp"
 #include "fasteners/holders.hpp"
 #include "fasteners/interprocess_lock.hpp"
 #include "fasteners/interprocess_reader_writer_lock.hpp"

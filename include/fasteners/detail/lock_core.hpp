@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "fasteners/async.hpp"
 #include "fasteners/detail/export.hpp"
 #include "fasteners/timeout.hpp"
 
@@ -111,6 +112,26 @@ class FASTENERS_API lock_core {
   template <class Rep, class Period>
   bool acquire_for(lock_mode mode, const std::chrono::duration<Rep, Period>& d) {
     return acquire_until(mode, deadline_after(d));
+  }
+  // Starts an acquisition that waits until `deadline` without blocking the calling thread;
+  // `handler` runs once with its outcome (see async_acquisition).
+  async_acquisition acquire_async(lock_mode mode, std::chrono::steady_clock::time_point deadline,
+                                  async_handler handler);
+  // The same until `t` on `Clock`, measured on the steady clock from now. Throws
+  // std::invalid_argument for a NaN time.
+  template <class Clock, class Duration>
+  async_acquisition acquire_async_until(lock_mode mode,
+                                        const std::chrono::time_point<Clock, Duration>& t,
+                                        async_handler handler) {
+    check_not_nan(t.time_since_epoch().count());
+    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+      return acquire_async(mode, saturated(t), std::move(handler));
+    } else {
+      using seconds = std::chrono::duration<double>;
+      const seconds ahead =
+          seconds(t.time_since_epoch()) - seconds(Clock::now().time_since_epoch());
+      return acquire_async(mode, deadline_after(ahead), std::move(handler));
+    }
   }
   // Releases one hold of `mode`. Throws std::system_error(operation_not_permitted) if this
   // object holds none.

@@ -53,6 +53,29 @@ class exclusive_lock {
   }
   void unlock() { release(); }
 
+  // Asynchronous forms of lock(), try_lock_for() and try_lock_until(): they return at once, and
+  // `handler` (a move-only callable taking std::error_code) runs once, on a thread of the library,
+  // with the outcome (see async_acquisition). Exclusion, writer preference and deadlines are as
+  // for the blocking calls, which a process may mix with these; an object that holds the lock and
+  // asks again waits until it releases. A NaN time throws std::invalid_argument.
+  template <class Handler>
+  async_acquisition async_lock(Handler&& handler) {
+    return core_.acquire_async(lock_mode::exclusive, std::chrono::steady_clock::time_point::max(),
+                               async_handler(std::forward<Handler>(handler)));
+  }
+  template <class Rep, class Period, class Handler>
+  async_acquisition async_try_lock_for(const std::chrono::duration<Rep, Period>& d,
+                                       Handler&& handler) {
+    return core_.acquire_async(lock_mode::exclusive, deadline_after(d),
+                               async_handler(std::forward<Handler>(handler)));
+  }
+  template <class Clock, class Duration, class Handler>
+  async_acquisition async_try_lock_until(const std::chrono::time_point<Clock, Duration>& t,
+                                         Handler&& handler) {
+    return core_.acquire_async_until(lock_mode::exclusive, t,
+                                     async_handler(std::forward<Handler>(handler)));
+  }
+
  protected:
   explicit exclusive_lock(Core core) noexcept : core_(std::move(core)) {}
   Core core_;
@@ -116,6 +139,29 @@ class reader_writer_lock : private exclusive_lock<Core> {
     return this->core_.acquire_until(lock_mode::shared, t);
   }
   void unlock_shared() { release_read_lock(); }
+
+  // Asynchronous acquisitions of the write lock (as exclusive_lock's) and of a read lock.
+  using write_side::async_lock;
+  using write_side::async_try_lock_for;
+  using write_side::async_try_lock_until;
+  template <class Handler>
+  async_acquisition async_lock_shared(Handler&& handler) {
+    return this->core_.acquire_async(lock_mode::shared,
+                                     std::chrono::steady_clock::time_point::max(),
+                                     async_handler(std::forward<Handler>(handler)));
+  }
+  template <class Rep, class Period, class Handler>
+  async_acquisition async_try_lock_shared_for(const std::chrono::duration<Rep, Period>& d,
+                                              Handler&& handler) {
+    return this->core_.acquire_async(lock_mode::shared, deadline_after(d),
+                                     async_handler(std::forward<Handler>(handler)));
+  }
+  template <class Clock, class Duration, class Handler>
+  async_acquisition async_try_lock_shared_until(const std::chrono::time_point<Clock, Duration>& t,
+                                                Handler&& handler) {
+    return this->core_.acquire_async_until(lock_mode::shared, t,
+                                           async_handler(std::forward<Handler>(handler)));
+  }
 
  protected:
   explicit reader_writer_lock(Core core) noexcept : write_side(std::move(core)) {}
