@@ -58,7 +58,8 @@ class async_request : public std::enable_shared_from_this<async_request> {
 
   // ---- Guarded by the mutex of the state whose queue holds the request. ----
   engine::holder* holder = nullptr;  // The owner's holder there.
-  bool in_backend = false;           // The backend waits for it (start_wait()).
+  bool in_backend = false;           // The backend waits for it (start_wait()),
+  bool settling = false;             // or settles the wait it gave up (stop_wait()).
   bool counts_writer = false;        // It counts among the state's waiting writers.
   bool in_step = false;              // pump() runs a step for it, perhaps without the mutex.
   int retry_ms = 0;                  // The pause before the next try, where the backend polls.

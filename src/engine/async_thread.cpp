@@ -16,6 +16,17 @@
 #include "platform.hpp"
 #include "thread_safety.hpp"
 
+#ifndef _WIN32
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <climits>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
+#endif
+
 namespace fasteners::detail::engine::async_thread {
 namespace {
 
@@ -32,15 +43,81 @@ struct later {
   bool operator()(const timer& a, const timer& b) const { return a.when > b.when; }
 };
 
+#ifndef _WIN32
+// A watched descriptor (see watch()).
+struct watch_entry {
+  std::uint64_t id = 0;
+  int fd = -1;
+  short events = 0;
+  std::shared_ptr<fd_watcher> watcher;
+};
+
+// What wakes the thread from poll(): an eventfd (Linux), or a pipe elsewhere. Non-blocking and
+// close-on-exec. Without one (no descriptor left), the thread polls at most wake_interval apart.
+struct wake_channel {
+  int read_fd = -1;
+  int write_fd = -1;
+
+  bool open() noexcept {
+    if (read_fd >= 0) return true;
+#ifdef __linux__
+    read_fd = write_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return read_fd >= 0;
+#else
+    int fds[2];
+    if (::pipe(fds) != 0) return false;
+    for (const int fd : fds) {
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    }
+    read_fd = fds[0];
+    write_fd = fds[1];
+    return true;
+#endif
+  }
+  // Makes read_fd readable until drain().
+  void signal() const noexcept {
+    if (write_fd < 0) return;
+#ifdef __linux__
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto n = ::write(write_fd, &one, sizeof one);
+#else
+    const char byte = 1;
+    [[maybe_unused]] const auto n = ::write(write_fd, &byte, 1);
+#endif
+  }
+  void drain() const noexcept {
+    char buffer[64];
+    while (::read(read_fd, buffer, sizeof buffer) > 0) {
+    }
+  }
+  // In a child of fork(): the descriptors are the parent's channel, which the child must not
+  // read or signal.
+  void forget() noexcept {
+    if (read_fd >= 0) ::close(read_fd);
+    if (write_fd >= 0 && write_fd != read_fd) ::close(write_fd);
+    read_fd = write_fd = -1;
+  }
+};
+
+constexpr auto wake_interval = std::chrono::milliseconds(10);
+#endif
+
 struct hub {
   mutex mu{mutex::forever};
-  std::condition_variable* work = new std::condition_variable;      // Wakes the thread.
+#ifdef _WIN32
+  std::condition_variable* work = new std::condition_variable;  // Wakes the thread.
+#else
+  wake_channel waker FASTENERS_GUARDED_BY(mu);                // Wakes the thread from poll().
+  std::vector<watch_entry> watches FASTENERS_GUARDED_BY(mu);  // In the order of watch().
+  std::uint64_t last_watch FASTENERS_GUARDED_BY(mu) = 0;      // The last id given.
+#endif
   std::condition_variable* finished = new std::condition_variable;  // A handler finished.
   std::deque<std::shared_ptr<async_request>> completions FASTENERS_GUARDED_BY(mu);
   std::deque<std::shared_ptr<async_request>> restarts FASTENERS_GUARDED_BY(mu);
   std::vector<timer> timers FASTENERS_GUARDED_BY(mu);  // A heap, soonest first.
   bool running FASTENERS_GUARDED_BY(mu) = false;       // The thread exists.
-  bool sleeping FASTENERS_GUARDED_BY(mu) = false;      // It waits on `work`.
+  bool sleeping FASTENERS_GUARDED_BY(mu) = false;      // It waits on `work`, or in poll().
   std::uint64_t thread FASTENERS_GUARDED_BY(mu) = 0;   // Its this_thread_token().
   // The object whose handler runs now, and whether it was destroyed meanwhile (by its handler).
   const lock_object* running_owner FASTENERS_GUARDED_BY(mu) = nullptr;
@@ -73,7 +150,15 @@ void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   h.completions.clear();
   h.restarts.clear();
   h.timers.clear();
+#ifdef _WIN32
   h.work = new std::condition_variable;
+#else
+  // The parent's watchers are left untouched (they may own its sessions), as is its wake-up
+  // channel, which the child closes its copies of.
+  new std::vector<watch_entry>(std::move(h.watches));
+  h.watches.clear();
+  h.waker.forget();
+#endif
   h.finished = new std::condition_variable;
   h.running = false;
   h.sleeping = false;
@@ -122,6 +207,63 @@ void fire(const timer& t) {
   }
 }
 
+#ifndef _WIN32
+// Sleeps in poll() over the wake-up channel and the watched descriptors until `until`, letting go
+// of h.mu meanwhile; returns the watches that poll() reported, with their events.
+std::vector<std::pair<std::uint64_t, short>> sleep_until(hub& h, deadline until)
+    FASTENERS_REQUIRES(h.mu) {
+  static std::vector<pollfd> fds;  // Only the thread uses them.
+  static std::vector<std::uint64_t> ids;
+  std::vector<std::pair<std::uint64_t, short>> ready;
+  const bool waker = h.waker.open();
+  try {
+    fds.clear();
+    ids.clear();
+    fds.push_back({waker ? h.waker.read_fd : -1, POLLIN, 0});
+    ids.push_back(0);
+    for (const auto& e : h.watches) {
+      fds.push_back({e.fd, e.events, 0});
+      ids.push_back(e.id);
+    }
+  } catch (const std::bad_alloc&) {
+    fds.resize(1);  // The watches wait for a later round.
+    ids.resize(1);
+    if (until == deadline::max() || until - std::chrono::steady_clock::now() > wake_interval) {
+      until = std::chrono::steady_clock::now() + wake_interval;
+    }
+  }
+  if (!waker &&
+      (until == deadline::max() || until - std::chrono::steady_clock::now() > wake_interval)) {
+    until = std::chrono::steady_clock::now() + wake_interval;
+  }
+  int timeout = -1;
+  if (until != deadline::max()) {
+    // Rounded up: a deadline is never early, and the thread does not spin before it.
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    timeout =
+        static_cast<int>(std::clamp<std::chrono::milliseconds::rep>(left.count(), 0, INT_MAX));
+  }
+  h.sleeping = true;
+  int n = 0;
+  {
+    const mutex_unlock unlocked(h.mu);
+    n = ::poll(fds.data(), static_cast<nfds_t>(fds.size()), timeout);
+  }
+  h.sleeping = false;
+  if (n <= 0) return ready;
+  if (fds[0].revents != 0) h.waker.drain();
+  try {
+    for (std::size_t i = 1; i < fds.size(); ++i) {
+      if (fds[i].revents != 0) ready.emplace_back(ids[i], fds[i].revents);
+    }
+  } catch (const std::bad_alloc&) {
+    // Level-triggered: the next round reports them again.
+  }
+  return ready;
+}
+#endif
+
 void run(void*) {
   auto& h = the_hub();
   mutex_lock lock(h.mu);
@@ -157,6 +299,7 @@ void run(void*) {
       fire(t);
       continue;
     }
+#ifdef _WIN32
     if (h.timers.empty()) {
       if (now - idle_since >= idle_time) break;
       h.sleeping = true;
@@ -167,6 +310,27 @@ void run(void*) {
       idle_since = std::chrono::steady_clock::now();
     }
     h.sleeping = false;
+#else
+    deadline until = deadline::max();
+    if (!h.timers.empty()) {
+      until = h.timers.front().when;
+    } else if (h.watches.empty()) {
+      if (now - idle_since >= idle_time) break;
+      until = idle_since + idle_time;
+    }
+    const bool watching = !h.watches.empty();
+    for (const auto& [id, revents] : sleep_until(h, until)) {
+      std::shared_ptr<fd_watcher> w;
+      for (const auto& e : h.watches) {
+        if (e.id == id) w = e.watcher;
+      }
+      if (!w) continue;  // Unwatched meanwhile.
+      const mutex_unlock unlocked(h.mu);
+      w->ready(revents);
+      w.reset();  // Perhaps the last reference: dropped outside the mutex.
+    }
+    if (watching || !h.timers.empty()) idle_since = std::chrono::steady_clock::now();
+#endif
     if (!h.completions.empty() || !h.restarts.empty())
       idle_since = std::chrono::steady_clock::now();
   }
@@ -177,9 +341,16 @@ void run(void*) {
 // Wakes the thread, or starts it; with h.mu held. Returns false if no thread could be started.
 bool wake(hub& h) FASTENERS_REQUIRES(h.mu) {
   if (h.running) {
+#ifdef _WIN32
     if (h.sleeping) h.work->notify_one();
+#else
+    if (h.sleeping) h.waker.signal();
+#endif
     return true;
   }
+#ifndef _WIN32
+  h.waker.open();  // Else the thread polls (see wake_channel).
+#endif
   if (platform::start_thread(&run, nullptr)) return false;
   h.running = true;
   return true;
@@ -200,6 +371,7 @@ void complete(std::shared_ptr<async_request> r) noexcept {
   auto& h = the_hub();
   mutex_lock lock(h.mu);
   h.completions.push_back(std::move(r));
+  h.finished->notify_all();  // The thread itself may wait for it (wait_finished()).
   if (!wake(h)) {
     // No thread can be started now (the process's limit): the handler waits for the next start.
     // The thread's own waits retry at the next timer; nothing is lost meanwhile.
@@ -210,6 +382,7 @@ void restart(std::shared_ptr<async_request> r) noexcept {
   auto& h = the_hub();
   mutex_lock lock(h.mu);
   h.restarts.push_back(std::move(r));
+  h.finished->notify_all();  // As complete().
   wake(h);
 }
 
@@ -221,12 +394,54 @@ void pump_at(const std::shared_ptr<lock_state>& state, deadline when) noexcept {
   add_timer({when, {}, state});
 }
 
+#ifndef _WIN32
+std::uint64_t watch(int fd, short events, std::shared_ptr<fd_watcher> w) noexcept {
+  auto& h = the_hub();
+  mutex_lock lock(h.mu);
+  try {
+    h.watches.push_back({h.last_watch + 1, fd, events, std::move(w)});
+  } catch (const std::bad_alloc&) {
+    return 0;
+  }
+  wake(h);  // The thread polls the descriptor from now on.
+  return ++h.last_watch;
+}
+
+void rewatch(std::uint64_t id, short events) noexcept {
+  auto& h = the_hub();
+  mutex_lock lock(h.mu);
+  for (auto& e : h.watches) {
+    if (e.id == id && e.events != events) {
+      e.events = events;
+      wake(h);
+    }
+  }
+}
+
+void unwatch(std::uint64_t id) noexcept {
+  if (id == 0) return;
+  std::shared_ptr<fd_watcher> gone;  // Dropped after the mutex.
+  auto& h = the_hub();
+  mutex_lock lock(h.mu);
+  const auto it = std::find_if(h.watches.begin(), h.watches.end(),
+                               [&](const watch_entry& e) { return e.id == id; });
+  if (it == h.watches.end()) return;
+  gone = std::move(it->watcher);
+  h.watches.erase(it);
+  // The thread's poll() still includes the descriptor, which may be closed and used anew: its
+  // report is dropped (the id is gone), and the next round leaves it out. No wake-up is needed.
+}
+#endif
+
 void wait_finished(const lock_object& owner, std::atomic<int>& live) noexcept {
   auto& h = the_hub();
   mutex_lock lock(h.mu);
-  if (h.running && h.thread == this_thread_token()) {
-    // On the thread: what is queued for `owner` runs now, since nothing else would run it.
-    for (;;) {
+  const bool on_thread = h.running && h.thread == this_thread_token();
+  bool running_counted = false;
+  for (;;) {
+    // On the thread: what is queued for `owner` runs now, since nothing else would run it; what
+    // is queued later (an acquisition that a backend settles first) wakes the wait below.
+    while (on_thread) {
       auto mine = [&](const std::shared_ptr<async_request>& r) { return &r->owner == &owner; };
       auto it = std::find_if(h.completions.begin(), h.completions.end(), mine);
       bool restarted = false;
@@ -250,12 +465,14 @@ void wait_finished(const lock_object& owner, std::atomic<int>& live) noexcept {
       h.running_owner = outer;
       h.owner_gone = outer_gone;
     }
-    if (h.running_owner == &owner) {
+    if (on_thread && !running_counted && h.running_owner == &owner) {
+      running_counted = true;
       h.owner_gone = true;
       live.fetch_sub(1, std::memory_order_relaxed);  // The running handler's, never counted down.
     }
+    if (live.load(std::memory_order_acquire) <= 0) break;
+    h.mu.wait(*h.finished);
   }
-  while (live.load(std::memory_order_acquire) > 0) h.mu.wait(*h.finished);
 }
 
 }  // namespace fasteners::detail::engine::async_thread

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 
 #include "deadline.hpp"
@@ -17,9 +18,34 @@ class lock_object;
 class lock_state;
 
 // Every call is thread-safe and never waits for a lock. The thread starts on demand (every signal
-// blocked, cancellation off) and ends once it has had nothing to do for a while. A child of fork()
-// starts with none of it: the parent's acquisitions stay the parent's.
+// blocked, cancellation off) and ends once it has had nothing to do for a while (no timer, no
+// watched descriptor). It sleeps in poll() over the watched descriptors and a wake-up descriptor
+// of its own, until the nearest timer (on Windows, which watches no descriptor, on a condition
+// variable). A child of fork() starts with none of it: the parent's acquisitions and watches stay
+// the parent's.
 namespace async_thread {
+
+#ifndef _WIN32
+// What waits for a descriptor's events on the async thread (see watch()).
+class fd_watcher {
+ public:
+  virtual ~fd_watcher() = default;
+  // poll() reported `revents` on the watched descriptor. Runs on the async thread, with none of
+  // the thread's mutexes held; must not block for long, and must consume what made the
+  // descriptor ready (or change or end the watch), else it is called again at once. May be called
+  // spuriously.
+  virtual void ready(short revents) noexcept = 0;
+};
+// Watches `fd` for `events` (poll()'s) until unwatch(id): the thread calls `w->ready()` whenever
+// poll() reports some. Returns the watch's id (never 0), or 0 if it could not be recorded (no
+// memory). The watcher is kept until unwatch(). A descriptor is watched at most once at a time.
+std::uint64_t watch(int fd, short events, std::shared_ptr<fd_watcher> w) noexcept;
+// Changes the events that the watch `id` waits for.
+void rewatch(std::uint64_t id, short events) noexcept;
+// Ends the watch `id` (0: none) and drops its watcher: once this returns, its ready() is not
+// called again, besides a call already running on the async thread (not the caller's own).
+void unwatch(std::uint64_t id) noexcept;
+#endif
 
 // Runs the handler of `r`, whose outcome is decided; then its object counts it finished
 // (lock_object::async_finished).

@@ -83,7 +83,7 @@ outcome lock_state::start_wait(holder&, lock_mode, lock_object&) {
   return outcome::start_again;
 }
 
-void lock_state::stop_wait(holder&, lock_object&) noexcept {}
+bool lock_state::stop_wait(holder&, lock_object&) noexcept { return false; }
 
 outcome lock_state::acquire(lock_object& owner, holder& h, lock_mode mode, deadline until,
                             std::shared_ptr<lock_state>& unbound) {
@@ -194,7 +194,10 @@ outcome lock_state::request(lock_object& owner, holder& h, lock_mode mode, deadl
     // Granted after the state stopped standing for the lock and the object moved on (another of
     // its threads bound it anew, see lock_object::begin_acquire): let go, and ask there.
     forget_holding(owner, h, mode);
-    if (!h.holds_any()) unlock(h, mode, owner, false);
+    if (!h.holds_any()) {
+      const busy_scope busy(*this, h, holder::use::brief);  // The backend may let go of mu_.
+      unlock(h, mode, owner, false);
+    }
     return outcome::start_again;
   }
   return outcome::taken;
@@ -246,7 +249,7 @@ void lock_state::withdraw(const std::shared_ptr<async_request>& r) noexcept {
   mutex_lock lock(mu_);
   // A request in a step (see pump()) is finished by its step.
   if (find(*r) == queue_.end() || r->in_step) return;
-  stop_backend(*r);
+  if (stop_backend(*r)) return;  // Finished once the backend has settled (see settled()).
   take_out(*r);
   finish(*r, false);
   pump();
@@ -259,8 +262,12 @@ void lock_state::expire(const std::shared_ptr<async_request>& r) noexcept {
     async_thread::expire_at(r, r->until);  // Never early: the clock said so.
     return;
   }
-  if (!r->decide(std::make_error_code(std::errc::timed_out)) || r->in_step) return;
-  stop_backend(*r);
+  // A request in a step (a try, perhaps without mu_) is timed out by its step, which checks the
+  // deadline once the try has failed: a try that straddles the deadline and succeeds is granted,
+  // as a blocking call's would be.
+  if (r->in_step) return;
+  if (!r->decide(std::make_error_code(std::errc::timed_out))) return;
+  if (stop_backend(*r)) return;  // Finished once the backend has settled (see settled()).
   take_out(*r);
   finish(*r, false);
   pump();
@@ -303,8 +310,8 @@ void lock_state::pump() {
 bool lock_state::advance(async_request& r) {
   holder& h = *r.holder;
   lock_object& owner = r.owner;
-  if (r.decided()) {  // Cancelled, or timed out during a step.
-    stop_backend(r);
+  if (r.decided()) {                    // Cancelled, or timed out during a step.
+    if (stop_backend(r)) return false;  // Finished once the backend has settled.
     finish(r, false);
     return true;
   }
@@ -403,8 +410,12 @@ void lock_state::took(async_request& r, holder& h) {
     finish(r, true);
     return;
   }
-  // Cancelled as it was granted: let go at once, unless others of this process share it.
-  if (!h.holds_any()) unlock(h, r.mode, r.owner, false);
+  // Cancelled as it was granted: let go at once, unless others of this process share it. The
+  // backend may let go of mu_ meanwhile: the holder is busy until then.
+  if (!h.holds_any()) {
+    const busy_scope busy(*this, h, holder::use::brief);
+    unlock(h, r.mode, r.owner, false);
+  }
   finish(r, false);
 }
 
@@ -430,14 +441,40 @@ void lock_state::restart(async_request& r) {
   async_thread::restart(r.shared_from_this());
 }
 
-void lock_state::stop_backend(async_request& r) noexcept {
-  if (!r.in_backend) return;
+bool lock_state::stop_backend(async_request& r) noexcept {
+  if (!r.in_backend) return false;
   holder& h = *r.holder;
+  if (stop_wait(h, r.owner)) {
+    // The backend settles the wait first: the request stays queued (in_backend, so that pump()
+    // passes it by), its holder busy, until settled() finishes it, so that its handler runs once
+    // the holder is usable again and nothing granted meanwhile is held any more.
+    h.busy = holder::use::brief;
+    r.settling = true;
+    notify();
+    return true;
+  }
   r.in_backend = false;
   h.async_wait = nullptr;
   h.busy = holder::use::idle;
-  stop_wait(h, r.owner);
   notify();
+  return false;
+}
+
+void lock_state::settled(holder& h) {
+  async_request* const waited = h.async_wait;
+  assert(h.busy == holder::use::brief && waited != nullptr && waited->settling);
+  h.async_wait = nullptr;
+  h.busy = holder::use::idle;
+  notify();
+  const auto it = find(*waited);
+  assert(it != queue_.end());
+  const std::shared_ptr<async_request> r = *it;
+  queue_.erase(it);
+  r->in_backend = false;
+  r->settling = false;
+  check_invariants(h);
+  finish(*r, false);
+  pump();
 }
 
 lock_state::request_list::iterator lock_state::find(const async_request& r) {

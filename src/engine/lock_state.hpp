@@ -66,7 +66,7 @@ struct holder {
   bool readers_held_back = false;
   bool lost = false;  // The backend lost what it held (a session that ended).
   // The asynchronous acquisition the backend waits for through it (start_wait()), if any; it is
-  // busy (waiting) meanwhile.
+  // busy (waiting) meanwhile; or that the backend settles after stop_wait() (busy, brief).
   async_request* async_wait = nullptr;
   bool holds_any() const { return writer || readers > 0; }
 };
@@ -207,8 +207,12 @@ class FASTENERS_API lock_state {
   // not_taken (under way) or start_again (nothing started: bind anew). `h` is busy until then.
   virtual outcome start_wait(holder& h, lock_mode mode, lock_object& owner) FASTENERS_REQUIRES(mu_);
   // The engine gave up the wait started for `h`: the backend must not report it any more, and lets
-  // go of a grant that comes anyway. Must not let go of mu_.
-  virtual void stop_wait(holder& h, lock_object& owner) noexcept FASTENERS_REQUIRES(mu_);
+  // go of a grant that comes anyway. Must not let go of mu_, nor block. Returns whether the backend
+  // goes on using `h` to settle what it started (a statement in flight on a session, whose end it
+  // must read before anything else is sent there): `h` then stays busy (brief, as for a call of
+  // another thread) and h.async_wait stays set until the backend calls settled(h), from any
+  // thread; the acquisition is finished (its handler runs) only then.
+  virtual bool stop_wait(holder& h, lock_object& owner) noexcept FASTENERS_REQUIRES(mu_);
 
   // ---- What the engine offers a backend. ----
   // Waits for a change until `until`, letting go of mu_ meanwhile.
@@ -229,6 +233,10 @@ class FASTENERS_API lock_state {
   // A wait that start_wait() began for `h` ended: taken (the backend holds the lock for it),
   // start_again, or failed with `failure`.
   void wait_ended(holder& h, outcome result, std::exception_ptr failure) FASTENERS_REQUIRES(mu_);
+  // The backend is done with `h` after a stop_wait() that returned true: it is idle again (the
+  // backend set h.lost first if the holder was lost meanwhile), and the acquisition it settled
+  // is finished with the outcome decided before.
+  void settled(holder& h) FASTENERS_REQUIRES(mu_);
   // Asserts, in debug builds, the backend's invariants besides the engine's.
   virtual void check_backend() const FASTENERS_REQUIRES(mu_) {}
 
@@ -279,8 +287,9 @@ class FASTENERS_API lock_state {
   // Ends the queued life of `r` here (decided: runs its handler; else: binds it anew).
   void finish(async_request& r, bool taken) FASTENERS_REQUIRES(mu_);
   void restart(async_request& r) FASTENERS_REQUIRES(mu_);
-  // Stops the backend's wait for `r`, if one runs.
-  void stop_backend(async_request& r) noexcept FASTENERS_REQUIRES(mu_);
+  // Stops the backend's wait for `r`, if one runs. Returns true if the backend settles it first:
+  // `r` then stays queued until settled() finishes it.
+  bool stop_backend(async_request& r) noexcept FASTENERS_REQUIRES(mu_);
   request_list::iterator find(const async_request& r) FASTENERS_REQUIRES(mu_);
   void take_out(async_request& r) FASTENERS_REQUIRES(mu_);
 

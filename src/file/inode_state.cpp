@@ -254,8 +254,8 @@ outcome inode_state::start_wait(engine::holder&, lock_mode mode, engine::lock_ob
   return outcome::not_taken;
 }
 
-void inode_state::stop_wait(engine::holder&, engine::lock_object&) noexcept {
-  if (async_wait_ == nullptr) return;
+bool inode_state::stop_wait(engine::holder&, engine::lock_object&) noexcept {
+  if (async_wait_ == nullptr) return false;
   try {
     give_up(*async_wait_);
   } catch (...) {
@@ -263,6 +263,7 @@ void inode_state::stop_wait(engine::holder&, engine::lock_object&) noexcept {
   }
   async_wait_ = nullptr;
   async_owner_ = nullptr;
+  return false;  // The kernel wait's thread lets go of a grant that comes anyway.
 }
 
 void inode_state::adopt(kernel_wait& w, wanter& me) {

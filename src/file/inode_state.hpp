@@ -94,7 +94,7 @@ class inode_state final : public engine::lock_state,
   bool waits_async() const override { return platform::handles_own_locks(); }
   engine::outcome start_wait(engine::holder& h, lock_mode mode, engine::lock_object& owner) override
       FASTENERS_REQUIRES(mu_);
-  void stop_wait(engine::holder& h, engine::lock_object& owner) noexcept override
+  bool stop_wait(engine::holder& h, engine::lock_object& owner) noexcept override
       FASTENERS_REQUIRES(mu_);
   void check_backend() const override FASTENERS_REQUIRES(mu_);
 

@@ -1,21 +1,50 @@
 // The PostgreSQL backend: the server's calls under the engine's rules, sessions, loss and fork.
 #include "postgres/postgres_object.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
+#include <cassert>
 #include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <exception>
 #include <new>
 #include <stdexcept>
 #include <system_error>
 #include <vector>
 
+#include "engine/async_thread.hpp"
 #include "engine/fork.hpp"
 #include "engine/state_registry.hpp"
+#include "engine/thread_pool.hpp"
 #include "platform.hpp"
 #include "postgres/connect.hpp"
 #include "postgres/session.hpp"
 
 namespace fasteners::detail::postgres {
+
+// A wait in the server for an asynchronous acquisition (key_state::start_wait()): the wait
+// statement in flight on an object's session. While it waits, the async thread's poller watches
+// the session's socket for its reply; once the engine gives it up, a drain thread settles it. The
+// fields are guarded by the state's mutex; the object and its session outlive the wait (the
+// object's destruction waits until its holder is idle).
+class server_wait final : public engine::async_thread::fd_watcher {
+ public:
+  enum class phase { waiting, draining, done };
+
+  server_wait(std::shared_ptr<key_state> state, postgres_object& object, lock_mode mode)
+      : state(std::move(state)), object(object), mode(mode) {}
+  void ready(short revents) noexcept override { state->on_ready(*this, revents); }
+
+  const std::shared_ptr<key_state> state;  // Kept alive for the poller's and the drain's calls.
+  postgres_object& object;
+  const lock_mode mode;
+  phase step = phase::waiting;
+  std::uint64_t watch = 0;  // The poller's watch, while waiting.
+  short events = 0;         // What the watch waits for.
+};
+
 namespace {
 
 using engine::outcome;
@@ -69,6 +98,57 @@ std::shared_ptr<key_state> attach_state(const key_id& id) {
   }
 }
 
+// The waits that the engine gave up, to settle off every mutex (session::settle_lock() blocks),
+// and the drain threads (pool threads) that settle them in turn. Never destroyed.
+struct drain_queue {
+  mutex mu{mutex::forever};
+  std::deque<std::shared_ptr<server_wait>> waits FASTENERS_GUARDED_BY(mu);
+  int threads FASTENERS_GUARDED_BY(mu) = 0;
+};
+
+// At most this many drain threads at once: a server that answers slowly holds up no more.
+constexpr int max_drain_threads = 4;
+
+drain_queue& drains() {
+  static auto* const q = new drain_queue;
+  return *q;
+}
+
+void drain_thread(void*) {
+  auto& q = drains();
+  for (;;) {
+    std::shared_ptr<server_wait> w;
+    {
+      mutex_lock lock(q.mu);
+      if (q.waits.empty()) {
+        --q.threads;
+        return;
+      }
+      w = std::move(q.waits.front());
+      q.waits.pop_front();
+    }
+    w->state->drain(*w);
+  }
+}
+
+// Queues `w` for a drain thread; false if no thread will take it (none runs, none could start).
+bool queue_drain(const std::shared_ptr<server_wait>& w) noexcept {
+  auto& q = drains();
+  mutex_lock lock(q.mu);
+  try {
+    q.waits.push_back(w);
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  if (q.threads >= max_drain_threads) return true;
+  ++q.threads;
+  if (!engine::run_on_pool_thread(&drain_thread, nullptr)) return true;
+  --q.threads;
+  if (q.threads > 0) return true;  // One that runs takes it.
+  q.waits.pop_back();
+  return false;
+}
+
 // Runs `call` on the session without `mu` and thread cancellation; a failure marks `h` lost if
 // the session is gone, and goes on.
 template <class Call>
@@ -117,14 +197,104 @@ bool key_state::use_holder(engine::holder& h, Call call) {
   return result;
 }
 
-void key_state::settle(engine::holder& h, bool reset) {
+void key_state::settle(session_holder& h, bool reset) {
   if (generation() != engine::fork_generation()) {
-    if (reset) h = engine::holder{};  // The parent's state: none of its threads runs here.
+    // The parent's state: none of its threads runs here, and its wait is the parent's (kept, see
+    // postgres_object::child_after_fork()).
+    if (reset) static_cast<engine::holder&>(h) = engine::holder{};
     return;
   }
   mutex_lock lock(mu_);
   while (h.busy != engine::holder::use::idle) sleep(no_deadline);
-  if (reset) h = engine::holder{};
+  if (reset) static_cast<engine::holder&>(h) = engine::holder{};
+}
+
+outcome key_state::start_wait(engine::holder& h, lock_mode mode, engine::lock_object& owner) {
+  auto& object = object_of(owner);
+  auto& held = static_cast<session_holder&>(h);
+  session& s = object.current_session();
+  assert(object.current_state().get() == this && !held.wait);
+  auto w = std::make_shared<server_wait>(object.current_state(), object, mode);
+  // Watched before the statement goes: the poller's call waits for the mutex meanwhile.
+  w->events = POLLIN;
+  w->watch = engine::async_thread::watch(s.socket(), w->events, w);
+  if (w->watch == 0) throw std::system_error(std::make_error_code(std::errc::not_enough_memory));
+  try {
+    const short events = s.send_lock(std::get<2>(id_), mode);
+    if (events != w->events) {
+      w->events = events;
+      engine::async_thread::rewatch(w->watch, events);
+    }
+  } catch (...) {
+    engine::async_thread::unwatch(w->watch);
+    if (s.lost()) h.lost = true;
+    throw;
+  }
+  held.wait = std::move(w);
+  return outcome::not_taken;
+}
+
+bool key_state::stop_wait(engine::holder& h, engine::lock_object& owner) noexcept {
+  static_cast<void>(owner);
+  auto& held = static_cast<session_holder&>(h);
+  const std::shared_ptr<server_wait> w = held.wait;
+  if (!w || w->step != server_wait::phase::waiting) return false;
+  engine::async_thread::unwatch(w->watch);
+  w->watch = 0;
+  w->step = server_wait::phase::draining;
+  if (queue_drain(w)) return true;  // The holder stays busy until drain() lets it go.
+  // Nobody can settle the statement: the session is given up (closed, it lets go of everything),
+  // and the object starts another.
+  w->step = server_wait::phase::done;
+  held.wait.reset();
+  w->object.current_session().abandon();
+  h.lost = true;
+  return false;
+}
+
+void key_state::on_ready(server_wait& w, short revents) noexcept {
+  mutex_lock lock(mu_);
+  // Once the engine gave the wait up, the session is the drain's.
+  if (w.step != server_wait::phase::waiting) return;
+  session& s = w.object.current_session();
+  short events = 0;
+  if (!s.read_lock_reply(revents, events)) {
+    if (events != w.events) {
+      w.events = events;
+      engine::async_thread::rewatch(w.watch, events);
+    }
+    return;
+  }
+  engine::async_thread::unwatch(w.watch);
+  w.watch = 0;
+  w.step = server_wait::phase::done;
+  session_holder& h = w.object.holder();
+  const std::shared_ptr<server_wait> keep = std::move(h.wait);  // The caller holds `w` too.
+  bool taken = false;
+  std::exception_ptr failure;
+  try {
+    taken = s.take_lock_reply();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (s.lost()) h.lost = true;
+  wait_ended(h, taken ? outcome::taken : outcome::not_taken, failure);
+}
+
+void key_state::drain(server_wait& w) noexcept {
+  // The holder is busy: the session is this thread's until settled().
+  session& s = w.object.current_session();
+  {
+    const platform::cancellation_off no_cancel;
+    s.settle_lock();
+  }
+  mutex_lock lock(mu_);
+  session_holder& h = w.object.holder();
+  assert(w.step == server_wait::phase::draining && h.wait.get() == &w);
+  w.step = server_wait::phase::done;
+  const std::shared_ptr<server_wait> keep = std::move(h.wait);  // The drain thread holds `w`.
+  if (s.lost()) h.lost = true;
+  settled(h);
 }
 
 outcome key_state::request(engine::holder& h, lock_mode mode, deadline until,
@@ -196,6 +366,9 @@ postgres_object::~postgres_object() {
   auto& s = sessions();
   mutex_lock lock(sessions_mu);
   s.objects.erase(std::find(s.objects.begin(), s.objects.end(), this));
+  // A wait given up as the object's acquisitions were cancelled may still be settled by a drain
+  // thread, on the session.
+  if (state_) state_->settle(holder_, false);
   gone = std::move(session_);
   state_.reset();
 }
@@ -252,8 +425,13 @@ const char* postgres_object::lost_reason() const noexcept {
 
 session& postgres_object::current_session() noexcept FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   // Set while the object is bound, and replaced only by find_state() and unbound(), which run
-  // while it is not.
+  // while it is not, and wait until its holder is idle.
   return *session_;
+}
+
+std::shared_ptr<key_state> postgres_object::current_state() noexcept
+    FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  return state_;  // As current_session().
 }
 
 void postgres_object::unbound() noexcept {
@@ -295,9 +473,11 @@ void postgres_object::fail(std::error_code ec, std::string_view action,
 void postgres_object::prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   sessions_mu.lock();
   states().mu.lock();
+  drains().mu.lock();
 }
 
 void postgres_object::parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
+  drains().mu.unlock();
   states().mu.unlock();
   sessions_mu.unlock();
 }
@@ -309,7 +489,15 @@ void postgres_object::child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   for (postgres_object* o : s.objects) {
     if (o->session_) o->session_->disown();
     o->connecting_ = false;
+    // A wait in the server is the parent's, as is the state it keeps: kept, never used.
+    if (o->holder_.wait) new std::shared_ptr<server_wait>(std::move(o->holder_.wait));
   }
+  // The drain threads and what they have to do are the parent's too.
+  auto& q = drains();
+  new std::deque<std::shared_ptr<server_wait>>(std::move(q.waits));
+  q.waits.clear();
+  q.threads = 0;
+  q.mu.unlock();
   // In the same place, without destroying the parent's one (whose waiters are not here).
   new (&s.connected) std::condition_variable;
   states().clear();

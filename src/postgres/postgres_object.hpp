@@ -7,9 +7,17 @@
 // threads of the object share its read lock, after asking the server whether a writer waits
 // anywhere. So a session never waits while it holds, and a release never queues behind a wait.
 //
-// Mutex rules: a key_state's mutex (the engine's) guards its holdings and its objects' holders; it
-// is let go during every call to the server, with the holder marked busy, and taken before the
-// registry's. sessions_mu guards which session each object has; it is taken before a key_state's
+// Asynchronous acquisitions wait on the sessions' sockets (start_wait()): the wait statement is
+// sent without waiting for its reply, and the async thread's poller watches the socket; its
+// reply ends the wait. A wait that the engine gives up (cancelled, timed out, the object
+// destroyed) is settled by a drain thread (stop_wait()): it cancels the statement, reads its
+// reply, and lets go of a lock granted all the same, while the holder stays busy, so that nothing
+// else is sent on the session meanwhile.
+//
+// Mutex rules: a key_state's mutex (the engine's) guards its holdings, its objects' holders and
+// their waits (session_holder); it is let go during every call to the server that blocks, with
+// the holder marked busy, and taken before the registry's, the async thread's and the drain
+// queue's. sessions_mu guards which session each object has; it is taken before a key_state's
 // mutex, and let go while an object connects.
 #pragma once
 
@@ -28,6 +36,14 @@ namespace fasteners::detail::postgres {
 
 class session;
 class postgres_object;
+class server_wait;
+
+// An object's holder (engine::holder), with the wait in the server that its session runs for an
+// asynchronous acquisition, if any (see key_state::start_wait()). Guarded by the mutex of the
+// state it belongs to.
+struct session_holder : engine::holder {
+  std::shared_ptr<server_wait> wait;
+};
 
 // Guards every object's session and whether it connects, and the list of objects (for fork()).
 // Held across no call to the server; taken before a key_state's mutex.
@@ -47,9 +63,16 @@ class key_state final : public engine::lock_state {
   // `h` busy and the mutex let go, as the engine runs its backend calls; returns its result.
   template <class Call>
   bool use_holder(engine::holder& h, Call call) FASTENERS_EXCLUDES(mu_);
-  // Waits until no call uses `h`; then, with `reset`, ends its part here, so that its object may
-  // start another session.
-  void settle(engine::holder& h, bool reset) FASTENERS_EXCLUDES(mu_);
+  // Waits until no call uses `h` (a wait that a drain thread settles included); then, with
+  // `reset`, ends its part here, so that its object may start another session.
+  void settle(session_holder& h, bool reset) FASTENERS_EXCLUDES(mu_);
+
+  // ---- The waits in the server (server_wait). ----
+  // The socket of `w` is ready (the async thread's poller): reads the reply, and reports the wait
+  // ended once it is complete.
+  void on_ready(server_wait& w, short revents) noexcept FASTENERS_EXCLUDES(mu_);
+  // On a drain thread: settles `w`, which the engine gave up, then lets the holder go.
+  void drain(server_wait& w) noexcept FASTENERS_EXCLUDES(mu_);
 
  protected:
   engine::outcome try_lock(engine::holder& h, lock_mode mode, engine::lock_object& owner) override
@@ -63,6 +86,11 @@ class key_state final : public engine::lock_state {
   std::intptr_t handle_of(engine::holder& h, const engine::lock_object& owner) override
       FASTENERS_REQUIRES(mu_);
   void on_unbind() override FASTENERS_REQUIRES(mu_);
+  bool waits_async() const override { return true; }
+  engine::outcome start_wait(engine::holder& h, lock_mode mode, engine::lock_object& owner) override
+      FASTENERS_REQUIRES(mu_);
+  bool stop_wait(engine::holder& h, engine::lock_object& owner) noexcept override
+      FASTENERS_REQUIRES(mu_);
 
  private:
   // Asks the server for the lock through the owner's session, without the mutex.
@@ -86,8 +114,11 @@ class postgres_object final : public engine::lock_object {
   // Whether the session is still open as far as this process can tell without a round trip.
   bool session_alive() noexcept;
 
-  // For key_state, while the object's holder is busy: the object's session.
+  // For key_state, while the object's holder is busy: the object's session, the state it is
+  // bound to, and its holder there.
   session& current_session() noexcept;
+  std::shared_ptr<key_state> current_state() noexcept;
+  session_holder& holder() noexcept { return holder_; }
 
   [[noreturn]] void fail(std::error_code ec, std::string_view action,
                          std::string_view detail) const override;
@@ -120,7 +151,7 @@ class postgres_object final : public engine::lock_object {
   // The state the session's holder belongs to (until the next session).
   std::shared_ptr<key_state> state_ FASTENERS_GUARDED_BY(sessions_mu);
   // The session's holder: its fields are guarded by state_'s mutex.
-  engine::holder holder_;
+  session_holder holder_;
 };
 
 }  // namespace fasteners::detail::postgres

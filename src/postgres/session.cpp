@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "postgres/client.hpp"
@@ -240,6 +241,7 @@ bool session::pooled_per_transaction(connector& connect) {
 }
 
 session::~session() {
+  PQclear(reply_);
   // In a forked child the socket is /dev/null by now (disown()): the goodbye goes nowhere.
   if (conn_ != nullptr) PQfinish(conn_);
 }
@@ -421,6 +423,144 @@ void session::unlock_all() {
       "release the");
   if (row.second != backend_pid_) moved("release the", other_process(row.second, backend_pid_));
   held_ = 0;
+}
+
+short session::send_lock(std::int64_t key, lock_mode mode) {
+  if (lost_ || disowned_) {
+    throw_error(std::errc::connection_reset, "wait for the", name_, where_, ended());
+  }
+  const std::string key_text = std::to_string(key);
+  const char* values[2] = {key_text.c_str(), backend_pid_.c_str()};
+  if (PQsetnonblocking(conn_, 1) != 0 || PQsendQueryPrepared(conn_, statement(mode, no_deadline), 2,
+                                                             values, nullptr, nullptr, 0) == 0) {
+    fail("wait for the", PQerrorMessage(conn_), nullptr);
+  }
+  in_flight_ = true;
+  wait_key_ = key;
+  wait_mode_ = mode;
+  const int flushed = PQflush(conn_);
+  if (flushed < 0) {
+    // What was sent is unknown: the session is not used again.
+    lost_ = true;
+    in_flight_ = false;
+    throw_error(std::errc::connection_reset, "wait for the", name_, where_,
+                ended() + ": " + PQerrorMessage(conn_));
+  }
+  flushing_ = flushed > 0;
+  return flushing_ ? POLLIN | POLLOUT : POLLIN;
+}
+
+bool session::read_lock_reply(short revents, short& events) noexcept {
+  events = POLLIN;
+  if (!in_flight_) return true;
+  if ((revents & POLLOUT) != 0 || flushing_) {
+    const int flushed = PQflush(conn_);
+    if (flushed < 0) {
+      lost_ = true;  // take_reply() says so.
+      in_flight_ = false;
+      return true;
+    }
+    flushing_ = flushed > 0;
+  }
+  if (PQconsumeInput(conn_) == 0 && PQstatus(conn_) != CONNECTION_BAD) {
+    lost_ = true;
+    in_flight_ = false;
+    return true;
+  }
+  // Once the connection is bad, PQgetResult() returns at once: its error, then the end.
+  while (PQstatus(conn_) == CONNECTION_BAD || PQisBusy(conn_) == 0) {
+    PGresult* r = PQgetResult(conn_);
+    if (r == nullptr) {
+      in_flight_ = false;
+      return true;
+    }
+    if (reply_ == nullptr) {
+      reply_ = r;
+    } else {
+      PQclear(r);
+    }
+  }
+  if (flushing_) events |= POLLOUT;
+  return false;
+}
+
+bool session::take_reply(bool cancelled) {
+  PGresult* const r = std::exchange(reply_, nullptr);
+  in_flight_ = false;
+  flushing_ = false;
+  if (PQstatus(conn_) == CONNECTION_OK) PQsetnonblocking(conn_, 0);  // Nothing is left to send.
+  if (lost_) {
+    PQclear(r);
+    throw_error(std::errc::connection_reset, "wait for the", name_, where_,
+                ended() + ": " + PQerrorMessage(conn_));
+  }
+  if (cancelled && r != nullptr && PQresultStatus(r) == PGRES_FATAL_ERROR) {
+    const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state != nullptr && state == sqlstate::query_canceled) {
+      PQclear(r);
+      return false;
+    }
+  }
+  const auto row = finish(r, "wait for the");
+  // No row: the statement reached another server process, and took nothing there.
+  if (row.second != backend_pid_) moved("take the", other_process(row.second, backend_pid_));
+  ++held_;
+  return true;
+}
+
+bool session::holds(std::int64_t key, lock_mode mode) {
+  const auto row =
+      run_prepared("fasteners_holds",
+                   {std::to_string(key), mode == lock_mode::shared ? "ShareLock" : "ExclusiveLock"},
+                   "release the");
+  if (row.second != backend_pid_) moved("release the", other_process(row.second, backend_pid_));
+  if (row.first == "t") ++held_;
+  return row.first == "t";
+}
+
+void session::settle_lock() noexcept {
+  short events = 0;
+  if (!read_lock_reply(0, events)) {
+    // No reply yet: the statement is cancelled. PQcancel() returns once the postmaster has
+    // signalled the session's server process, which acts on it while the statement runs; a
+    // signal that comes once the statement has ended is dropped as the next statement is read.
+    // So nothing is sent on the session before PQcancel() has returned.
+    bool sent = false;
+    if (PGcancel* cancel = PQgetCancel(conn_)) {
+      char error[256];
+      sent = PQcancel(cancel, error, sizeof error) == 1;
+      PQfreeCancel(cancel);
+    }
+    if (!sent) {
+      // The server may still grant the lock: the session is closed rather than used again.
+      lost_ = true;
+      return;
+    }
+    // The reply comes at once now (the lock, or the cancellation): read in blocking fashion.
+    while (PGresult* r = PQgetResult(conn_)) {
+      if (reply_ == nullptr) {
+        reply_ = r;
+      } else {
+        PQclear(r);
+      }
+    }
+    in_flight_ = false;
+  }
+  bool held = false;
+  try {
+    held = take_reply(true);
+  } catch (...) {
+    if (lost()) return;  // Closed, the session lets go of everything.
+    // Another failure: whether the server holds the lock all the same is asked below.
+  }
+  try {
+    // A statement cancelled just after its grant leaves the lock held (a session lock outlives the
+    // statement), as a lock_timeout does (see lock()): ask.
+    if (!held) held = holds(wait_key_, wait_mode_);
+    if (held) unlock(wait_key_, wait_mode_);
+  } catch (...) {
+    lost_ = true;  // What the session holds is unknown: closed, it holds nothing.
+  }
 }
 
 void session::on_notice(void* self, const PGresult* notice) {

@@ -66,10 +66,31 @@ class session {
   // Lets go of every advisory lock of the session.
   void unlock_all();
 
+  // ---- A wait that does not block the calling thread (key_state::start_wait). ----
+  // One at a time, and no other call on the session from send_lock() until take_lock_reply() or
+  // settle_lock(): the statement is in flight meanwhile.
+  // Sends the statement that waits for `key` in `mode` without limit (the caller ends it, see
+  // settle_lock()), in libpq's non-blocking mode; returns the events of socket() to wait for, as
+  // poll() names them. Throws as lock().
+  short send_lock(std::int64_t key, lock_mode mode);
+  // Reads what came (poll() reported `revents`) without blocking. Returns whether the reply is
+  // complete (then take_lock_reply()), else sets `events` to wait for.
+  bool read_lock_reply(short revents, short& events) noexcept;
+  // The complete reply: true, the session holds the lock. Throws as lock() otherwise.
+  bool take_lock_reply() { return take_reply(false); }
+  // Ends the wait in flight that nobody wants any more, blocking the calling thread: cancels the
+  // statement unless its reply came, reads the reply, and lets go of the lock if the server
+  // granted it all the same. If anything fails, the session counts as lost, so that it is closed
+  // (which lets go of everything it holds) and never used again.
+  void settle_lock() noexcept;
+
   // Whether the server may still have the session, asked without a round trip: false once the
   // server has told it is ending the session (or closed it), or a call found it gone.
   bool alive() noexcept;
   bool lost() const noexcept { return lost_ || disowned_; }
+  // Gives the session up: it counts as lost, and is never used again (closing it lets go of
+  // whatever it holds on the server).
+  void abandon() noexcept { lost_ = true; }
 
   // After fork(), in the child: the session belongs to the parent. Points its socket at
   // /dev/null so that nothing this process does (exit included) can reach the parent's session.
@@ -112,6 +133,11 @@ class session {
   // libpq's notice receiver: a FATAL or PANIC message while idle tells that the server is ending
   // the session.
   static void on_notice(void* self, const pg_result* notice);
+  // The reply of send_lock(), as take_lock_reply(); with `cancelled`, a statement that the server
+  // cancelled (query_canceled) returns false instead of throwing.
+  bool take_reply(bool cancelled);
+  // Whether the session holds `key` in `mode` (counted in held_ if so).
+  bool holds(std::int64_t key, lock_mode mode);
 
   pg_conn* conn_ = nullptr;
   std::string name_;
@@ -122,6 +148,13 @@ class session {
   bool ending_ = false;  // The server said it ends the session.
   bool lost_ = false;
   bool disowned_ = false;
+  // The wait in flight (send_lock()): its key and mode, whether libpq still has some of it to
+  // send, and the first result of its reply once read.
+  bool in_flight_ = false;
+  bool flushing_ = false;
+  std::int64_t wait_key_ = 0;
+  lock_mode wait_mode_ = lock_mode::exclusive;
+  pg_result* reply_ = nullptr;
 };
 
 }  // namespace fasteners::detail::postgres
