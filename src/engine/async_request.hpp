@@ -27,8 +27,8 @@ struct holder;
 // by whoever wins decide(): the engine (granted, timed out, failed) or cancel().
 class async_request : public std::enable_shared_from_this<async_request> {
  public:
-  async_request(engine::lock_object& owner, lock_mode mode, deadline until, async_handler handler)
-      : owner(owner), mode(mode), until(until), handler(std::move(handler)) {}
+  async_request(engine::lock_object& asking, lock_mode wanted, deadline limit, async_handler then)
+      : owner(asking), mode(wanted), until(limit), handler(std::move(then)) {}
 
   // Decides the outcome, unless it was decided already; returns whether this call did.
   bool decide(std::error_code ec) noexcept {
