@@ -106,13 +106,16 @@ constexpr auto wake_interval = std::chrono::milliseconds(10);
 struct hub {
   mutex mu{mutex::forever};
 #ifdef _WIN32
-  std::condition_variable* work = new std::condition_variable;  // Wakes the thread.
+  std::condition_variable work;  // Wakes the thread.
 #else
   wake_channel waker FASTENERS_GUARDED_BY(mu);                // Wakes the thread from poll().
   std::vector<watch_entry> watches FASTENERS_GUARDED_BY(mu);  // In the order of watch().
   std::uint64_t last_watch FASTENERS_GUARDED_BY(mu) = 0;      // The last id given.
+  // What the thread gives poll(), and the watches they stand for: the thread's alone.
+  std::vector<pollfd> poll_fds;
+  std::vector<std::uint64_t> poll_ids;
 #endif
-  std::condition_variable* finished = new std::condition_variable;  // A handler finished.
+  std::condition_variable finished;  // A handler finished.
   std::deque<std::shared_ptr<async_request>> completions FASTENERS_GUARDED_BY(mu);
   std::deque<std::shared_ptr<async_request>> restarts FASTENERS_GUARDED_BY(mu);
   std::vector<timer> timers FASTENERS_GUARDED_BY(mu);  // A heap, soonest first.
@@ -124,48 +127,29 @@ struct hub {
   bool owner_gone FASTENERS_GUARDED_BY(mu) = false;
 };
 
-void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
-void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
 
-// Never destroyed: handlers may finish after static destruction.
+// Never destroyed: handlers may finish after static destruction. Allocated apart from its mutex's
+// users, so that a child of fork() can make a new one in place (see child_after_fork()).
 hub& the_hub() {
   static auto* const h = [] {
-    platform::at_fork(&prepare_fork, &parent_after_fork, &child_after_fork);
+    platform::at_fork(nullptr, nullptr, &child_after_fork);
     return new hub;
   }();
   return *h;
 }
 
-void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { the_hub().mu.lock(); }
-
-void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { the_hub().mu.unlock(); }
-
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
-  // The parent's acquisitions, its thread and whoever waited on the condition variables are not
-  // in the child: leave them untouched (their handlers are the parent's) and start anew.
-  auto& h = the_hub();
-  new std::deque<std::shared_ptr<async_request>>(std::move(h.completions));
-  new std::deque<std::shared_ptr<async_request>>(std::move(h.restarts));
-  h.completions.clear();
-  h.restarts.clear();
-  h.timers.clear();
-#ifdef _WIN32
-  h.work = new std::condition_variable;
-#else
-  // The parent's watchers are left untouched (they may own its sessions), as is its wake-up
-  // channel, which the child closes its copies of.
-  new std::vector<watch_entry>(std::move(h.watches));
-  h.watches.clear();
-  h.waker.forget();
+  // A thread of the parent may have held the mutex or been changing the queues at the fork: the
+  // child makes a new hub in place, leaving the old one's contents untouched (the acquisitions,
+  // the watchers, which may own the parent's sessions, and the thread are the parent's). No lock
+  // is taken before the fork, so the hub's mutex never orders against the states' mutexes there.
+#ifndef _WIN32
+  // The wake-up channel is the parent's too: the child closes its copies of it.
+  wake_channel parents = the_hub().waker;
+  parents.forget();
 #endif
-  h.finished = new std::condition_variable;
-  h.running = false;
-  h.sleeping = false;
-  h.thread = 0;
-  h.running_owner = nullptr;
-  h.owner_gone = false;
-  h.mu.unlock();
+  new (&the_hub()) hub;
 }
 
 // Runs `r`'s handler, then counts it finished for its object, unless the handler destroyed it.
@@ -178,7 +162,7 @@ void finish(hub& h, const std::shared_ptr<async_request>& r) FASTENERS_EXCLUDES(
   }
   owner.after_async(*r);
   // A handler that throws ends the process, as an exception leaving a thread's function does.
-  [&]() noexcept { r->handler(r->result); }();
+  [&]() noexcept { r->handler(r->result()); }();
   bool gone = false;
   {
     mutex_lock lock(h.mu);
@@ -186,7 +170,7 @@ void finish(hub& h, const std::shared_ptr<async_request>& r) FASTENERS_EXCLUDES(
     h.running_owner = nullptr;
     if (!gone) owner.async_finished();
   }
-  h.finished->notify_all();
+  h.finished.notify_all();
 }
 
 void restart_one(const std::shared_ptr<async_request>& r) {
@@ -212,8 +196,8 @@ void fire(const timer& t) {
 // of h.mu meanwhile; returns the watches that poll() reported, with their events.
 std::vector<std::pair<std::uint64_t, short>> sleep_until(hub& h, deadline until)
     FASTENERS_REQUIRES(h.mu) {
-  static std::vector<pollfd> fds;  // Only the thread uses them.
-  static std::vector<std::uint64_t> ids;
+  auto& fds = h.poll_fds;
+  auto& ids = h.poll_ids;
   std::vector<std::pair<std::uint64_t, short>> ready;
   const bool waker = h.waker.open();
   try {
@@ -303,10 +287,10 @@ void run(void*) {
     if (h.timers.empty()) {
       if (now - idle_since >= idle_time) break;
       h.sleeping = true;
-      h.mu.wait_until(*h.work, idle_since + idle_time);
+      h.mu.wait_until(h.work, idle_since + idle_time);
     } else {
       h.sleeping = true;
-      h.mu.wait_until(*h.work, h.timers.front().when);
+      h.mu.wait_until(h.work, h.timers.front().when);
       idle_since = std::chrono::steady_clock::now();
     }
     h.sleeping = false;
@@ -342,7 +326,7 @@ void run(void*) {
 bool wake(hub& h) FASTENERS_REQUIRES(h.mu) {
   if (h.running) {
 #ifdef _WIN32
-    if (h.sleeping) h.work->notify_one();
+    if (h.sleeping) h.work.notify_one();
 #else
     if (h.sleeping) h.waker.signal();
 #endif
@@ -371,7 +355,7 @@ void complete(std::shared_ptr<async_request> r) noexcept {
   auto& h = the_hub();
   mutex_lock lock(h.mu);
   h.completions.push_back(std::move(r));
-  h.finished->notify_all();  // The thread itself may wait for it (wait_finished()).
+  h.finished.notify_all();  // The thread itself may wait for it (wait_finished()).
   if (!wake(h)) {
     // No thread can be started now (the process's limit): the handler waits for the next start.
     // The thread's own waits retry at the next timer; nothing is lost meanwhile.
@@ -382,7 +366,7 @@ void restart(std::shared_ptr<async_request> r) noexcept {
   auto& h = the_hub();
   mutex_lock lock(h.mu);
   h.restarts.push_back(std::move(r));
-  h.finished->notify_all();  // As complete().
+  h.finished.notify_all();  // As complete().
   wake(h);
 }
 
@@ -471,7 +455,7 @@ void wait_finished(const lock_object& owner, std::atomic<int>& live) noexcept {
       live.fetch_sub(1, std::memory_order_relaxed);  // The running handler's, never counted down.
     }
     if (live.load(std::memory_order_acquire) <= 0) break;
-    h.mu.wait(*h.finished);
+    h.mu.wait(h.finished);
   }
 }
 

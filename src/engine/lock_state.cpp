@@ -262,11 +262,8 @@ void lock_state::expire(const std::shared_ptr<async_request>& r) noexcept {
     async_thread::expire_at(r, r->until);  // Never early: the clock said so.
     return;
   }
-  // A request in a step (a try, perhaps without mu_) is timed out by its step, which checks the
-  // deadline once the try has failed: a try that straddles the deadline and succeeds is granted,
-  // as a blocking call's would be.
-  if (r->in_step) return;
-  if (!r->decide(std::make_error_code(std::errc::timed_out))) return;
+  // A step under way decides when it ends: its try may have taken the lock.
+  if (r->in_step || !r->decide(std::make_error_code(std::errc::timed_out))) return;
   if (stop_backend(*r)) return;  // Finished once the backend has settled (see settled()).
   take_out(*r);
   finish(*r, false);
