@@ -33,8 +33,8 @@ class server_wait final : public engine::async_thread::fd_watcher {
  public:
   enum class phase { waiting, draining, done };
 
-  server_wait(std::shared_ptr<key_state> state, postgres_object& object, lock_mode mode)
-      : state(std::move(state)), object(object), mode(mode) {}
+  server_wait(std::shared_ptr<key_state> of, postgres_object& by, lock_mode wanted)
+      : state(std::move(of)), object(by), mode(wanted) {}
   void ready(short revents) noexcept override { state->on_ready(*this, revents); }
 
   const std::shared_ptr<key_state> state;  // Kept alive for the poller's and the drain's calls.
@@ -134,18 +134,23 @@ void drain_thread(void*) {
 // Queues `w` for a drain thread; false if no thread will take it (none runs, none could start).
 bool queue_drain(const std::shared_ptr<server_wait>& w) noexcept {
   auto& q = drains();
-  mutex_lock lock(q.mu);
-  try {
-    q.waits.push_back(w);
-  } catch (const std::bad_alloc&) {
-    return false;
+  {
+    mutex_lock lock(q.mu);
+    try {
+      q.waits.push_back(w);
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+    if (q.threads >= max_drain_threads) return true;
+    ++q.threads;
   }
-  if (q.threads >= max_drain_threads) return true;
-  ++q.threads;
+  // Started without the queue's mutex, which fork() takes before the pool's.
   if (!engine::run_on_pool_thread(&drain_thread, nullptr)) return true;
+  mutex_lock lock(q.mu);
   --q.threads;
-  if (q.threads > 0) return true;  // One that runs takes it.
-  q.waits.pop_back();
+  const auto it = std::find(q.waits.begin(), q.waits.end(), w);
+  if (q.threads > 0 || it == q.waits.end()) return true;  // A thread that runs takes it.
+  q.waits.erase(it);
   return false;
 }
 

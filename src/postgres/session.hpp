@@ -3,9 +3,11 @@
 // Every wait blocks in the kernel (libpq's poll on the session's socket) until the server answers;
 // a timed wait sets the server's lock_timeout for that one statement, so the server ends the wait
 // at the deadline and decides the race between grant and timeout itself: no cancel request, no
-// polling. The other timeouts (statement_timeout, idle timeouts) are off for the session, set in
-// its startup packet (connect.hpp), so that no server or role default can end a wait, a held lock
-// or the session's own setup.
+// polling. An asynchronous wait (send_lock()) is sent without a deadline and read when the socket
+// is ready; the caller ends it with a cancel request when nobody wants it any more
+// (settle_lock()). The other timeouts (statement_timeout, idle timeouts) are off for the session,
+// set in its startup packet (connect.hpp), so that no server or role default can end a wait, a held
+// lock or the session's own setup.
 //
 // A session holds its server process to itself: every lock statement runs only there (its WHERE
 // compares pg_backend_pid()), and a transaction pooler, which hands server processes out per
