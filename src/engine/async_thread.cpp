@@ -413,7 +413,9 @@ void unwatch(std::uint64_t id) noexcept {
   gone = std::move(it->watcher);
   h.watches.erase(it);
   // The thread's poll() still includes the descriptor, which may be closed and used anew: its
-  // report is dropped (the id is gone), and the next round leaves it out. No wake-up is needed.
+  // report is dropped (the id is gone), and the next round leaves it out. Once nothing is
+  // watched, the thread is woken to count its idle time, so that it ends when nothing is pending.
+  if (h.watches.empty() && h.running && h.sleeping) h.waker.signal();
 }
 #endif
 

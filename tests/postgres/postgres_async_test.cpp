@@ -190,6 +190,35 @@ TEST(postgres_async, two_hundred_waiters_ride_on_their_sessions_sockets) {
   EXPECT_EQ(server_view(observer, key), "0 0");
 }
 
+// The library's threads (the async thread, the drain threads) end once nothing is pending: a wait
+// in the server keeps the async thread, and nothing else does.
+TEST(postgres_async, the_librarys_threads_end_once_nothing_is_pending) {
+  const auto threads_at_start = thread_count();
+  const std::string name = pg::unique_name();
+  const std::int64_t key = postgres_key(name);
+  outside_holder other(key);
+  postgres_lock lock(pg::conninfo(), name);
+  outcome granted;
+  auto first = lock.async_lock(granted.handler());
+  ASSERT_TRUE(pg::wait_for_advisory_locks(key, 1, false));
+  EXPECT_GT(thread_count(), threads_at_start);
+  other.release();
+  EXPECT_EQ(granted.wait(), k_granted);
+  lock.unlock();
+  other.take();
+  // Last, a wait that ends from another thread than the async thread, which sleeps meanwhile.
+  outcome cancelled;
+  auto pending = lock.async_lock(cancelled.handler());
+  ASSERT_TRUE(pg::wait_for_advisory_locks(key, 1, false));
+  EXPECT_TRUE(pending.cancel());
+  EXPECT_EQ(cancelled.wait(), k_canceled);
+  const auto deadline = steady::now() + 10s;
+  while (thread_count() > threads_at_start && steady::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(thread_count(), threads_at_start) << "a thread of the library outlived its work";
+}
+
 // A cancel or a deadline that races the grant leaves the lock either held by the object (and
 // reported so) or let go: never held by nobody's account, never still waited for.
 TEST(postgres_async, cancel_or_deadline_racing_a_grant_never_leaks) {
