@@ -431,7 +431,6 @@ TEST(async_files, a_thousand_waiters_need_no_thread_each) {
   temp_dir dir;
   const auto path = dir.path() / "lock";
   constexpr int k_waiters = 1000;
-  if (k_classic_fcntl) GTEST_SKIP() << "classic fcntl locks: asynchronous waits poll";
   auto holder = hold_in_child(kind::write, path);
   std::vector<std::unique_ptr<fasteners::interprocess_lock>> locks;
   for (int i = 0; i < k_waiters; ++i) {
