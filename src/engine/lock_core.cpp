@@ -28,6 +28,12 @@ bool lock_core::acquire_until(lock_mode mode, std::chrono::steady_clock::time_po
   return object_of(object_).acquire(mode, until);
 }
 
+async_acquisition lock_core::acquire_async(lock_mode mode,
+                                           std::chrono::steady_clock::time_point deadline,
+                                           async_handler handler) {
+  return object_of(object_).acquire_async(mode, deadline, std::move(handler));
+}
+
 void lock_core::release(lock_mode mode) { object_of(object_).release(mode); }
 
 bool lock_core::holds(lock_mode mode) const noexcept { return object_ && object_->holds(mode); }
@@ -37,3 +43,12 @@ std::intptr_t lock_core::native_handle() const noexcept {
 }
 
 }  // namespace fasteners::detail
+
+namespace fasteners {
+
+bool async_acquisition::cancel() noexcept {
+  const auto request = request_.lock();
+  return request && detail::engine::lock_object::cancel_async(request);
+}
+
+}  // namespace fasteners

@@ -1,9 +1,11 @@
 // A lock object: binding to its lock's state, acquiring, releasing, and forgetting after fork().
 #include "engine/lock_object.hpp"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
+#include "engine/async_thread.hpp"
 #include "engine/fork.hpp"
 
 namespace fasteners::detail::engine {
@@ -25,10 +27,7 @@ std::size_t slot(lock_mode mode) { return mode == lock_mode::shared ? 0 : 1; }
 lock_object::~lock_object() = default;
 
 void lock_object::release_all() noexcept {
-  {
-    object_lock lock(mu_);
-    leaving_ = true;
-  }
+  end_async();
   for (const auto mode : {lock_mode::exclusive, lock_mode::shared}) {
     // An error needs no report: the backend drops the lock with its holder anyway.
     try {
@@ -55,6 +54,102 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
       this->unbound();
     }
     if (result != outcome::start_again) return result == outcome::taken;
+  }
+}
+
+async_acquisition lock_object::acquire_async(lock_mode mode, deadline until,
+                                             async_handler handler) {
+  auto r = std::make_shared<async_request>(*this, mode, until, std::move(handler));
+  bool leaving = false;
+  {
+    object_lock lock(mu_);
+    forget_if_stale();
+    if (async_generation_ != fork_generation()) {
+      async_generation_ = fork_generation();
+      async_.clear();
+      live_async_.store(0, std::memory_order_relaxed);
+    }
+    leaving = leaving_;
+    // Forgets the acquisitions decided since, so that the list does not grow.
+    async_.erase(std::remove_if(async_.begin(), async_.end(),
+                                [](const std::weak_ptr<async_request>& w) {
+                                  const auto x = w.lock();
+                                  return !x || x->decided();
+                                }),
+                 async_.end());
+    if (!leaving) async_.push_back(r);
+  }
+  live_async_.fetch_add(1, std::memory_order_acq_rel);
+  async_acquisition result(r);
+  if (leaving) {
+    r->decide(std::make_error_code(std::errc::operation_canceled));
+    async_thread::complete(r);
+  } else {
+    start_async(r);
+  }
+  return result;
+}
+
+void lock_object::start_async(const std::shared_ptr<async_request>& r) noexcept {
+  lock_state* state = nullptr;
+  try {
+    state = begin_acquire();
+  } catch (const std::system_error& e) {
+    r->decide(e.code());
+  } catch (...) {
+    r->decide(std::make_error_code(std::errc::not_enough_memory));
+  }
+  if (state == nullptr) {
+    async_thread::complete(r);
+    return;
+  }
+  std::shared_ptr<lock_state> shared;
+  {
+    object_lock lock(mu_);
+    shared = bound_;  // begin_acquire() bound it; the acquire under way keeps it so.
+  }
+  r->move_to(shared);
+  state->enqueue_async(r, holder_in(*state));
+}
+
+void lock_object::restart_async(const std::shared_ptr<async_request>& r) noexcept {
+  start_async(r);
+}
+
+void lock_object::after_async(async_request& r) noexcept {
+  if (!r.unbound) return;
+  r.unbound.reset();
+  unbound();
+}
+
+bool lock_object::cancel_async(const std::shared_ptr<async_request>& r) noexcept {
+  if (r->generation != fork_generation()) return false;  // The parent's: not this process's.
+  if (!r->decide(std::make_error_code(std::errc::operation_canceled))) return false;
+  // Queued: the state takes it out. Otherwise it is on its way to the async thread, which runs
+  // its handler (or binding anew), and finds it decided.
+  if (auto state = r->where()) state->withdraw(r);
+  return true;
+}
+
+void lock_object::end_async() noexcept {
+  std::vector<std::shared_ptr<async_request>> pending;
+  {
+    object_lock lock(mu_);
+    leaving_ = true;
+    if (async_generation_ != fork_generation()) {
+      // Every acquisition was the parent's.
+      async_.clear();
+      live_async_.store(0, std::memory_order_relaxed);
+    }
+    for (const auto& w : async_) {
+      if (auto r = w.lock()) pending.push_back(std::move(r));
+    }
+    async_.clear();
+  }
+  for (const auto& r : pending) cancel_async(r);
+  pending.clear();
+  if (live_async_.load(std::memory_order_acquire) > 0) {
+    async_thread::wait_finished(*this, live_async_);
   }
 }
 

@@ -1,6 +1,7 @@
 // One public lock object, of any backend: its binding to the state of its lock, and what it holds.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "deadline.hpp"
+#include "engine/async_request.hpp"
 #include "engine/lock_state.hpp"
 #include "engine/object_mutex.hpp"
 #include "fasteners/detail/lock_core.hpp"
@@ -38,6 +40,20 @@ class FASTENERS_API lock_object {
   void release(lock_mode mode) FASTENERS_EXCLUDES(mu_);
   bool holds(lock_mode mode) FASTENERS_EXCLUDES(mu_);
   std::intptr_t native_handle() FASTENERS_EXCLUDES(mu_);
+  // Starts an asynchronous acquisition of `mode` until `until` (see async_acquisition). Never
+  // waits for the lock; a lock file is opened here if the object is not bound yet.
+  async_acquisition acquire_async(lock_mode mode, deadline until, async_handler handler)
+      FASTENERS_EXCLUDES(mu_);
+  // Cancels `r` (async_acquisition::cancel()).
+  static bool cancel_async(const std::shared_ptr<async_request>& r) noexcept;
+
+  // ---- Called by the async thread, outside every mutex. ----
+  // Binds `r` anew and queues it there (its lock moved, or its session was lost).
+  void restart_async(const std::shared_ptr<async_request>& r) noexcept FASTENERS_EXCLUDES(mu_);
+  // Before `r`'s handler runs or `r` binds anew: drops the binding that `r` ended, if any.
+  void after_async(async_request& r) noexcept;
+  // `r`'s handler has run (called with the async thread's mutex held).
+  void async_finished() noexcept { live_async_.fetch_sub(1, std::memory_order_acq_rel); }
 
   // ---- Called by the bound state, with its mutex held. ----
   // An acquire on `state` ends; counts the lock if `taken`. Returns the binding if the object
@@ -101,6 +117,10 @@ class FASTENERS_API lock_object {
     return holds_ == 0 && acquiring_ == 0 && pins_ == 0 && (leaving_ || !stays_bound(*bound_));
   }
   void forget_if_stale() FASTENERS_REQUIRES(mu_);
+  // Binds and queues `r`; decides it with the error if that fails.
+  void start_async(const std::shared_ptr<async_request>& r) noexcept FASTENERS_EXCLUDES(mu_);
+  // Cancels every pending acquisition of the object and waits for their handlers.
+  void end_async() noexcept FASTENERS_EXCLUDES(mu_);
 
   object_mutex mu_;
   std::shared_ptr<lock_state> bound_ FASTENERS_GUARDED_BY(mu_);
@@ -114,6 +134,11 @@ class FASTENERS_API lock_object {
   // Locks lost with their holder and not released yet: shared, exclusive.
   int lost_[2] FASTENERS_GUARDED_BY(mu_) = {0, 0};
   bool leaving_ FASTENERS_GUARDED_BY(mu_) = false;  // The object is being destroyed.
+  // The asynchronous acquisitions not decided yet (some may be), for destruction to cancel.
+  std::vector<std::weak_ptr<async_request>> async_ FASTENERS_GUARDED_BY(mu_);
+  // Acquisitions whose handlers have not finished, in the fork generation async_generation_.
+  std::atomic<int> live_async_{0};
+  std::uint64_t async_generation_ FASTENERS_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace fasteners::detail::engine

@@ -3,8 +3,11 @@
 
 #include <atomic>
 #include <cassert>
+#include <new>
 #include <utility>
 
+#include "engine/async_request.hpp"
+#include "engine/async_thread.hpp"
 #include "engine/fork.hpp"
 #include "engine/lock_object.hpp"
 
@@ -55,10 +58,13 @@ lock_state::writer_count::writer_count(lock_state& state, holder& h, bool counts
 }
 
 lock_state::writer_count::~writer_count() {
-  if (!counts_) return;
-  if (--state_.writers_waiting_ == 0 && h_.readers_held_back) {
-    h_.readers_held_back = false;
-    state_.let_readers_in(h_);
+  if (counts_) state_.writer_left(h_);
+}
+
+void lock_state::writer_left(holder& h) {
+  if (--writers_waiting_ == 0 && h.readers_held_back) {
+    h.readers_held_back = false;
+    let_readers_in(h);
   }
 }
 
@@ -71,6 +77,13 @@ void lock_state::check_mode(lock_mode, const lock_object&) {}
 bool lock_state::hold_back_readers(holder&) { return false; }
 
 void lock_state::let_readers_in(holder&) noexcept {}
+
+outcome lock_state::start_wait(holder&, lock_mode, lock_object&) {
+  assert(false && "start_wait() is only called where waits_async()");
+  return outcome::start_again;
+}
+
+void lock_state::stop_wait(holder&, lock_object&) noexcept {}
 
 outcome lock_state::acquire(lock_object& owner, holder& h, lock_mode mode, deadline until,
                             std::shared_ptr<lock_state>& unbound) {
@@ -85,10 +98,12 @@ outcome lock_state::acquire(lock_object& owner, holder& h, lock_mode mode, deadl
   } catch (...) {
     notify();
     unbound = end_acquire(owner, false);
+    pump();
     throw;
   }
   notify();
   unbound = end_acquire(owner, result == outcome::taken);
+  pump();
   check_invariants(h);
   return result;
 }
@@ -113,7 +128,7 @@ outcome lock_state::take(lock_object& owner, holder& h, lock_mode mode, deadline
     if (!is_current() && !owned_by(owner)) return outcome::start_again;
     switch (next_step(h, mode, owner)) {
       case step::join:
-        record(h, owner, mode);
+        record(h, owner, mode, this_thread_token());
         return outcome::taken;
       case step::request:
         return request(owner, h, mode, until);
@@ -174,7 +189,7 @@ outcome lock_state::request(lock_object& owner, holder& h, lock_mode mode, deadl
     throw;
   }
   if (result != outcome::taken) return result;
-  record(h, owner, mode);
+  record(h, owner, mode, this_thread_token());
   if (!is_current() && !owner.bound_to(*this)) {
     // Granted after the state stopped standing for the lock and the object moved on (another of
     // its threads bound it anew, see lock_object::begin_acquire): let go, and ask there.
@@ -204,8 +219,266 @@ lock_state::released lock_state::release(lock_object& owner, holder& h, lock_mod
   }
   if (result.unbound) unbind();
   notify();
+  pump();
   check_invariants(h);
   return result;
+}
+
+void lock_state::enqueue_async(const std::shared_ptr<async_request>& r, holder& h) noexcept {
+  mutex_lock lock(mu_);
+  r->holder = &h;
+  try {
+    queue_.push_back(r);
+  } catch (const std::bad_alloc&) {
+    r->decide(std::make_error_code(std::errc::not_enough_memory));
+    finish(*r, false);
+    return;
+  }
+  // A writer that may wait holds back the readers of this process, as a blocking one does.
+  r->counts_writer = r->mode == lock_mode::exclusive && r->until != try_once;
+  if (r->counts_writer) ++writers_waiting_;
+  if (r->until != try_once && r->until != no_deadline) async_thread::expire_at(r, r->until);
+  pump();
+  check_invariants(h);
+}
+
+void lock_state::withdraw(const std::shared_ptr<async_request>& r) noexcept {
+  mutex_lock lock(mu_);
+  // A request in a step (see pump()) is finished by its step.
+  if (find(*r) == queue_.end() || r->in_step) return;
+  stop_backend(*r);
+  take_out(*r);
+  finish(*r, false);
+  pump();
+}
+
+void lock_state::expire(const std::shared_ptr<async_request>& r) noexcept {
+  mutex_lock lock(mu_);
+  if (find(*r) == queue_.end()) return;
+  if (std::chrono::steady_clock::now() < r->until) {
+    async_thread::expire_at(r, r->until);  // Never early: the clock said so.
+    return;
+  }
+  if (!r->decide(std::make_error_code(std::errc::timed_out)) || r->in_step) return;
+  stop_backend(*r);
+  take_out(*r);
+  finish(*r, false);
+  pump();
+}
+
+void lock_state::pump_async() noexcept {
+  mutex_lock lock(mu_);
+  pump();
+}
+
+void lock_state::pump() {
+  if (queue_.empty()) return;
+  if (pumping_) {
+    pump_again_ = true;
+    return;
+  }
+  pumping_ = true;
+  do {
+    pump_again_ = false;
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      // Requests stay in place while in a step (withdraw() leaves them), so `it` stays valid.
+      const std::shared_ptr<async_request> r = *it;
+      if (r->in_backend) {
+        ++it;
+        continue;
+      }
+      r->in_step = true;
+      const bool leaves = advance(*r);
+      r->in_step = false;
+      if (leaves) {
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  } while (pump_again_);
+  pumping_ = false;
+}
+
+bool lock_state::advance(async_request& r) {
+  holder& h = *r.holder;
+  lock_object& owner = r.owner;
+  if (r.decided()) {  // Cancelled, or timed out during a step.
+    stop_backend(r);
+    finish(r, false);
+    return true;
+  }
+  try {
+    if (h.lost) {
+      forget_lost(owner, h);
+      restart(r);
+      return true;
+    }
+    // The lock is elsewhere now: bind anew (as take() does).
+    if (!is_current() && !owned_by(owner)) {
+      restart(r);
+      return true;
+    }
+    check_mode(r.mode, owner);
+    switch (next_step(h, r.mode, owner)) {
+      case step::join:
+        took(r, h);
+        return true;
+      case step::request: {
+        auto result = outcome::not_taken;
+        {
+          const busy_scope busy(*this, h, holder::use::brief);
+          result = try_lock(h, r.mode, owner);
+        }
+        if (result == outcome::taken) {
+          took(r, h);
+          return true;
+        }
+        if (result == outcome::start_again) {
+          restart(r);
+          return true;
+        }
+        if (r.decided() || !may_wait(r.until)) break;
+        if (waits_async()) {
+          h.busy = holder::use::waiting;
+          h.async_wait = &r;
+          r.in_backend = true;
+          outcome started = outcome::not_taken;
+          try {
+            started = start_wait(h, r.mode, owner);
+          } catch (...) {
+            h.busy = holder::use::idle;
+            h.async_wait = nullptr;
+            r.in_backend = false;
+            notify();
+            throw;
+          }
+          if (started == outcome::start_again) {
+            h.busy = holder::use::idle;
+            h.async_wait = nullptr;
+            r.in_backend = false;
+            notify();
+            restart(r);
+            return true;
+          }
+          return false;
+        }
+        // The backend cannot wait without a thread: ask again soon, from the async thread.
+        r.retry_ms = std::min(std::max(1, r.retry_ms * 2), 10);
+        async_thread::pump_at(
+            r.where(), std::chrono::steady_clock::now() + std::chrono::milliseconds(r.retry_ms));
+        return false;
+      }
+      case step::wait:
+        // A try does not wait for another thread's wait, only for a brief call.
+        if (!may_wait(r.until) && (r.until != try_once || h.busy != holder::use::brief)) break;
+        if (r.mode == lock_mode::exclusive && h.readers > 0 && h.busy == holder::use::idle &&
+            !h.readers_held_back) {
+          h.readers_held_back = hold_back_readers(h);
+        }
+        return false;
+    }
+  } catch (const std::system_error& e) {
+    if (h.lost) forget_lost(owner, h);
+    r.decide(e.code());
+    finish(r, false);
+    return true;
+  } catch (const std::bad_alloc&) {
+    r.decide(std::make_error_code(std::errc::not_enough_memory));
+    finish(r, false);
+    return true;
+  } catch (...) {
+    r.decide(std::make_error_code(std::errc::invalid_argument));
+    finish(r, false);
+    return true;
+  }
+  r.decide(std::make_error_code(std::errc::timed_out));
+  finish(r, false);
+  return true;
+}
+
+void lock_state::took(async_request& r, holder& h) {
+  if (r.decide({})) {
+    record(h, r.owner, r.mode, 0);
+    finish(r, true);
+    return;
+  }
+  // Cancelled as it was granted: let go at once, unless others of this process share it.
+  if (!h.holds_any()) unlock(h, r.mode, r.owner, false);
+  finish(r, false);
+}
+
+void lock_state::finish(async_request& r, bool taken) {
+  if (r.counts_writer) {
+    r.counts_writer = false;
+    writer_left(*r.holder);
+  }
+  r.unbound = end_acquire(r.owner, taken);
+  notify();
+  r.move_to(nullptr);
+  async_thread::complete(std::static_pointer_cast<async_request>(r.shared_from_this()));
+}
+
+void lock_state::restart(async_request& r) {
+  if (r.counts_writer) {
+    r.counts_writer = false;
+    writer_left(*r.holder);
+  }
+  r.unbound = end_acquire(r.owner, false);
+  notify();
+  r.move_to(nullptr);
+  async_thread::restart(r.shared_from_this());
+}
+
+void lock_state::stop_backend(async_request& r) noexcept {
+  if (!r.in_backend) return;
+  holder& h = *r.holder;
+  r.in_backend = false;
+  h.async_wait = nullptr;
+  h.busy = holder::use::idle;
+  stop_wait(h, r.owner);
+  notify();
+}
+
+lock_state::request_list::iterator lock_state::find(const async_request& r) {
+  return std::find_if(queue_.begin(), queue_.end(),
+                      [&](const std::shared_ptr<async_request>& x) { return x.get() == &r; });
+}
+
+void lock_state::take_out(async_request& r) {
+  const auto it = find(r);
+  if (it != queue_.end()) queue_.erase(it);
+}
+
+void lock_state::wait_ended(holder& h, outcome result, std::exception_ptr failure) {
+  async_request* const waited = h.async_wait;
+  assert(waited != nullptr && h.busy == holder::use::waiting);
+  h.async_wait = nullptr;
+  h.busy = holder::use::idle;
+  notify();
+  const auto it = find(*waited);
+  assert(it != queue_.end());
+  const std::shared_ptr<async_request> r = *it;
+  r->in_backend = false;
+  queue_.erase(it);
+  if (failure) {
+    if (h.lost) forget_lost(r->owner, h);
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::system_error& e) {
+      r->decide(e.code());
+    } catch (...) {
+      r->decide(std::make_error_code(std::errc::not_enough_memory));
+    }
+    finish(*r, false);
+  } else if (result == outcome::taken) {
+    took(*r, h);
+  } else if (result == outcome::start_again) {
+    restart(*r);
+  } else {
+    queue_.push_front(r);  // Not granted after all: it asks again first.
+  }
+  pump();
 }
 
 bool lock_state::forget_holding(const lock_object& owner, holder& h, lock_mode mode) {
@@ -266,6 +539,7 @@ std::shared_ptr<lock_state> lock_state::leave(lock_object& owner) {
   auto unbound = owner.end_holds(*this, 0);
   if (unbound) unbind();
   notify();
+  pump();
   return unbound;
 }
 
@@ -304,8 +578,8 @@ bool lock_state::owned_by(const lock_object& owner) const {
                      [&](const holding& x) { return x.owner == &owner; });
 }
 
-void lock_state::record(holder& h, const lock_object& owner, lock_mode mode) {
-  holdings_.push_back({this_thread_token(), &owner, mode});
+void lock_state::record(holder& h, const lock_object& owner, lock_mode mode, std::uint64_t thread) {
+  holdings_.push_back({thread, &owner, mode});
   if (mode == lock_mode::shared) {
     ++h.readers;
   } else {

@@ -32,6 +32,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <list>
 #include <memory>
 #include <system_error>
 #include <vector>
@@ -39,6 +40,10 @@
 #include "deadline.hpp"
 #include "fasteners/detail/lock_core.hpp"
 #include "thread_safety.hpp"
+
+namespace fasteners::detail {
+class async_request;
+}  // namespace fasteners::detail
 
 namespace fasteners::detail::engine {
 
@@ -60,6 +65,9 @@ struct holder {
   // other processes out meanwhile (hold_back_readers()).
   bool readers_held_back = false;
   bool lost = false;  // The backend lost what it held (a session that ended).
+  // The asynchronous acquisition the backend waits for through it (start_wait()), if any; it is
+  // busy (waiting) meanwhile.
+  async_request* async_wait = nullptr;
   bool holds_any() const { return writer || readers > 0; }
 };
 
@@ -141,6 +149,21 @@ class FASTENERS_API lock_state {
   // The OS handle through which `owner` holds the lock, or -1.
   std::intptr_t native_handle_of(const lock_object& owner, holder& h) FASTENERS_EXCLUDES(mu_);
 
+  // ---- Asynchronous acquisitions (async_request.hpp). ----
+  // Queues `r`, an acquisition of `r->owner` through `h`. REQUIRES: the owner is bound here and
+  // counts an acquire under way for `r` (lock_object::begin_acquire), which the request ends.
+  // The request waits in the queue, in the backend (start_wait()), or where the backend polls, on
+  // the async thread's timers, until its outcome is decided; its handler then runs on the async
+  // thread. Requests of the same holder are served in order, under the rules of the blocking calls.
+  void enqueue_async(const std::shared_ptr<async_request>& r, holder& h) noexcept
+      FASTENERS_EXCLUDES(mu_);
+  // `r` was decided elsewhere (cancelled): takes it out of the queue and the backend, if there.
+  void withdraw(const std::shared_ptr<async_request>& r) noexcept FASTENERS_EXCLUDES(mu_);
+  // Times `r` out if it is queued here and its deadline has passed (else asks again later).
+  void expire(const std::shared_ptr<async_request>& r) noexcept FASTENERS_EXCLUDES(mu_);
+  // Serves the queue again (a backend that polls asks again).
+  void pump_async() noexcept FASTENERS_EXCLUDES(mu_);
+
   // The fork generation the state was made in (see fork.hpp).
   std::uint64_t generation() const noexcept { return generation_; }
 
@@ -176,6 +199,16 @@ class FASTENERS_API lock_state {
   // Called whenever a binding ended (bindings() says how many remain): at zero, the backend ends
   // what it keeps for the state, which is destroyed once the last reference goes.
   virtual void on_unbind() FASTENERS_REQUIRES(mu_) {}
+  // Whether the backend waits without a thread per wait (start_wait()); if not, an asynchronous
+  // acquisition tries again at intervals from the async thread.
+  virtual bool waits_async() const { return false; }
+  // Starts waiting for the lock for `h.async_wait` after a failed try, without blocking the
+  // calling thread; the outcome comes later through wait_ended(), from any thread. Returns
+  // not_taken (under way) or start_again (nothing started: bind anew). `h` is busy until then.
+  virtual outcome start_wait(holder& h, lock_mode mode, lock_object& owner) FASTENERS_REQUIRES(mu_);
+  // The engine gave up the wait started for `h`: the backend must not report it any more, and lets
+  // go of a grant that comes anyway. Must not let go of mu_.
+  virtual void stop_wait(holder& h, lock_object& owner) noexcept FASTENERS_REQUIRES(mu_);
 
   // ---- What the engine offers a backend. ----
   // Waits for a change until `until`, letting go of mu_ meanwhile.
@@ -193,6 +226,9 @@ class FASTENERS_API lock_state {
   int bindings() const FASTENERS_REQUIRES(mu_) { return bindings_; }
   // The locks of `mode` held here, by every object.
   int holdings_of(lock_mode mode) const FASTENERS_REQUIRES(mu_);
+  // A wait that start_wait() began for `h` ended: taken (the backend holds the lock for it),
+  // start_again, or failed with `failure`.
+  void wait_ended(holder& h, outcome result, std::exception_ptr failure) FASTENERS_REQUIRES(mu_);
   // Asserts, in debug builds, the backend's invariants besides the engine's.
   virtual void check_backend() const FASTENERS_REQUIRES(mu_) {}
 
@@ -228,6 +264,26 @@ class FASTENERS_API lock_state {
     const bool counts_;
   };
 
+  // Ends the writers' count of a writer that may have waited through `h`.
+  void writer_left(holder& h) FASTENERS_REQUIRES(mu_);
+
+  // ---- Asynchronous acquisitions. ----
+  using request_list = std::list<std::shared_ptr<async_request>>;
+  // Serves the queue in order; may let go of mu_ during backend calls. Re-entered calls make the
+  // running one go round again.
+  void pump() FASTENERS_REQUIRES(mu_);
+  // One step for a queued request; returns whether it leaves the queue.
+  bool advance(async_request& r) FASTENERS_REQUIRES(mu_);
+  // The backend took the lock for `r`: records it, or lets go if `r` was decided meanwhile.
+  void took(async_request& r, holder& h) FASTENERS_REQUIRES(mu_);
+  // Ends the queued life of `r` here (decided: runs its handler; else: binds it anew).
+  void finish(async_request& r, bool taken) FASTENERS_REQUIRES(mu_);
+  void restart(async_request& r) FASTENERS_REQUIRES(mu_);
+  // Stops the backend's wait for `r`, if one runs.
+  void stop_backend(async_request& r) noexcept FASTENERS_REQUIRES(mu_);
+  request_list::iterator find(const async_request& r) FASTENERS_REQUIRES(mu_);
+  void take_out(async_request& r) FASTENERS_REQUIRES(mu_);
+
   enum class step { join, request, wait };
   outcome take(lock_object& owner, holder& h, lock_mode mode, deadline until)
       FASTENERS_REQUIRES(mu_);
@@ -239,7 +295,9 @@ class FASTENERS_API lock_state {
   bool gate_open(holder& h, const lock_object& owner) FASTENERS_REQUIRES(mu_);
   bool held_by_thread(std::uint64_t thread) const FASTENERS_REQUIRES(mu_);
   bool owned_by(const lock_object& owner) const FASTENERS_REQUIRES(mu_);
-  void record(holder& h, const lock_object& owner, lock_mode mode) FASTENERS_REQUIRES(mu_);
+  // Records a lock of `mode` held by `owner` through `h`, taken by `thread` (0: asynchronously).
+  void record(holder& h, const lock_object& owner, lock_mode mode, std::uint64_t thread)
+      FASTENERS_REQUIRES(mu_);
   // Ends one of `owner`'s holdings of `mode`, preferring the calling thread's; false if none.
   bool forget_holding(const lock_object& owner, holder& h, lock_mode mode) FASTENERS_REQUIRES(mu_);
   // Ends the holdings of `owner`, whose holder `h` was lost: they count as lost for it.
@@ -256,6 +314,10 @@ class FASTENERS_API lock_state {
   // Writer threads of this process in acquire() that may wait: new readers here queue behind them.
   int writers_waiting_ FASTENERS_GUARDED_BY(mu_) = 0;
   int bindings_ FASTENERS_GUARDED_BY(mu_) = 0;
+  // Asynchronous acquisitions, in their order of arrival.
+  request_list queue_ FASTENERS_GUARDED_BY(mu_);
+  bool pumping_ FASTENERS_GUARDED_BY(mu_) = false;
+  bool pump_again_ FASTENERS_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace fasteners::detail::engine

@@ -207,13 +207,14 @@ outcome inode_state::wait_timed(lock_mode mode, deadline until, const file_objec
       replaced();
       return outcome::start_again;
     }
-    w = &start_wait(mode, std::move(file), owner);
+    w = &start_kernel_wait(mode, std::move(file), owner);
     w->wanted_by = &me;
   }
   return await(*w, me, until, owner);
 }
 
-kernel_wait& inode_state::start_wait(lock_mode mode, os_file file, const file_object& owner) {
+kernel_wait& inode_state::start_kernel_wait(lock_mode mode, os_file file,
+                                            const file_object& owner) {
   auto& w = pending_[slot(mode)];
   w = std::make_unique<kernel_wait>();
   w->mode = mode;
@@ -230,6 +231,38 @@ kernel_wait& inode_state::start_wait(lock_mode mode, os_file file, const file_ob
   bind();  // The wait keeps the state until it reports (complete()).
   // The thread reports only under the mutex, which this thread holds until it waits.
   return *w;
+}
+
+outcome inode_state::start_wait(engine::holder&, lock_mode mode, engine::lock_object& owner) {
+  const auto& object = file_of(owner);
+  async_wanter_.outcome = wanter::state::waiting;
+  async_wanter_.error.clear();
+  kernel_wait* w = pending_[slot(mode)].get();
+  if (w != nullptr) {
+    adopt(*w, async_wanter_);
+  } else {
+    os_file file = borrow_handle(object);
+    if (!file) {
+      replaced();
+      return outcome::start_again;
+    }
+    w = &start_kernel_wait(mode, std::move(file), object);
+    w->wanted_by = &async_wanter_;
+  }
+  async_wait_ = w;
+  async_owner_ = &object;
+  return outcome::not_taken;
+}
+
+void inode_state::stop_wait(engine::holder&, engine::lock_object&) noexcept {
+  if (async_wait_ == nullptr) return;
+  try {
+    give_up(*async_wait_);
+  } catch (...) {
+    // Letting go of the gate failed: the wait keeps it until its grant, which is released.
+  }
+  async_wait_ = nullptr;
+  async_owner_ = nullptr;
 }
 
 void inode_state::adopt(kernel_wait& w, wanter& me) {
@@ -311,7 +344,26 @@ inode_state::completed inode_state::complete(kernel_wait& w, wait_end end, std::
     give_back(std::move(w.file));
   }
   if (end == wait_end::replaced) replaced();
-  unbind();  // The wait's own binding (start_wait()).
+  unbind();  // The wait's own binding (start_kernel_wait()).
+  if (done.told == &async_wanter_) {
+    // An asynchronous acquisition's: the engine takes the outcome; nobody sleeps on the parker.
+    done.told = nullptr;
+    const file_object& owner = *async_owner_;
+    async_wait_ = nullptr;
+    async_owner_ = nullptr;
+    switch (async_wanter_.outcome) {
+      case wanter::state::granted:
+        wait_ended(holder_, confirm(owner), nullptr);
+        break;
+      case wanter::state::failed:
+        wait_ended(holder_, outcome::not_taken,
+                   std::make_exception_ptr(std::system_error(async_wanter_.error)));
+        break;
+      default:
+        wait_ended(holder_, outcome::start_again, nullptr);
+        break;
+    }
+  }
   return done;
 }
 

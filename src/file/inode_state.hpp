@@ -89,6 +89,13 @@ class inode_state final : public engine::lock_state,
   std::intptr_t handle_of(engine::holder& h, const engine::lock_object& owner) override
       FASTENERS_REQUIRES(mu_);
   void on_unbind() override FASTENERS_REQUIRES(mu_);
+  // Asynchronous acquisitions wait through the same queued kernel waits as timed waits do, where
+  // handles own their locks; a kernel wait then reports to the engine instead of waking a caller.
+  bool waits_async() const override { return platform::handles_own_locks(); }
+  engine::outcome start_wait(engine::holder& h, lock_mode mode, engine::lock_object& owner) override
+      FASTENERS_REQUIRES(mu_);
+  void stop_wait(engine::holder& h, engine::lock_object& owner) noexcept override
+      FASTENERS_REQUIRES(mu_);
   void check_backend() const override FASTENERS_REQUIRES(mu_);
 
  private:
@@ -106,7 +113,7 @@ class inode_state final : public engine::lock_state,
   // A timed wait through a kernel wait of the library's own: adopted, or started.
   engine::outcome wait_timed(lock_mode mode, deadline until, const file_object& owner)
       FASTENERS_REQUIRES(mu_);
-  kernel_wait& start_wait(lock_mode mode, os_file file, const file_object& owner)
+  kernel_wait& start_kernel_wait(lock_mode mode, os_file file, const file_object& owner)
       FASTENERS_REQUIRES(mu_);
   void adopt(kernel_wait& w, wanter& me) FASTENERS_REQUIRES(mu_);
   engine::outcome await(kernel_wait& w, wanter& me, deadline until, const file_object& owner)
@@ -140,6 +147,11 @@ class inode_state final : public engine::lock_state,
   std::vector<os_file> spares_ FASTENERS_GUARDED_BY(mu_);
   // The queued kernel waits, by mode (shared, exclusive).
   std::array<std::unique_ptr<kernel_wait>, 2> pending_ FASTENERS_GUARDED_BY(mu_);
+  // The wanter of the asynchronous acquisition that a kernel wait serves, its wait, and its
+  // object (see start_wait()).
+  wanter async_wanter_ FASTENERS_GUARDED_BY(mu_);
+  kernel_wait* async_wait_ FASTENERS_GUARDED_BY(mu_) = nullptr;
+  const file_object* async_owner_ FASTENERS_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace fasteners::detail::file
