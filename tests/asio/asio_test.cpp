@@ -494,14 +494,22 @@ TEST_F(asio_test, a_timer_racing_the_lock_with_or) {
 }
 
 TEST_F(asio_test, a_close_race_never_leaks_the_lock) {
-  // The timer's patience is about the time a grant takes, so that either may win, and a grant
-  // may come after the timer won: the lock object holds the lock exactly when the lock won.
+  // Another object releases the lock about when the timer expires, so that either may win, and a
+  // grant may come after the timer won: the lock object holds the lock exactly when the lock won.
+  fasteners::interprocess_lock holder(lock_path());
   fasteners::interprocess_lock lock(lock_path());
   int lock_won = 0;
   int timer_won = 0;
-  for (int i = 0; i < 200; ++i) {
-    const auto patience = std::chrono::microseconds(i % 50 * 4);
+  for (int i = 0; i < 100; ++i) {
+    // Patience from 0.5 ms to 2.5 ms, the release after 1 ms.
+    const auto patience = std::chrono::microseconds(500 + i % 20 * 100);
+    ASSERT_TRUE(holder.try_lock());
+    std::thread releaser([&] {
+      std::this_thread::sleep_for(1ms);
+      holder.unlock();
+    });
     const auto r = run_race(lock, patience);
+    releaser.join();
     ASSERT_TRUE(r.winner == 0 || r.winner == 1);
     EXPECT_EQ(r.held, r.winner == 0) << "round " << i;
     if (r.held) lock.unlock();
