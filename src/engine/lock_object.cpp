@@ -2,6 +2,7 @@
 #include "engine/lock_object.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 #include <vector>
 
@@ -59,6 +60,10 @@ bool lock_object::acquire(lock_mode mode, deadline until) {
 
 async_acquisition lock_object::acquire_async(lock_mode mode, deadline until,
                                              async_handler handler) {
+  // A deadline already passed means one try, as for the blocking calls.
+  if (until != no_deadline && until != try_once && std::chrono::steady_clock::now() >= until) {
+    until = try_once;
+  }
   auto r = std::make_shared<async_request>(*this, mode, until, std::move(handler));
   bool leaving = false;
   {

@@ -259,7 +259,8 @@ void lock_state::expire(const std::shared_ptr<async_request>& r) noexcept {
     async_thread::expire_at(r, r->until);  // Never early: the clock said so.
     return;
   }
-  if (!r->decide(std::make_error_code(std::errc::timed_out)) || r->in_step) return;
+  // A step under way decides when it ends: its try may have taken the lock.
+  if (r->in_step || !r->decide(std::make_error_code(std::errc::timed_out))) return;
   stop_backend(*r);
   take_out(*r);
   finish(*r, false);
