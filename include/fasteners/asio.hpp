@@ -210,6 +210,10 @@ class operation {
     std::shared_ptr<operation> self;
     void operator()(std::error_code ec) {
       auto executor = self->work_.get_executor();
+      // Work of this thread's own until dispatch() has returned: Asio may still signal the
+      // execution context after queueing the completion, and the context must not run out of
+      // work, and be destroyed, before then.
+      auto busy = net::make_work_guard(executor);
       net::dispatch(executor, completion{std::move(self), ec});
     }
   };
