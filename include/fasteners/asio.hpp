@@ -32,9 +32,22 @@
 // executor, must outlive the operation (until the handler has run). A deferred operation starts
 // when it is launched: a `_for` form's duration counts from then.
 //
-// With Boost.Asio the completion is still `void(std::error_code)`: use_awaitable and use_future
-// then give the std::error_code as a value rather than throwing, as they do for standalone Asio
-// (whose error_code is std::error_code).
+// Racing a timer with the awaitable operators (<asio/experimental/awaitable_operators.hpp>):
+//
+//   auto first = co_await (fasteners::async_lock(lock, asio::use_awaitable) ||
+//                          timer.async_wait(asio::use_awaitable));
+//   if (first.index() == 0) { ...; lock.unlock(); }  // the lock won: held
+//   else { ... }                                      // the timer won: not held
+//
+// `||` cancels the loser and drops its outcome. Should the lock be granted just as the timer
+// wins, the adapter releases it and the lock branch completes with operation_aborted, so that no
+// lock is held unseen. That holds when the handler's executor runs one handler at a time (an
+// io_context run by one thread, or a strand); with coroutines on several threads at once, check
+// lock.acquired() after a lost race and unlock() if it is held.
+//
+// With Boost.Asio the completion is still `void(std::error_code)`, which Boost.Asio's use_awaitable
+// and use_future do not take for their error code: they hand it over as a value, to be checked,
+// where with standalone Asio (whose error_code is std::error_code) they throw std::system_error.
 
 #include <chrono>
 #include <exception>
