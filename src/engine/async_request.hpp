@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <system_error>
+#include <thread>
 
 #include "deadline.hpp"
 #include "engine/fork.hpp"
@@ -26,17 +27,25 @@ struct holder;
 // by whoever wins decide(): the engine (granted, timed out, failed) or cancel().
 class async_request : public std::enable_shared_from_this<async_request> {
  public:
-  async_request(engine::lock_object& owner, lock_mode mode, deadline until, async_handler handler)
-      : owner(owner), mode(mode), until(until), handler(std::move(handler)) {}
+  async_request(engine::lock_object& asking, lock_mode wanted, deadline limit, async_handler then)
+      : owner(asking), mode(wanted), until(limit), handler(std::move(then)) {}
 
   // Decides the outcome, unless it was decided already; returns whether this call did.
   bool decide(std::error_code ec) noexcept {
-    bool expected = false;
-    if (!decided_.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) return false;
-    result = ec;
+    int expected = open;
+    if (!phase_.compare_exchange_strong(expected, deciding, std::memory_order_acq_rel)) {
+      return false;
+    }
+    result_ = ec;
+    phase_.store(settled, std::memory_order_release);
     return true;
   }
-  bool decided() const noexcept { return decided_.load(std::memory_order_acquire); }
+  bool decided() const noexcept { return phase_.load(std::memory_order_acquire) != open; }
+  // The outcome. REQUIRES: decided(); waits out the few instructions of a decide() under way.
+  std::error_code result() const noexcept {
+    while (phase_.load(std::memory_order_acquire) != settled) std::this_thread::yield();
+    return result_;
+  }
 
   // The state whose queue holds the request, if any.
   std::shared_ptr<engine::lock_state> where() noexcept {
@@ -54,7 +63,6 @@ class async_request : public std::enable_shared_from_this<async_request> {
   const lock_mode mode;
   const deadline until;
   async_handler handler;
-  std::error_code result;  // Once decided.
 
   // ---- Guarded by the mutex of the state whose queue holds the request. ----
   engine::holder* holder = nullptr;  // The owner's holder there.
@@ -67,7 +75,9 @@ class async_request : public std::enable_shared_from_this<async_request> {
   std::shared_ptr<engine::lock_state> unbound;
 
  private:
-  std::atomic<bool> decided_{false};
+  enum { open, deciding, settled };
+  std::atomic<int> phase_{open};
+  std::error_code result_;  // Written once, by the decide() that won.
   engine::object_mutex mu_;
   std::shared_ptr<engine::lock_state> state_ FASTENERS_GUARDED_BY(mu_);
 };

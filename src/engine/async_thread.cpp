@@ -34,8 +34,8 @@ struct later {
 
 struct hub {
   mutex mu{mutex::forever};
-  std::condition_variable* work = new std::condition_variable;      // Wakes the thread.
-  std::condition_variable* finished = new std::condition_variable;  // A handler finished.
+  std::condition_variable work;      // Wakes the thread.
+  std::condition_variable finished;  // A handler finished.
   std::deque<std::shared_ptr<async_request>> completions FASTENERS_GUARDED_BY(mu);
   std::deque<std::shared_ptr<async_request>> restarts FASTENERS_GUARDED_BY(mu);
   std::vector<timer> timers FASTENERS_GUARDED_BY(mu);  // A heap, soonest first.
@@ -47,40 +47,24 @@ struct hub {
   bool owner_gone FASTENERS_GUARDED_BY(mu) = false;
 };
 
-void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
-void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
 
-// Never destroyed: handlers may finish after static destruction.
+// Never destroyed: handlers may finish after static destruction. Allocated apart from its mutex's
+// users, so that a child of fork() can make a new one in place (see child_after_fork()).
 hub& the_hub() {
   static auto* const h = [] {
-    platform::at_fork(&prepare_fork, &parent_after_fork, &child_after_fork);
+    platform::at_fork(nullptr, nullptr, &child_after_fork);
     return new hub;
   }();
   return *h;
 }
 
-void prepare_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { the_hub().mu.lock(); }
-
-void parent_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS { the_hub().mu.unlock(); }
-
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
-  // The parent's acquisitions, its thread and whoever waited on the condition variables are not
-  // in the child: leave them untouched (their handlers are the parent's) and start anew.
-  auto& h = the_hub();
-  new std::deque<std::shared_ptr<async_request>>(std::move(h.completions));
-  new std::deque<std::shared_ptr<async_request>>(std::move(h.restarts));
-  h.completions.clear();
-  h.restarts.clear();
-  h.timers.clear();
-  h.work = new std::condition_variable;
-  h.finished = new std::condition_variable;
-  h.running = false;
-  h.sleeping = false;
-  h.thread = 0;
-  h.running_owner = nullptr;
-  h.owner_gone = false;
-  h.mu.unlock();
+  // A thread of the parent may have held the mutex or been changing the queues at the fork: the
+  // child makes a new hub in place, leaving the old one's contents untouched (the acquisitions
+  // and the thread are the parent's). No lock is taken before the fork, so the hub's mutex never
+  // orders against the states' mutexes there.
+  new (&the_hub()) hub;
 }
 
 // Runs `r`'s handler, then counts it finished for its object, unless the handler destroyed it.
@@ -93,7 +77,7 @@ void finish(hub& h, const std::shared_ptr<async_request>& r) FASTENERS_EXCLUDES(
   }
   owner.after_async(*r);
   // A handler that throws ends the process, as an exception leaving a thread's function does.
-  [&]() noexcept { r->handler(r->result); }();
+  [&]() noexcept { r->handler(r->result()); }();
   bool gone = false;
   {
     mutex_lock lock(h.mu);
@@ -101,7 +85,7 @@ void finish(hub& h, const std::shared_ptr<async_request>& r) FASTENERS_EXCLUDES(
     h.running_owner = nullptr;
     if (!gone) owner.async_finished();
   }
-  h.finished->notify_all();
+  h.finished.notify_all();
 }
 
 void restart_one(const std::shared_ptr<async_request>& r) {
@@ -160,10 +144,10 @@ void run(void*) {
     if (h.timers.empty()) {
       if (now - idle_since >= idle_time) break;
       h.sleeping = true;
-      h.mu.wait_until(*h.work, idle_since + idle_time);
+      h.mu.wait_until(h.work, idle_since + idle_time);
     } else {
       h.sleeping = true;
-      h.mu.wait_until(*h.work, h.timers.front().when);
+      h.mu.wait_until(h.work, h.timers.front().when);
       idle_since = std::chrono::steady_clock::now();
     }
     h.sleeping = false;
@@ -177,7 +161,7 @@ void run(void*) {
 // Wakes the thread, or starts it; with h.mu held. Returns false if no thread could be started.
 bool wake(hub& h) FASTENERS_REQUIRES(h.mu) {
   if (h.running) {
-    if (h.sleeping) h.work->notify_one();
+    if (h.sleeping) h.work.notify_one();
     return true;
   }
   if (platform::start_thread(&run, nullptr)) return false;
@@ -255,7 +239,7 @@ void wait_finished(const lock_object& owner, std::atomic<int>& live) noexcept {
       live.fetch_sub(1, std::memory_order_relaxed);  // The running handler's, never counted down.
     }
   }
-  while (live.load(std::memory_order_acquire) > 0) h.mu.wait(*h.finished);
+  while (live.load(std::memory_order_acquire) > 0) h.mu.wait(h.finished);
 }
 
 }  // namespace fasteners::detail::engine::async_thread

@@ -29,9 +29,9 @@ bool lock_core::acquire_until(lock_mode mode, std::chrono::steady_clock::time_po
 }
 
 async_acquisition lock_core::acquire_async(lock_mode mode,
-                                           std::chrono::steady_clock::time_point deadline,
+                                           std::chrono::steady_clock::time_point until,
                                            async_handler handler) {
-  return object_of(object_).acquire_async(mode, deadline, std::move(handler));
+  return object_of(object_).acquire_async(mode, until, std::move(handler));
 }
 
 void lock_core::release(lock_mode mode) { object_of(object_).release(mode); }

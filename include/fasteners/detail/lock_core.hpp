@@ -113,9 +113,9 @@ class FASTENERS_API lock_core {
   bool acquire_for(lock_mode mode, const std::chrono::duration<Rep, Period>& d) {
     return acquire_until(mode, deadline_after(d));
   }
-  // Starts an acquisition that waits until `deadline` without blocking the calling thread;
+  // Starts an acquisition that waits until `until` without blocking the calling thread;
   // `handler` runs once with its outcome (see async_acquisition).
-  async_acquisition acquire_async(lock_mode mode, std::chrono::steady_clock::time_point deadline,
+  async_acquisition acquire_async(lock_mode mode, std::chrono::steady_clock::time_point until,
                                   async_handler handler);
   // The same until `t` on `Clock`, measured on the steady clock from now. Throws
   // std::invalid_argument for a NaN time.
