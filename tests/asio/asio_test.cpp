@@ -529,8 +529,8 @@ TEST(asio_test, coroutines) { GTEST_SKIP() << "built without C++20 coroutines fo
 [[maybe_unused]] void compiles_for_postgres(fasteners::postgres_lock& lock,
                                             fasteners::postgres_reader_writer_lock& rw) {
   fasteners::async_lock(lock, [](std::error_code) {});
-  fasteners::async_try_lock_for(lock, 1s, net::use_future);
-  fasteners::async_lock_shared(rw, net::experimental::deferred);
+  static_cast<void>(fasteners::async_try_lock_for(lock, 1s, net::use_future));
+  static_cast<void>(fasteners::async_lock_shared(rw, net::experimental::deferred));
   fasteners::async_try_lock_shared_for(rw, 1s, [](std::error_code) {});
 }
 #endif
