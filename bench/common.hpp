@@ -167,8 +167,8 @@ void stop_child(child_process& child, const std::string& what);
 
 // The waiter's side: serves 'g' on stdin with acquire() (true if it acquired) and release(), and
 // returns 0 on 'q' or EOF.
-template <class Acquire, class Release>
-int serve_waits(Acquire acquire, Release release) {
+template <class Acquire, class Release, class Granted>
+int serve_waits(Acquire acquire, Release release, Granted granted_ns) {
   for (;;) {
     char command = 0;
     const ssize_t n = ::read(STDIN_FILENO, &command, 1);
@@ -180,11 +180,17 @@ int serve_waits(Acquire acquire, Release release) {
     const std::int64_t cpu = process_cpu_ns();
     const bool acquired = acquire();
     record.end_ns = now_ns();
+    if (const std::int64_t granted = granted_ns()) record.end_ns = granted;
     record.cpu_ns = process_cpu_ns() - cpu;
     record.acquired = acquired ? 1 : 0;
     if (acquired) release();
     write_all(STDOUT_FILENO, &record, sizeof record);
   }
+}
+
+template <class Acquire, class Release>
+int serve_waits(Acquire acquire, Release release) {
+  return serve_waits(acquire, release, [] { return std::int64_t{0}; });
 }
 
 // What the counted hand-off rounds measured, in ns.

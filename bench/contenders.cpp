@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <stdexcept>
 #include <system_error>
 
@@ -28,6 +30,8 @@ const std::vector<contender> contenders = {
     {contender_id::fasteners_lock_keep_open, "fasteners_lock_keep_open",
      "fasteners lock(), keep_open", false, true, false, false},
     {contender_id::fasteners_try_lock, "fasteners_try_lock_for", "fasteners try_lock_for()", true,
+     true, false, false},
+    {contender_id::fasteners_async_lock, "fasteners_async_lock", "fasteners async_lock()", false,
      true, false, false},
     {contender_id::boost_lock, "boost_lock", "Boost file_lock::lock()", false, true, false, true},
     {contender_id::boost_timed_lock, "boost_timed_lock", "Boost file_lock::timed_lock()", true,
@@ -109,6 +113,37 @@ class library_lock final : public bench_lock {
   fasteners::interprocess_lock lock_;
 };
 
+// async_lock(): the acquiring thread sleeps until the handler, which notes the time it ran, wakes
+// it; the hand-off is measured to the handler.
+class library_async_lock final : public bench_lock {
+ public:
+  explicit library_async_lock(const std::string& path) : lock_(path) {}
+  bool acquire(std::int64_t) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_ = false;
+    auto pending = lock_.async_lock([this](std::error_code ec) {
+      const std::int64_t now = now_ns();
+      std::lock_guard<std::mutex> guard(mu_);
+      granted_ns_ = now;
+      granted_ = !ec;
+      done_ = true;
+      cv_.notify_one();
+    });
+    cv_.wait(lock, [&] { return done_; });
+    return granted_;
+  }
+  void release() override { lock_.unlock(); }
+  std::int64_t granted_ns() const override { return granted_ns_; }
+
+ private:
+  fasteners::interprocess_lock lock_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  bool granted_ = false;
+  std::int64_t granted_ns_ = 0;
+};
+
 // No lock at all: how late a plain clock_nanosleep of the same timeout wakes.
 class sleep_lock final : public bench_lock {
  public:
@@ -182,6 +217,8 @@ std::unique_ptr<bench_lock> make_lock(contender_id id, const std::string& path) 
     case contender_id::fasteners_lock:
     case contender_id::fasteners_try_lock:
       return std::make_unique<library_lock>(path, false);
+    case contender_id::fasteners_async_lock:
+      return std::make_unique<library_async_lock>(path);
     case contender_id::fasteners_lock_keep_open:
       return std::make_unique<library_lock>(path, true);
     case contender_id::boost_lock:

@@ -14,6 +14,7 @@ enum class contender_id {
   fasteners_lock,            // fasteners::interprocess_lock::lock()
   fasteners_lock_keep_open,  // The same with lock_options::keep_open.
   fasteners_try_lock,        // fasteners::interprocess_lock::try_lock_for()
+  fasteners_async_lock,      // fasteners::interprocess_lock::async_lock(): to its handler.
   boost_lock,                // boost::interprocess::file_lock::lock()
   boost_timed_lock,          // boost::interprocess::file_lock::timed_lock()
   python_acquire,            // python-fasteners InterProcessLock.acquire()
@@ -47,6 +48,9 @@ class bench_lock {
   // Waits as long as needed (timeout_ns < 0) or at most timeout_ns; returns whether it acquired.
   virtual bool acquire(std::int64_t timeout_ns) = 0;
   virtual void release() = 0;
+  // When the last acquire was granted, if the lock tells (an asynchronous acquisition's handler
+  // ran then, before the acquiring thread woke): now_ns(), or 0 if it does not tell.
+  virtual std::int64_t granted_ns() const { return 0; }
 };
 
 // The lock of a contender. plain_sleep's takes nothing: a timed acquire sleeps for its timeout

@@ -365,7 +365,8 @@ int child_waiter_main(const std::vector<std::string>& args) {
   const auto& who = contender_by_key(args[0]);
   const auto lock = make_lock(who.id, args[1]);
   const std::int64_t timeout = std::stoll(args[2]);
-  return serve_waits([&] { return lock->acquire(timeout); }, [&] { lock->release(); });
+  return serve_waits([&] { return lock->acquire(timeout); }, [&] { lock->release(); },
+                     [&] { return lock->granted_ns(); });
 }
 
 int child_worker_main(const std::vector<std::string>& args) {

@@ -51,7 +51,7 @@ sleep); prints a table and marks the project's speed targets PASS or FAIL.
   --no-boost             skip Boost.Interprocess
   --only KEY,...         measure only these contenders in sections 1, 1b, 2, 4 and 5
                          (raw_ofd, fasteners_lock, fasteners_lock_keep_open,
-                         fasteners_try_lock_for, boost_lock,
+                         fasteners_try_lock_for, fasteners_async_lock, boost_lock,
                          boost_timed_lock, python_acquire, python_acquire_timeout,
                          plain_sleep); the targets compare with raw_ofd and, for
                          timeouts, plain_sleep: keep them in the list
@@ -206,9 +206,9 @@ sections section_contenders() {
     if (who.timed) s.timed.push_back(&who);
     if (who.id != contender_id::plain_sleep) s.handoff.push_back(&who);
   }
-  for (const auto id :
-       {contender_id::raw_ofd, contender_id::fasteners_lock, contender_id::fasteners_lock_keep_open,
-        contender_id::fasteners_try_lock, contender_id::boost_lock}) {
+  for (const auto id : {contender_id::raw_ofd, contender_id::fasteners_lock,
+                        contender_id::fasteners_lock_keep_open, contender_id::fasteners_try_lock,
+                        contender_id::fasteners_async_lock, contender_id::boost_lock}) {
     s.locks.push_back(&contender_of(id));
   }
   return s;

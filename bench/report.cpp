@@ -117,6 +117,9 @@ void evaluate_targets(results& r) {
                               "fasteners_lock", 1.25));
   t.push_back(same_cpu_target(r, "same-CPU try_lock_for() hand-off: median round ratio <= 2x raw",
                               "fasteners_try_lock_for", 2.0));
+  t.push_back(same_cpu_target(
+      r, "same-CPU async_lock() hand-off, release to handler: median round ratio <= 2x raw",
+      "fasteners_async_lock", 2.0));
   t.push_back(uncontended_target(r,
                                  "keep_open: uncontended lock()+unlock() <= 1.15x raw fcntl pair",
                                  "fasteners_lock_keep_open", "raw_pair", 1.15));

@@ -89,6 +89,8 @@ the fasteners command (fasteners run, fasteners status), locks for shell scripts
   set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
   set(CPACK_DEBIAN_PACKAGE_RELEASE 1)
   set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
+  # fasteners/asio.hpp, header-only, needs standalone Asio.
+  set(CPACK_DEBIAN_PACKAGE_SUGGESTS libasio-dev)
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
   if(BUILD_SHARED_LIBS)
     # A shlibs file and the ldconfig trigger, for libfasteners.so.N.

@@ -107,7 +107,8 @@ for kind in static shared; do
   run cmake --install "$work/build-$kind" --prefix "$prefix"
 
   step="check the installed files ($kind)"
-  for file in include/fasteners/fasteners.hpp include/fasteners/detail/file_lock.hpp; do
+  for file in include/fasteners/fasteners.hpp include/fasteners/detail/file_lock.hpp \
+    include/fasteners/asio.hpp; do
     [[ -f "$prefix/$file" ]] || { echo "missing from the install: $file" >&2; exit 1; }
   done
   config="$(find "$prefix" -name fastenersConfig.cmake -print -quit)"
@@ -182,6 +183,7 @@ deb_check() {
   contents="$(dpkg-deb --contents "$deb")"
   for file in /usr/bin/fasteners /usr/share/man/man1/fasteners.1 /fasteners.pc \
     /fasteners-postgres.pc /fastenersConfig.cmake /usr/include/fasteners/fasteners.hpp \
+    /usr/include/fasteners/asio.hpp \
     /libfasteners.so; do
     grep -q -- "$file\( \|\$\)" <<<"$contents" ||
       { echo "missing from the Debian package: $file" >&2; exit 1; }

@@ -6,6 +6,7 @@ packages=(
   build-essential cmake g++ clang # compilers (clang also brings the sanitizer runtimes)
   libgtest-dev                    # GoogleTest
   libcli11-dev                    # CLI11, for the command-line tool in tools/
+  libasio-dev                     # standalone Asio: the tests and example of fasteners/asio.hpp
   libbenchmark-dev libboost-dev   # the benchmark (bench/): Google Benchmark, Boost.Interprocess
   python3-matplotlib              # bench/plot.py draws docs/benchmark.png
   python3 python3-fasteners       # interoperability tests against python-fasteners

@@ -70,7 +70,6 @@ class async_request : public std::enable_shared_from_this<async_request> {
   bool settling = false;             // or settles the wait it gave up (stop_wait()).
   bool counts_writer = false;        // It counts among the state's waiting writers.
   bool in_step = false;              // pump() runs a step for it, perhaps without the mutex.
-  int retry_ms = 0;                  // The pause before the next try, where the backend polls.
   // The owner's binding, if the request ended it: dropped on the async thread, outside every
   // mutex (it may be the last reference to the state).
   std::shared_ptr<engine::lock_state> unbound;

@@ -122,9 +122,6 @@ struct hub {
   bool running FASTENERS_GUARDED_BY(mu) = false;       // The thread exists.
   bool sleeping FASTENERS_GUARDED_BY(mu) = false;      // It waits on `work`, or in poll().
   std::uint64_t thread FASTENERS_GUARDED_BY(mu) = 0;   // Its this_thread_token().
-  // The object whose handler runs now, and whether it was destroyed meanwhile (by its handler).
-  const lock_object* running_owner FASTENERS_GUARDED_BY(mu) = nullptr;
-  bool owner_gone FASTENERS_GUARDED_BY(mu) = false;
 };
 
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
@@ -152,22 +149,28 @@ void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   new (&the_hub()) hub;
 }
 
+// The object whose handler the calling thread runs now, if any, and whether that handler
+// destroyed it (see wait_finished()).
+thread_local const lock_object* running_owner = nullptr;
+thread_local bool owner_gone = false;
+// Where the calling thread collects the completions it makes, if it runs them itself (collector).
+thread_local std::vector<std::shared_ptr<async_request>>* collected = nullptr;
+
 // Runs `r`'s handler, then counts it finished for its object, unless the handler destroyed it.
 void finish(hub& h, const std::shared_ptr<async_request>& r) FASTENERS_EXCLUDES(h.mu) {
   lock_object& owner = r->owner;
-  {
-    mutex_lock lock(h.mu);
-    h.running_owner = &owner;
-    h.owner_gone = false;
-  }
+  const lock_object* const outer = running_owner;
+  const bool outer_gone = owner_gone;
+  running_owner = &owner;
+  owner_gone = false;
   owner.after_async(*r);
   // A handler that throws ends the process, as an exception leaving a thread's function does.
   [&]() noexcept { r->handler(r->result()); }();
-  bool gone = false;
+  const bool gone = owner_gone;
+  running_owner = outer;
+  owner_gone = outer_gone;
   {
     mutex_lock lock(h.mu);
-    gone = h.owner_gone;
-    h.running_owner = nullptr;
     if (!gone) owner.async_finished();
   }
   h.finished.notify_all();
@@ -351,7 +354,31 @@ void add_timer(timer t) {
 
 }  // namespace
 
+collector::collector() noexcept : outer_(collected) { collected = &mine_; }
+
+collector::~collector() {
+  collected = outer_;
+  // Whatever run() did not get to goes to the thread.
+  for (auto& r : mine_) complete(std::move(r));
+}
+
+void collector::run() noexcept {
+  collected = outer_;
+  auto& h = the_hub();
+  std::vector<std::shared_ptr<async_request>> mine;
+  mine.swap(mine_);
+  for (const auto& r : mine) finish(h, r);
+}
+
 void complete(std::shared_ptr<async_request> r) noexcept {
+  if (collected != nullptr) {
+    try {
+      collected->push_back(std::move(r));
+      return;
+    } catch (const std::bad_alloc&) {
+      // The thread runs it instead.
+    }
+  }
   auto& h = the_hub();
   mutex_lock lock(h.mu);
   h.completions.push_back(std::move(r));
@@ -422,8 +449,12 @@ void unwatch(std::uint64_t id) noexcept {
 void wait_finished(const lock_object& owner, std::atomic<int>& live) noexcept {
   auto& h = the_hub();
   mutex_lock lock(h.mu);
+  if (running_owner == &owner) {
+    // Destroyed by its own handler, on this thread: that handler is never counted down.
+    owner_gone = true;
+    live.fetch_sub(1, std::memory_order_relaxed);
+  }
   const bool on_thread = h.running && h.thread == this_thread_token();
-  bool running_counted = false;
   for (;;) {
     // On the thread: what is queued for `owner` runs now, since nothing else would run it; what
     // is queued later (an acquisition that a backend settles first) wakes the wait below.
@@ -438,23 +469,12 @@ void wait_finished(const lock_object& owner, std::atomic<int>& live) noexcept {
       }
       auto r = std::move(*it);
       (restarted ? h.restarts : h.completions).erase(it);
-      const auto* const outer = h.running_owner;
-      const bool outer_gone = h.owner_gone;
-      {
-        const mutex_unlock unlocked(h.mu);
-        if (restarted) {
-          restart_one(r);
-        } else {
-          finish(h, r);
-        }
+      const mutex_unlock unlocked(h.mu);
+      if (restarted) {
+        restart_one(r);
+      } else {
+        finish(h, r);
       }
-      h.running_owner = outer;
-      h.owner_gone = outer_gone;
-    }
-    if (on_thread && !running_counted && h.running_owner == &owner) {
-      running_counted = true;
-      h.owner_gone = true;
-      live.fetch_sub(1, std::memory_order_relaxed);  // The running handler's, never counted down.
     }
     if (live.load(std::memory_order_acquire) <= 0) break;
     h.mu.wait(h.finished);

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "deadline.hpp"
 
@@ -48,8 +49,26 @@ void unwatch(std::uint64_t id) noexcept;
 #endif
 
 // Runs the handler of `r`, whose outcome is decided; then its object counts it finished
-// (lock_object::async_finished).
+// (lock_object::async_finished). On the async thread, or on the calling thread itself where a
+// collector collects.
 void complete(std::shared_ptr<async_request> r) noexcept;
+
+// While it lives, the completions the calling thread makes are its own to run, once it holds no
+// mutex (run()): a backend's thread that reports a grant runs its handler itself, saving the
+// wake-up of the async thread. What run() did not get to goes to the async thread.
+class collector {
+ public:
+  collector() noexcept;
+  ~collector();
+  collector(const collector&) = delete;
+  collector& operator=(const collector&) = delete;
+  // Runs the handlers collected so far, and collects no more. REQUIRES: no mutex held.
+  void run() noexcept;
+
+ private:
+  std::vector<std::shared_ptr<async_request>>* outer_;
+  std::vector<std::shared_ptr<async_request>> mine_;
+};
 // Binds `r` anew, on the thread (lock_object::restart_async): its lock moved.
 void restart(std::shared_ptr<async_request> r) noexcept;
 // Asks `r`'s state to time it out at `until` (lock_state::expire).

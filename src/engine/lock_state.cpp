@@ -272,6 +272,7 @@ void lock_state::expire(const std::shared_ptr<async_request>& r) noexcept {
 
 void lock_state::pump_async() noexcept {
   mutex_lock lock(mu_);
+  retry_due_ = false;
   pump();
 }
 
@@ -284,16 +285,21 @@ void lock_state::pump() {
   pumping_ = true;
   do {
     pump_again_ = false;
+    tried_.clear();
     for (auto it = queue_.begin(); it != queue_.end();) {
       // Requests stay in place while in a step (withdraw() leaves them), so `it` stays valid.
-      const std::shared_ptr<async_request> r = *it;
-      if (r->in_backend) {
+      async_request& r = **it;
+      // Where the backend polls, a holder whose try failed in this round stays as it is.
+      const bool polled = !tried_.empty() &&
+                          std::find(tried_.begin(), tried_.end(), r.holder) != tried_.end() &&
+                          !r.decided() && may_wait(r.until);
+      if (r.in_backend || polled) {
         ++it;
         continue;
       }
-      r->in_step = true;
-      const bool leaves = advance(*r);
-      r->in_step = false;
+      r.in_step = true;
+      const bool leaves = advance(r);
+      r.in_step = false;
       if (leaves) {
         it = queue_.erase(it);
       } else {
@@ -329,6 +335,11 @@ bool lock_state::advance(async_request& r) {
         took(r, h);
         return true;
       case step::request: {
+        // Where the backend polls, one failed try per holder and round is enough.
+        if (std::find(tried_.begin(), tried_.end(), &h) != tried_.end()) {
+          if (!may_wait(r.until)) break;
+          return false;
+        }
         auto result = outcome::not_taken;
         {
           const busy_scope busy(*this, h, holder::use::brief);
@@ -367,10 +378,15 @@ bool lock_state::advance(async_request& r) {
           }
           return false;
         }
-        // The backend cannot wait without a thread: ask again soon, from the async thread.
-        r.retry_ms = std::min(std::max(1, r.retry_ms * 2), 10);
-        async_thread::pump_at(
-            r.where(), std::chrono::steady_clock::now() + std::chrono::milliseconds(r.retry_ms));
+        // The backend cannot wait without a thread: ask again soon, from the async thread, once
+        // for the whole queue.
+        tried_.push_back(&h);
+        if (!retry_due_) {
+          retry_due_ = true;
+          retry_ms_ = std::min(std::max(1, retry_ms_ * 2), 10);
+          async_thread::pump_at(
+              r.where(), std::chrono::steady_clock::now() + std::chrono::milliseconds(retry_ms_));
+        }
         return false;
       }
       case step::wait:
@@ -402,6 +418,7 @@ bool lock_state::advance(async_request& r) {
 }
 
 void lock_state::took(async_request& r, holder& h) {
+  retry_ms_ = 0;
   if (r.decide({})) {
     record(h, r.owner, r.mode, 0);
     finish(r, true);

@@ -205,6 +205,7 @@ class FASTENERS_API lock_state {
   // Starts waiting for the lock for `h.async_wait` after a failed try, without blocking the
   // calling thread; the outcome comes later through wait_ended(), from any thread. Returns
   // not_taken (under way) or start_again (nothing started: bind anew). `h` is busy until then.
+  // Must not let go of mu_.
   virtual outcome start_wait(holder& h, lock_mode mode, lock_object& owner) FASTENERS_REQUIRES(mu_);
   // The engine gave up the wait started for `h`: the backend must not report it any more, and lets
   // go of a grant that comes anyway. Must not let go of mu_, nor block. Returns whether the backend
@@ -327,6 +328,11 @@ class FASTENERS_API lock_state {
   request_list queue_ FASTENERS_GUARDED_BY(mu_);
   bool pumping_ FASTENERS_GUARDED_BY(mu_) = false;
   bool pump_again_ FASTENERS_GUARDED_BY(mu_) = false;
+  // Where the backend polls (no waits_async()): the holders whose try failed in this round of
+  // pump(), whether a retry is due from the async thread, and its pause, growing to 10 ms.
+  std::vector<const holder*> tried_ FASTENERS_GUARDED_BY(mu_);
+  bool retry_due_ FASTENERS_GUARDED_BY(mu_) = false;
+  int retry_ms_ FASTENERS_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace fasteners::detail::engine

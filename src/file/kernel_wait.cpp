@@ -3,6 +3,7 @@
 
 #include <new>
 
+#include "engine/async_thread.hpp"
 #include "engine/thread_pool.hpp"
 #include "file/gate_protocol.hpp"
 #include "file/inode_state.hpp"
@@ -58,6 +59,9 @@ void run(void* arg) {
   }
   inode_state::completed done;
   bool wake = false;
+  // A grant to an asynchronous acquisition: this thread runs its handler itself, once it holds no
+  // mutex, instead of waking the async thread for it.
+  engine::async_thread::collector handlers;
   {
     mutex_lock lock(inode->state_mutex());
     done = inode->complete(w, end, error);
@@ -71,6 +75,7 @@ void run(void* arg) {
   // sleep in memory (a try that waits for this wait to report) are woken as well.
   if (wake) inode->wake_waiters();
   if (done.told != nullptr) done.told->parker.unpark();
+  handlers.run();
   // `inode` goes last: it may be the last reference, which closes the file.
 }
 
