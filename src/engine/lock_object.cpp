@@ -3,11 +3,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <new>
 #include <utility>
 #include <vector>
 
 #include "engine/async_thread.hpp"
 #include "engine/fork.hpp"
+#include "engine/thread_pool.hpp"
 
 namespace fasteners::detail::engine {
 namespace {
@@ -96,6 +98,20 @@ async_acquisition lock_object::acquire_async(lock_mode mode, deadline until,
 }
 
 void lock_object::start_async(const std::shared_ptr<async_request>& r) noexcept {
+  if (!is_bound() && binding_may_block()) {
+    auto* job = new (std::nothrow) std::shared_ptr<async_request>(r);
+    const auto run = [](void* arg) {
+      const std::unique_ptr<std::shared_ptr<async_request>> mine(
+          static_cast<std::shared_ptr<async_request>*>(arg));
+      (*mine)->owner.bind_async(*mine);
+    };
+    if (job != nullptr && !run_on_pool_thread(run, job)) return;
+    delete job;  // No thread: bind here after all.
+  }
+  bind_async(r);
+}
+
+void lock_object::bind_async(const std::shared_ptr<async_request>& r) noexcept {
   lock_state* state = nullptr;
   try {
     state = begin_acquire();

@@ -94,6 +94,9 @@ class FASTENERS_API lock_object {
   virtual const char* lost_reason() const noexcept;
   // Called outside every mutex after an acquire or a release ended the object's binding.
   virtual void unbound() noexcept {}
+  // Whether find_state() may wait on a network now (a session to connect): an asynchronous
+  // acquisition then binds on a thread of the library's own, not in the initiating call.
+  virtual bool binding_may_block() const noexcept { return false; }
   // Whether the object is bound to a state now.
   bool is_bound() FASTENERS_EXCLUDES(mu_);
 
@@ -117,8 +120,10 @@ class FASTENERS_API lock_object {
     return holds_ == 0 && acquiring_ == 0 && pins_ == 0 && (leaving_ || !stays_bound(*bound_));
   }
   void forget_if_stale() FASTENERS_REQUIRES(mu_);
-  // Binds and queues `r`; decides it with the error if that fails.
+  // Binds and queues `r`; decides it with the error if that fails. Where binding may block, it
+  // does so on a thread of the library's own.
   void start_async(const std::shared_ptr<async_request>& r) noexcept FASTENERS_EXCLUDES(mu_);
+  void bind_async(const std::shared_ptr<async_request>& r) noexcept FASTENERS_EXCLUDES(mu_);
   // Cancels every pending acquisition of the object and waits for their handlers.
   void end_async() noexcept FASTENERS_EXCLUDES(mu_);
 

@@ -419,6 +419,11 @@ std::shared_ptr<key_state> postgres_object::connect() {
 
 engine::holder& postgres_object::holder_in(engine::lock_state&) { return holder_; }
 
+bool postgres_object::binding_may_block() const noexcept {
+  mutex_lock lock(sessions_mu);
+  return !session_ || session_->lost();
+}
+
 bool postgres_object::stays_bound(const engine::lock_state&) const {
   // The holder's own fields, read under the bound state's mutex, where the engine asks.
   return !options_.close_on_release && !holder_.lost;

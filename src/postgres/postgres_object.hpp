@@ -135,6 +135,8 @@ class postgres_object final : public engine::lock_object {
   const char* lost_reason() const noexcept override;
   // With close_on_release: ends the session once the object holds nothing.
   void unbound() noexcept override;
+  // Whether the object has no live session yet, which binding connects.
+  bool binding_may_block() const noexcept override;
 
  private:
   // A session of its own, connected, and the state of the name on its server, attached.
