@@ -104,6 +104,8 @@ constexpr auto wake_interval = std::chrono::milliseconds(10);
 #endif
 
 struct hub {
+  // The parent's hub, in a child of fork(): kept as it was, never used (see child_after_fork()).
+  hub* parent = nullptr;
   mutex mu{mutex::forever};
 #ifdef _WIN32
   std::condition_variable work;  // Wakes the thread.
@@ -126,19 +128,23 @@ struct hub {
 
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
 
-// Never destroyed: handlers may finish after static destruction. Allocated apart from its mutex's
-// users, so that a child of fork() can make a new one in place (see child_after_fork()).
+// This process's hub. Never destroyed: handlers may finish after static destruction. Replaced
+// in a child of fork() only, which has one thread then.
+hub* current_hub = nullptr;
+
 hub& the_hub() {
-  static auto* const h = [] {
+  static const bool made = [] {
     platform::at_fork(nullptr, nullptr, &child_after_fork);
-    return new hub;
+    current_hub = new hub;
+    return true;
   }();
-  return *h;
+  static_cast<void>(made);
+  return *current_hub;
 }
 
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   // A thread of the parent may have held the mutex or been changing the queues at the fork: the
-  // child makes a new hub in place, leaving the old one's contents untouched (the acquisitions,
+  // child makes a new hub, leaving the old one's contents untouched (the acquisitions,
   // the watchers, which may own the parent's sessions, and the thread are the parent's). No lock
   // is taken before the fork, so the hub's mutex never orders against the states' mutexes there.
 #ifndef _WIN32
@@ -146,7 +152,10 @@ void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   wake_channel parents = the_hub().waker;
   parents.forget();
 #endif
-  new (&the_hub()) hub;
+  // The parent's hub stays reachable from the new one, untouched.
+  hub* const fresh = new hub;
+  fresh->parent = current_hub;
+  current_hub = fresh;
 }
 
 // The object whose handler the calling thread runs now, if any, and whether that handler

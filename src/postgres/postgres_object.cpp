@@ -496,15 +496,17 @@ void postgres_object::child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   // The sessions are the parent's: nothing this process does (exit included) may reach them. The
   // objects' states are the parent's too; lock objects forget them (see engine::lock_object).
   auto& s = sessions();
+  // What is the parent's is kept here, never used nor destroyed.
+  static auto* const parents_waits = new std::vector<std::shared_ptr<server_wait>>;
   for (postgres_object* o : s.objects) {
     if (o->session_) o->session_->disown();
     o->connecting_ = false;
-    // A wait in the server is the parent's, as is the state it keeps: kept, never used.
-    if (o->holder_.wait) new std::shared_ptr<server_wait>(std::move(o->holder_.wait));
+    // A wait in the server is the parent's, as is the state it keeps.
+    if (o->holder_.wait) parents_waits->push_back(std::move(o->holder_.wait));
   }
   // The drain threads and what they have to do are the parent's too.
   auto& q = drains();
-  new std::deque<std::shared_ptr<server_wait>>(std::move(q.waits));
+  for (auto& w : q.waits) parents_waits->push_back(std::move(w));
   q.waits.clear();
   q.threads = 0;
   q.mu.unlock();
