@@ -121,9 +121,11 @@ struct hub {
   std::deque<std::shared_ptr<async_request>> completions FASTENERS_GUARDED_BY(mu);
   std::deque<std::shared_ptr<async_request>> restarts FASTENERS_GUARDED_BY(mu);
   std::vector<timer> timers FASTENERS_GUARDED_BY(mu);  // A heap, soonest first.
-  bool running FASTENERS_GUARDED_BY(mu) = false;       // The thread exists.
-  bool sleeping FASTENERS_GUARDED_BY(mu) = false;      // It waits on `work`, or in poll().
-  std::uint64_t thread FASTENERS_GUARDED_BY(mu) = 0;   // Its this_thread_token().
+  bool running FASTENERS_GUARDED_BY(mu) = false;
+  // Acquisitions begun (begin()) whose handlers have not run: the thread stays while there are.
+  long pending FASTENERS_GUARDED_BY(mu) = 0;          // The thread exists.
+  bool sleeping FASTENERS_GUARDED_BY(mu) = false;     // It waits on `work`, or in poll().
+  std::uint64_t thread FASTENERS_GUARDED_BY(mu) = 0;  // Its this_thread_token().
 };
 
 void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS;
@@ -181,6 +183,7 @@ void finish(hub& h, const std::shared_ptr<async_request>& r) FASTENERS_EXCLUDES(
   {
     mutex_lock lock(h.mu);
     if (!gone) owner.async_finished();
+    --h.pending;
   }
   h.finished.notify_all();
 }
@@ -297,7 +300,7 @@ void run(void*) {
     }
 #ifdef _WIN32
     if (h.timers.empty()) {
-      if (now - idle_since >= idle_time) break;
+      if (h.pending == 0 && now - idle_since >= idle_time) break;
       h.sleeping = true;
       h.mu.wait_until(h.work, idle_since + idle_time);
     } else {
@@ -311,8 +314,8 @@ void run(void*) {
     if (!h.timers.empty()) {
       until = h.timers.front().when;
     } else if (h.watches.empty()) {
-      if (now - idle_since >= idle_time) break;
-      until = idle_since + idle_time;
+      if (h.pending == 0 && now - idle_since >= idle_time) break;
+      until = std::max(idle_since, now) + idle_time;
     }
     const bool watching = !h.watches.empty();
     for (const auto& [id, revents] : sleep_until(h, until)) {
@@ -377,6 +380,26 @@ void collector::run() noexcept {
   std::vector<std::shared_ptr<async_request>> mine;
   mine.swap(mine_);
   for (const auto& r : mine) finish(h, r);
+}
+
+std::error_code begin() noexcept {
+  auto& h = the_hub();
+  mutex_lock lock(h.mu);
+  if (!h.running) {
+#ifndef _WIN32
+    h.waker.open();  // Else the thread polls (see wake_channel).
+#endif
+    if (const auto error = platform::start_thread(&run, nullptr)) return error;
+    h.running = true;
+  }
+  ++h.pending;
+  return {};
+}
+
+void end_unused() noexcept {
+  auto& h = the_hub();
+  mutex_lock lock(h.mu);
+  --h.pending;
 }
 
 void complete(std::shared_ptr<async_request> r) noexcept {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <system_error>
 #include <vector>
 
 #include "deadline.hpp"
@@ -48,6 +49,12 @@ void rewatch(std::uint64_t id, short events) noexcept;
 void unwatch(std::uint64_t id) noexcept;
 #endif
 
+// Counts an acquisition that is about to begin, whose handler complete() runs later: the thread
+// runs (it is started now if need be) until that handler has. Returns the error if no thread
+// could be started; nothing is counted then.
+std::error_code begin() noexcept;
+// Ends what begin() counted, for an acquisition that never began after all.
+void end_unused() noexcept;
 // Runs the handler of `r`, whose outcome is decided; then its object counts it finished
 // (lock_object::async_finished). On the async thread, or on the calling thread itself where a
 // collector collects.

@@ -66,7 +66,18 @@ async_acquisition lock_object::acquire_async(lock_mode mode, deadline until,
   if (until != no_deadline && until != try_once && std::chrono::steady_clock::now() >= until) {
     until = try_once;
   }
-  auto r = std::make_shared<async_request>(*this, mode, until, std::move(handler));
+  // The thread that runs the handler must exist before anything is under way.
+  if (const auto error = async_thread::begin()) {
+    fail(error, "start an asynchronous acquisition of",
+         "the library's thread for asynchronous acquisitions could not be started");
+  }
+  std::shared_ptr<async_request> r;
+  try {
+    r = std::make_shared<async_request>(*this, mode, until, std::move(handler));
+  } catch (...) {
+    async_thread::end_unused();
+    throw;
+  }
   bool leaving = false;
   {
     object_lock lock(mu_);

@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -240,6 +241,60 @@ FASTENERS_TEST_HELPER(wait_without_threads) {
 TEST_P(hostile_kind_test, a_timed_wait_without_threads_is_an_error) {
   child_process holder = hold_in_child(kind::write, lock_path());
   EXPECT_EQ(run_helper("wait_without_threads", {to_string(GetParam()), lock_path().string()}), 0)
+      << "see the helper's message above";
+  EXPECT_EQ(holder.finish(), 0);
+}
+
+// Helper "async_without_threads PATH": with the file already open (keep_open), forbids this
+// process to start threads (RLIMIT_NPROC 0, as an unprivileged user) before its first
+// asynchronous acquisition, which must then throw EAGAIN at the call, holding nothing and starting
+// nothing; once threads may be started again, an acquisition on the lock another process holds
+// times out as it should.
+FASTENERS_TEST_HELPER(async_without_threads) {
+  fasteners::lock_options options;
+  options.keep_open = true;
+  fasteners::interprocess_lock lock(args.at(0), options);
+  if (lock.try_lock()) return fail(20, "took a lock another process holds");
+  if (!drop_privileges()) return fail(2, "could not run as an unprivileged user");
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "getrlimit failed");
+  const rlimit none{0, limit.rlim_max};
+  if (::setrlimit(RLIMIT_NPROC, &none) != 0) return fail(2, "setrlimit failed");
+  std::atomic<int> ran{0};
+  try {
+    auto pending = lock.async_lock([&](std::error_code) { ++ran; });
+    return fail(21, "an asynchronous acquisition without a thread to run it did not throw");
+  } catch (const std::system_error& e) {
+    if (e.code() != std::errc::resource_unavailable_try_again) {
+      return fail(22, std::string("unexpected error: ") + e.what());
+    }
+  }
+  if (lock.acquired()) return fail(23, "the object holds a lock after the error");
+  if (::setrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "setrlimit failed");
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<std::error_code> outcome;
+  const auto start = steady::now();
+  auto pending = lock.async_try_lock_for(300ms, [&](std::error_code ec) {
+    std::lock_guard<std::mutex> guard(mu);
+    outcome = ec;
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> wait(mu);
+  if (!cv.wait_for(wait, 10s, [&] { return outcome.has_value(); })) {
+    return fail(24, "the acquisition never ended");
+  }
+  if (*outcome != std::errc::timed_out)
+    return fail(25, "it did not time out: " + outcome->message());
+  if (seconds_since(start) < 0.3) return fail(26, "it timed out early");
+  if (ran.load() != 0) return fail(27, "the refused acquisition's handler ran");
+  return 0;
+}
+
+// Proves that an asynchronous acquisition that cannot have its thread fails at the call.
+TEST_F(hostile_application_test, an_asynchronous_acquisition_without_threads_is_an_error) {
+  child_process holder = hold_in_child(kind::write, lock_path());
+  EXPECT_EQ(run_helper("async_without_threads", {lock_path().string()}), 0)
       << "see the helper's message above";
   EXPECT_EQ(holder.finish(), 0);
 }

@@ -57,7 +57,9 @@ class exclusive_lock {
   // `handler` (a move-only callable taking std::error_code) runs once, on a thread of the library,
   // with the outcome (see async_acquisition). Exclusion, writer preference and deadlines are as
   // for the blocking calls, which a process may mix with these; an object that holds the lock and
-  // asks again waits until it releases. A NaN time throws std::invalid_argument.
+  // asks again waits until it releases. A NaN time throws std::invalid_argument, and
+  // std::system_error (resource_unavailable_try_again) comes at the call if the library's thread
+  // for asynchronous acquisitions cannot be started (the process may start no more threads).
   template <class Handler>
   async_acquisition async_lock(Handler&& handler) {
     return core_.acquire_async(lock_mode::exclusive, std::chrono::steady_clock::time_point::max(),
