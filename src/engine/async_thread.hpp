@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "deadline.hpp"
+#include "fasteners/detail/export.hpp"
 
 namespace fasteners::detail {
 class async_request;
@@ -41,12 +42,12 @@ class fd_watcher {
 // Watches `fd` for `events` (poll()'s) until unwatch(id): the thread calls `w->ready()` whenever
 // poll() reports some. Returns the watch's id (never 0), or 0 if it could not be recorded (no
 // memory). The watcher is kept until unwatch(). A descriptor is watched at most once at a time.
-std::uint64_t watch(int fd, short events, std::shared_ptr<fd_watcher> w) noexcept;
+FASTENERS_API std::uint64_t watch(int fd, short events, std::shared_ptr<fd_watcher> w) noexcept;
 // Changes the events that the watch `id` waits for.
-void rewatch(std::uint64_t id, short events) noexcept;
+FASTENERS_API void rewatch(std::uint64_t id, short events) noexcept;
 // Ends the watch `id` (0: none) and drops its watcher: once this returns, its ready() is not
 // called again, besides a call already running on the async thread (not the caller's own).
-void unwatch(std::uint64_t id) noexcept;
+FASTENERS_API void unwatch(std::uint64_t id) noexcept;
 #endif
 
 // Counts an acquisition that is about to begin, whose handler complete() runs later: the thread

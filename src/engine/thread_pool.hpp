@@ -4,6 +4,8 @@
 
 #include <system_error>
 
+#include "fasteners/detail/export.hpp"
+
 namespace fasteners::detail::engine {
 
 // Runs `job(arg)` on a thread of the library's own: an idle one if there is one, else a new one
@@ -11,6 +13,6 @@ namespace fasteners::detail::engine {
 // idle for the next job for a while after each one, then ends; no signal or timer is involved.
 // Returns the error if no thread could be started. Thread-safe; after fork() the child starts
 // with no idle thread.
-std::error_code run_on_pool_thread(void (*job)(void*), void* arg) noexcept;
+FASTENERS_API std::error_code run_on_pool_thread(void (*job)(void*), void* arg) noexcept;
 
 }  // namespace fasteners::detail::engine
