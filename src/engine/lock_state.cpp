@@ -289,10 +289,10 @@ void lock_state::pump() {
     for (auto it = queue_.begin(); it != queue_.end();) {
       // Requests stay in place while in a step (withdraw() leaves them), so `it` stays valid.
       async_request& r = **it;
-      // Where the backend polls, a holder whose try failed in this round stays as it is.
-      const bool polled = !tried_.empty() &&
-                          std::find(tried_.begin(), tried_.end(), r.holder) != tried_.end() &&
-                          !r.decided() && may_wait(r.until);
+      // Where the backend polls, the requests of a holder whose try failed in this round stay as
+      // they are (a cancel or a deadline takes them out by itself: withdraw(), expire()).
+      const bool polled =
+          !tried_.empty() && std::find(tried_.begin(), tried_.end(), r.holder) != tried_.end();
       if (r.in_backend || polled) {
         ++it;
         continue;
@@ -383,7 +383,7 @@ bool lock_state::advance(async_request& r) {
         tried_.push_back(&h);
         if (!retry_due_) {
           retry_due_ = true;
-          retry_ms_ = std::min(std::max(1, retry_ms_ * 2), 10);
+          retry_ms_ = std::min(std::max(1, retry_ms_ * 2), 25);
           async_thread::pump_at(
               r.where(), std::chrono::steady_clock::now() + std::chrono::milliseconds(retry_ms_));
         }

@@ -329,7 +329,7 @@ class FASTENERS_API lock_state {
   bool pumping_ FASTENERS_GUARDED_BY(mu_) = false;
   bool pump_again_ FASTENERS_GUARDED_BY(mu_) = false;
   // Where the backend polls (no waits_async()): the holders whose try failed in this round of
-  // pump(), whether a retry is due from the async thread, and its pause, growing to 10 ms.
+  // pump(), whether a retry is due from the async thread, and its pause, growing to 25 ms.
   std::vector<const holder*> tried_ FASTENERS_GUARDED_BY(mu_);
   bool retry_due_ FASTENERS_GUARDED_BY(mu_) = false;
   int retry_ms_ FASTENERS_GUARDED_BY(mu_) = 0;

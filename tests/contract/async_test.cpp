@@ -493,7 +493,9 @@ TEST(async_files, a_thousand_waiters_need_no_thread_each) {
             << cpu_share * 100 << "% of one core" << std::endl;
   EXPECT_LE(threads_waiting, threads_before + 2);
   EXPECT_LE(handles_waiting, handles_before + 2);
-  EXPECT_LE(cpu_share, 0.02);
+  // With classic fcntl locks nothing can be queued in the kernel: the queue polls (see the
+  // README), which costs about 1% of a core in a debug build; the bound there is looser.
+  EXPECT_LE(cpu_share, k_classic_fcntl ? 0.05 : 0.02);
   EXPECT_EQ(granted.load(), 0);
   EXPECT_EQ(holder.finish(), 0);
   EXPECT_TRUE(all.wait_for(k_long));
