@@ -203,9 +203,17 @@ child_process::child_process(const std::vector<std::string>& argv) : state_(new 
   startup.hStdOutput = child_out;
   startup.hStdError = child_err;
   PROCESS_INFORMATION info{};
-  const BOOL started = ::CreateProcessW(nullptr, command.data(), nullptr, nullptr, TRUE, 0, nullptr,
-                                        nullptr, &startup, &info);
-  const DWORD error = ::GetLastError();
+  BOOL started = FALSE;
+  DWORD error = 0;
+  // Wine's process creation now and then fails at once with ERROR_INTERNAL_ERROR, for no reason
+  // of the test's: try again a few times before giving up.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    started = ::CreateProcessW(nullptr, command.data(), nullptr, nullptr, TRUE, 0, nullptr, nullptr,
+                               &startup, &info);
+    error = ::GetLastError();
+    if (started || error != ERROR_INTERNAL_ERROR) break;
+    ::Sleep(50);
+  }
   for (const HANDLE h : {child_in, child_out, child_err}) {
     if (h != nullptr) ::CloseHandle(h);
   }
