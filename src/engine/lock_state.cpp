@@ -434,6 +434,16 @@ void lock_state::took(async_request& r, holder& h) {
 }
 
 void lock_state::finish(async_request& r, bool taken) {
+  leave_queue(r, taken);
+  async_thread::complete(r.shared_from_this());
+}
+
+void lock_state::restart(async_request& r) {
+  leave_queue(r, false);
+  async_thread::restart(r.shared_from_this());
+}
+
+void lock_state::leave_queue(async_request& r, bool taken) {
   if (r.counts_writer) {
     r.counts_writer = false;
     writer_left(*r.holder);
@@ -441,18 +451,6 @@ void lock_state::finish(async_request& r, bool taken) {
   r.unbound = end_acquire(r.owner, taken);
   notify();
   r.move_to(nullptr);
-  async_thread::complete(std::static_pointer_cast<async_request>(r.shared_from_this()));
-}
-
-void lock_state::restart(async_request& r) {
-  if (r.counts_writer) {
-    r.counts_writer = false;
-    writer_left(*r.holder);
-  }
-  r.unbound = end_acquire(r.owner, false);
-  notify();
-  r.move_to(nullptr);
-  async_thread::restart(r.shared_from_this());
 }
 
 bool lock_state::stop_backend(async_request& r) noexcept {

@@ -288,6 +288,8 @@ class FASTENERS_API lock_state {
   // Ends the queued life of `r` here (decided: runs its handler; else: binds it anew).
   void finish(async_request& r, bool taken) FASTENERS_REQUIRES(mu_);
   void restart(async_request& r) FASTENERS_REQUIRES(mu_);
+  // What both share: the writers' count and the acquire under way end, the request is nowhere.
+  void leave_queue(async_request& r, bool taken) FASTENERS_REQUIRES(mu_);
   // Stops the backend's wait for `r`, if one runs. Returns true if the backend settles it first:
   // `r` then stays queued until settled() finishes it.
   bool stop_backend(async_request& r) noexcept FASTENERS_REQUIRES(mu_);
