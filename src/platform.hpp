@@ -65,6 +65,14 @@ bool closing_releases_locks() noexcept;
 bool remove_sole_name(native_handle handle, const file_identity& id,
                       const std::filesystem::path& path) noexcept;
 
+// Reads up to `size` bytes from the start of the file open as `handle` into `buffer`; returns how
+// many it read. Writes `size` bytes from `data` at the start of the file. Both throw
+// std::system_error naming `path` on failure.
+std::size_t read_start(native_handle handle, char* buffer, std::size_t size,
+                       const std::filesystem::path& path);
+void write_start(native_handle handle, const char* data, std::size_t size,
+                 const std::filesystem::path& path);
+
 // ---- Byte-range locks (byte_range_lock.cpp) ----
 
 // The parts of a lock file the lock protocol locks (gate_protocol.hpp says how): the main region,
@@ -98,6 +106,20 @@ void wait_lock(native_handle handle, lock_mode mode, region r, const std::filesy
 
 // Releases `r`, which `handle` holds.
 std::error_code unlock(native_handle handle, region r) noexcept;
+
+// A span of bytes locked beside the lock protocol's regions: a semaphore's turnstile and slots
+// (semaphore/file_semaphore.hpp), which lie beyond the gate. `length` is at least 1.
+struct byte_span {
+  std::uint64_t start = 0;
+  std::uint64_t length = 1;
+};
+
+// The calls above on a span of bytes instead of a region.
+bool try_lock(native_handle handle, lock_mode mode, byte_span s, const std::filesystem::path& path);
+void wait_lock(native_handle handle, lock_mode mode, byte_span s,
+               const std::filesystem::path& path);
+std::error_code unlock(native_handle handle, byte_span s) noexcept;
+bool locked_elsewhere(native_handle handle, lock_mode mode, byte_span s) noexcept;
 
 // Releases everything `handle` holds: the main region and the gate.
 std::error_code unlock_all(native_handle handle) noexcept;

@@ -5,6 +5,7 @@
 #include "fasteners/holders.hpp"
 #include "fasteners/interprocess_lock.hpp"
 #include "fasteners/interprocess_reader_writer_lock.hpp"
+#include "fasteners/interprocess_semaphore.hpp"
 #include "fasteners/lock_options.hpp"
 #include "fasteners/locked.hpp"
 #include "fasteners/timeout.hpp"

@@ -67,7 +67,7 @@ void child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   os_file::child_after_fork();
 }
 
-void install_fork_handlers() {
+void install_handlers() {
   static const bool installed = [] {
     engine::count_forks();
     platform::at_fork(&prepare_fork, &parent_after_fork, &child_after_fork);
@@ -90,7 +90,7 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
   if (path.native().find(std::filesystem::path::value_type()) != path.native().npos) {
     throw_error(std::errc::invalid_argument, "lock", path, "the path contains a NUL character");
   }
-  install_fork_handlers();
+  install_handlers();
   // With files open already, look for this one before opening it again: a second open and close
   // of a file would drop the classic fcntl locks this process holds on it.
   if (!table().empty_hint()) {
@@ -121,6 +121,8 @@ std::shared_ptr<inode_state> lock_table::find_or_open(const std::filesystem::pat
     }
   }
 }
+
+void lock_table::install_fork_handlers() { install_handlers(); }
 
 void lock_table::unlist(const inode_state& inode) {
   auto& t = table();

@@ -24,6 +24,10 @@ class lock_table {
   static std::shared_ptr<inode_state> find_or_open(const std::filesystem::path& path,
                                                    const lock_options& options);
 
+  // Installs the fork() hooks that close every os_file in a child (see os_file.hpp), for users of
+  // os_file besides the table (semaphore files). Cheap after the first call.
+  static void install_fork_handlers();
+
   // Stops listing `inode`, so that the next lookup of its path opens the file anew (it was
   // deleted or replaced, or nobody is bound to it any more). Its holders keep it. Does nothing
   // for a state that is not listed.

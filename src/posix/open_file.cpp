@@ -89,6 +89,29 @@ bool closing_releases_locks() noexcept { return true; }
 
 void close(native_handle handle) noexcept { FASTENERS_SYSCALL(close)(fd_of(handle)); }
 
+std::size_t read_start(native_handle handle, char* buffer, std::size_t size,
+                       const std::filesystem::path& path) {
+  const cancellation_off no_cancel;
+  for (;;) {
+    const ssize_t n = ::pread(fd_of(handle), buffer, size, 0);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EINTR) throw_error(last_error(), "read", path);
+  }
+}
+
+void write_start(native_handle handle, const char* data, std::size_t size,
+                 const std::filesystem::path& path) {
+  const cancellation_off no_cancel;
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::pwrite(fd_of(handle), data + done, size - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      throw_error(n < 0 ? last_error() : std::make_error_code(std::errc::io_error), "write", path);
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 bool remove_sole_name(native_handle handle, const file_identity& id,
                       const std::filesystem::path& path) noexcept {
   // A name made by link() between these checks and the unlink cannot be seen; see the README.

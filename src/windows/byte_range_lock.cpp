@@ -26,6 +26,8 @@ byte_range range_of(region r) {
   }
 }
 
+byte_range range_of(byte_span s) { return {s.start, s.length}; }
+
 DWORD low(std::uint64_t v) { return static_cast<DWORD>(v & 0xffffffffu); }
 DWORD high(std::uint64_t v) { return static_cast<DWORD>(v >> 32); }
 
@@ -41,13 +43,40 @@ DWORD flags_of(lock_mode mode) {
 }
 
 // One LockFileEx call; returns 0 or the Windows error (ERROR_LOCK_VIOLATION when taken).
-DWORD request(native_handle handle, lock_mode mode, region r, bool wait) {
-  const auto range = range_of(r);
+DWORD request(native_handle handle, lock_mode mode, byte_range range, bool wait) {
   OVERLAPPED ov = at(range.start);
   const DWORD flags = flags_of(mode) | (wait ? 0 : DWORD{LOCKFILE_FAIL_IMMEDIATELY});
   return ::LockFileEx(handle_of(handle), flags, 0, low(range.length), high(range.length), &ov)
              ? 0
              : ::GetLastError();
+}
+
+std::error_code unlock_range(native_handle handle, byte_range range) noexcept {
+  OVERLAPPED ov = at(range.start);
+  return ::UnlockFileEx(handle_of(handle), 0, low(range.length), high(range.length), &ov)
+             ? std::error_code()
+             : last_error();
+}
+
+bool try_range(native_handle handle, lock_mode mode, byte_range range,
+               const std::filesystem::path& path) {
+  const DWORD error = request(handle, mode, range, false);
+  if (error == 0) return true;
+  if (error == ERROR_LOCK_VIOLATION) return false;
+  throw_error(windows_error(error), "lock", path);
+}
+
+void wait_range(native_handle handle, lock_mode mode, byte_range range,
+                const std::filesystem::path& path) {
+  const DWORD error = request(handle, mode, range, true);
+  if (error != 0) throw_error(windows_error(error), "lock", path);
+}
+
+bool range_locked_elsewhere(native_handle handle, lock_mode mode, byte_range range) noexcept {
+  // A request for it fails while another owner holds a conflicting lock.
+  const DWORD error = request(handle, mode, range, false);
+  if (error == 0) unlock_range(handle, range);
+  return error == ERROR_LOCK_VIOLATION;
 }
 
 }  // namespace
@@ -61,23 +90,29 @@ bool unlocks_exact_regions() noexcept { return true; }
 bool blocked_handle_is_busy() noexcept { return true; }
 
 bool try_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path) {
-  const DWORD error = request(handle, mode, r, false);
-  if (error == 0) return true;
-  if (error == ERROR_LOCK_VIOLATION) return false;
-  throw_error(windows_error(error), "lock", path);
+  return try_range(handle, mode, range_of(r), path);
+}
+
+bool try_lock(native_handle handle, lock_mode mode, byte_span s,
+              const std::filesystem::path& path) {
+  return try_range(handle, mode, range_of(s), path);
 }
 
 void wait_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path) {
-  const DWORD error = request(handle, mode, r, true);
-  if (error != 0) throw_error(windows_error(error), "lock", path);
+  wait_range(handle, mode, range_of(r), path);
+}
+
+void wait_lock(native_handle handle, lock_mode mode, byte_span s,
+               const std::filesystem::path& path) {
+  wait_range(handle, mode, range_of(s), path);
 }
 
 std::error_code unlock(native_handle handle, region r) noexcept {
-  const auto range = range_of(r);
-  OVERLAPPED ov = at(range.start);
-  return ::UnlockFileEx(handle_of(handle), 0, low(range.length), high(range.length), &ov)
-             ? std::error_code()
-             : last_error();
+  return unlock_range(handle, range_of(r));
+}
+
+std::error_code unlock(native_handle handle, byte_span s) noexcept {
+  return unlock_range(handle, range_of(s));
 }
 
 std::error_code unlock_all(native_handle handle) noexcept {
@@ -87,10 +122,11 @@ std::error_code unlock_all(native_handle handle) noexcept {
 }
 
 bool locked_elsewhere(native_handle handle, lock_mode mode, region r) noexcept {
-  // A request for it fails while another owner holds a conflicting lock.
-  const DWORD error = request(handle, mode, r, false);
-  if (error == 0) unlock(handle, r);
-  return error == ERROR_LOCK_VIOLATION;
+  return range_locked_elsewhere(handle, mode, range_of(r));
+}
+
+bool locked_elsewhere(native_handle handle, lock_mode mode, byte_span s) noexcept {
+  return range_locked_elsewhere(handle, mode, range_of(s));
 }
 
 }  // namespace fasteners::detail::platform

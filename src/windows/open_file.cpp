@@ -131,6 +131,27 @@ bool closing_releases_locks() noexcept { return false; }
 
 void close(native_handle handle) noexcept { ::CloseHandle(handle_of(handle)); }
 
+std::size_t read_start(native_handle handle, char* buffer, std::size_t size,
+                       const std::filesystem::path& path) {
+  OVERLAPPED ov{};
+  DWORD n = 0;
+  if (!::ReadFile(handle_of(handle), buffer, static_cast<DWORD>(size), &n, &ov)) {
+    const DWORD error = ::GetLastError();
+    if (error == ERROR_HANDLE_EOF) return 0;
+    throw_error(windows_error(error), "read", path);
+  }
+  return n;
+}
+
+void write_start(native_handle handle, const char* data, std::size_t size,
+                 const std::filesystem::path& path) {
+  OVERLAPPED ov{};
+  DWORD n = 0;
+  if (!::WriteFile(handle_of(handle), data, static_cast<DWORD>(size), &n, &ov) || n != size) {
+    throw_error(last_error(), "write", path);
+  }
+}
+
 bool remove_sole_name(native_handle held, const file_identity& id,
                       const std::filesystem::path& path) noexcept {
   // Another name (a hard link) would keep the file, and its lock, alive under that name.

@@ -1,0 +1,410 @@
+// Tests of fasteners::interprocess_semaphore with real processes: at most N, crashes, N
+// enforced, timeouts, fairness, CPU while waiting, fork.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "fasteners/interprocess_semaphore.hpp"
+#include "posix/posix_support.hpp"
+
+namespace fasteners_test {
+namespace {
+
+namespace fs = std::filesystem;
+using fasteners::interprocess_semaphore;
+
+// Counters in a file mapped by every process of a test: who is inside at once, and the most.
+struct shared_counts {
+  std::atomic<int> inside;
+  std::atomic<int> most;
+  std::atomic<long> entries;
+};
+
+class shared_memory {
+ public:
+  // Maps `path`, creating it zeroed when `create`.
+  shared_memory(const fs::path& path, bool create) {
+    if (create) fs::resize_file((std::ofstream(path), path), sizeof(shared_counts));
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) throw std::system_error(errno, std::system_category(), "open " + path.string());
+    void* p = ::mmap(nullptr, sizeof(shared_counts), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) throw std::system_error(errno, std::system_category(), "mmap");
+    counts_ = static_cast<shared_counts*>(p);
+  }
+  ~shared_memory() { ::munmap(counts_, sizeof(shared_counts)); }
+  shared_memory(const shared_memory&) = delete;
+  shared_memory& operator=(const shared_memory&) = delete;
+  shared_counts& operator*() const { return *counts_; }
+  shared_counts* operator->() const { return counts_; }
+
+ private:
+  shared_counts* counts_ = nullptr;
+};
+
+void enter(shared_counts& c) {
+  const int now = c.inside.fetch_add(1) + 1;
+  int most = c.most.load();
+  while (now > most && !c.most.compare_exchange_weak(most, now)) {
+  }
+  c.entries.fetch_add(1);
+}
+
+std::size_t to_size(const std::string& s) { return static_cast<std::size_t>(std::stoul(s)); }
+
+// Helper "sem_hold PATH N K": takes K slots, prints "held", and gives them back when stdin ends.
+FASTENERS_TEST_HELPER(sem_hold) {
+  interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
+  const std::size_t k = to_size(args.at(2));
+  for (std::size_t i = 0; i < k; ++i) sem.acquire();
+  if (sem.held() != k) return fail(1, "held() is not the number of slots taken");
+  report_and_wait("held");
+  for (std::size_t i = 0; i < k; ++i) sem.release();
+  return 0;
+}
+
+// Helper "sem_churn PATH N SHM SECONDS THREADS": THREADS threads take a slot, stay inside for a
+// moment, give it back, again and again for SECONDS; each counts itself in SHM while inside.
+FASTENERS_TEST_HELPER(sem_churn) {
+  interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
+  shared_memory shm(path_of(args.at(2)), false);
+  const auto end = steady::now() + std::chrono::duration<double>(std::stod(args.at(3)));
+  const int threads = std::stoi(args.at(4));
+  std::atomic<int> errors{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        for (unsigned i = 0; steady::now() < end; ++i) {
+          // Blocking, timed and one-time acquires, mixed.
+          bool got = true;
+          if (i % 3 == 1) {
+            got = sem.try_acquire_for(50ms);
+          } else if (i % 3 == 2) {
+            got = sem.try_acquire();
+          } else {
+            sem.acquire();
+          }
+          if (!got) continue;
+          enter(*shm);
+          std::this_thread::sleep_for(
+              std::chrono::microseconds(200 + 150 * ((i + static_cast<unsigned>(t)) % 7)));
+          shm->inside.fetch_sub(1);
+          sem.release();
+        }
+      } catch (const std::exception& e) {
+        std::cerr << "sem_churn: " << e.what() << "\n";
+        errors.fetch_add(1);
+      }
+    });
+  }
+  for (auto& thread : pool) thread.join();
+  return errors.load() == 0 ? 0 : fail(2, "a thread failed");
+}
+
+// Helper "sem_fair PATH N SECONDS": takes a slot, holds it 10 ms, gives it back, in a loop for
+// SECONDS; prints the longest time it went without a slot, in milliseconds, and how many it got.
+FASTENERS_TEST_HELPER(sem_fair) {
+  interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
+  const auto start = steady::now();
+  const auto end = start + std::chrono::duration<double>(std::stod(args.at(2)));
+  auto last = start;
+  double longest_ms = 0;
+  long grants = 0;
+  while (steady::now() < end) {
+    sem.acquire();
+    const auto now = steady::now();
+    longest_ms =
+        std::max(longest_ms, std::chrono::duration<double, std::milli>(now - last).count());
+    ++grants;
+    std::this_thread::sleep_for(10ms);
+    last = steady::now();
+    sem.release();
+  }
+  std::cout << longest_ms << " " << grants << std::endl;
+  return 0;
+}
+
+double cpu_seconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// Helper "sem_wait_cpu PATH N": prints "waiting", waits for a slot, then prints the CPU seconds
+// and the wall seconds the wait took.
+FASTENERS_TEST_HELPER(sem_wait_cpu) {
+  interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
+  std::cout << "waiting" << std::endl;
+  const double cpu_before = cpu_seconds();
+  const auto start = steady::now();
+  sem.acquire();
+  const double wall = seconds_since(start);
+  std::cout << (cpu_seconds() - cpu_before) << " " << wall << std::endl;
+  sem.release();
+  return 0;
+}
+
+// Helper "sem_expect_wrong_n PATH N": every acquire must throw invalid_argument naming the path,
+// the number the file records and N.
+FASTENERS_TEST_HELPER(sem_expect_wrong_n) {
+  const fs::path path = path_of(args.at(0));
+  interprocess_semaphore sem(path, to_size(args.at(1)));
+  for (int how = 0; how < 3; ++how) {
+    try {
+      if (how == 0) sem.acquire();
+      if (how == 1) sem.try_acquire();
+      if (how == 2) sem.try_acquire_for(100ms);
+      return fail(1, "an acquire with another N did not throw");
+    } catch (const std::system_error& e) {
+      const std::string what = e.what();
+      if (e.code() != std::errc::invalid_argument || !names(e, path) ||
+          what.find(args.at(1)) == std::string::npos ||
+          what.find(args.at(2)) == std::string::npos) {
+        return fail(2, "wrong error for another N: " + what);
+      }
+    }
+  }
+  return sem.held() == 0 ? 0 : fail(3, "held() after failed acquires");
+}
+
+class semaphore_test : public lock_test {
+ protected:
+  fs::path sem_path() const { return dir() / "sem"; }
+};
+
+TEST_F(semaphore_test, the_constructor_checks_its_arguments_and_touches_nothing) {
+  EXPECT_THROW(interprocess_semaphore(sem_path(), 0), std::invalid_argument);
+  EXPECT_THROW(interprocess_semaphore(sem_path(), 100000), std::invalid_argument);
+  EXPECT_THROW(interprocess_semaphore("", 2), std::invalid_argument);
+  fasteners::lock_options remove;
+  remove.remove_on_release = true;
+  EXPECT_THROW(interprocess_semaphore(sem_path(), 2, remove), std::invalid_argument);
+  interprocess_semaphore sem(sem_path(), 2);
+  EXPECT_EQ(sem.slots(), 2u);
+  EXPECT_EQ(sem.held(), 0u);
+  EXPECT_EQ(sem.path(), sem_path());
+  EXPECT_FALSE(fs::exists(sem_path()));
+}
+
+TEST_F(semaphore_test, one_object_takes_up_to_n_slots_and_gives_them_back) {
+  interprocess_semaphore sem(sem_path(), 3);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(sem.try_acquire());
+  EXPECT_EQ(sem.held(), 3u);
+  EXPECT_FALSE(sem.try_acquire());
+  const auto start = steady::now();
+  EXPECT_FALSE(sem.try_acquire_for(k_short));
+  EXPECT_GE(steady::now() - start, k_short);
+  interprocess_semaphore other(sem_path(), 3);
+  EXPECT_FALSE(other.try_acquire());
+  // Given back from another thread.
+  std::thread([&] { sem.release(); }).join();
+  EXPECT_EQ(sem.held(), 2u);
+  EXPECT_TRUE(other.try_acquire());
+  EXPECT_FALSE(sem.try_acquire());
+  other.release();
+  sem.release();
+  sem.release();
+  EXPECT_EQ(sem.held(), 0u);
+  try {
+    sem.release();
+    ADD_FAILURE() << "release() with no slot held did not throw";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::operation_not_permitted);
+    EXPECT_TRUE(names(e, sem_path())) << e.what();
+  }
+  EXPECT_EQ(fasteners::semaphore_slots(sem_path()), std::optional<std::size_t>(3));
+}
+
+TEST_F(semaphore_test, slots_held_by_other_processes_count) {
+  child_process holder = spawn_helper("sem_hold", {arg_of(sem_path()), "3", "2"});
+  ASSERT_EQ(holder.read_line(), std::optional<std::string>("held"));
+  interprocess_semaphore sem(sem_path(), 3);
+  EXPECT_TRUE(sem.try_acquire());
+  EXPECT_FALSE(sem.try_acquire());
+  EXPECT_FALSE(sem.try_acquire_for(k_short));
+  // A waiter gets a slot once the other process gives one back.
+  std::thread give_back([&] {
+    std::this_thread::sleep_for(k_short);
+    holder.close_stdin();
+  });
+  const auto start = steady::now();
+  EXPECT_TRUE(sem.try_acquire_for(k_long));
+  EXPECT_GE(steady::now() - start, k_short);
+  give_back.join();
+  EXPECT_EQ(holder.wait(), 0);
+  EXPECT_EQ(sem.held(), 2u);
+}
+
+TEST_F(semaphore_test, a_killed_holder_frees_its_slots_at_once) {
+  child_process holder = spawn_helper("sem_hold", {arg_of(sem_path()), "2", "2"});
+  ASSERT_EQ(holder.read_line(), std::optional<std::string>("held"));
+  interprocess_semaphore sem(sem_path(), 2);
+  EXPECT_FALSE(sem.try_acquire());
+  std::thread killer([&] {
+    std::this_thread::sleep_for(k_short);
+    holder.kill();
+  });
+  // Waits in the kernel: the kill frees both slots, and this object takes both.
+  EXPECT_TRUE(sem.try_acquire_for(k_long));
+  EXPECT_TRUE(sem.try_acquire_for(k_upper));
+  killer.join();
+  EXPECT_EQ(holder.wait(), k_killed);
+  EXPECT_EQ(sem.held(), 2u);
+}
+
+TEST_F(semaphore_test, another_n_fails_at_the_first_acquire_naming_both) {
+  interprocess_semaphore sem(sem_path(), 3);
+  ASSERT_TRUE(sem.try_acquire());
+  EXPECT_EQ(run_helper("sem_expect_wrong_n", {arg_of(sem_path()), "4", "3"}), 0);
+  // In this process too, while the file is open here.
+  interprocess_semaphore wrong(sem_path(), 2);
+  try {
+    wrong.acquire();
+    ADD_FAILURE() << "an acquire with another N did not throw";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("3 slots, not 2"), std::string::npos) << e.what();
+  }
+  sem.release();
+  EXPECT_EQ(wrong.held(), 0u);
+}
+
+TEST_F(semaphore_test, a_file_that_is_not_a_semaphore_file_is_refused) {
+  std::ofstream(sem_path()) << "some content\n";
+  interprocess_semaphore sem(sem_path(), 2);
+  try {
+    sem.acquire();
+    ADD_FAILURE() << "an acquire on a file with other content did not throw";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::errc::invalid_argument);
+    EXPECT_TRUE(names(e, sem_path())) << e.what();
+  }
+  std::ifstream in(sem_path());
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "some content");
+  EXPECT_EQ(fasteners::semaphore_slots(sem_path()), std::nullopt);
+}
+
+TEST_F(semaphore_test, at_most_n_holders_among_processes_and_threads_and_n_is_reached) {
+  const fs::path shm_path = dir() / "shm";
+  shared_memory shm(shm_path, true);
+  std::vector<child_process> churners;
+  for (int i = 0; i < 8; ++i) {
+    churners.push_back(
+        spawn_helper("sem_churn", {arg_of(sem_path()), "3", arg_of(shm_path), "3", "2"}));
+  }
+  for (auto& child : churners) EXPECT_EQ(child.finish(), 0);
+  EXPECT_EQ(shm->inside.load(), 0);
+  EXPECT_EQ(shm->most.load(), 3) << "more than 3 holders at once, or never 3";
+  EXPECT_GT(shm->entries.load(), 100);
+  std::cout << "entries: " << shm->entries.load() << "\n";
+}
+
+TEST_F(semaphore_test, waiters_are_served_roughly_in_arrival_order) {
+  std::vector<child_process> loops;
+  for (int i = 0; i < 8; ++i)
+    loops.push_back(spawn_helper("sem_fair", {arg_of(sem_path()), "2", "10"}));
+  for (auto& child : loops) {
+    const auto line = child.read_line(60s);
+    ASSERT_TRUE(line.has_value());
+    double longest_ms = 0;
+    long grants = 0;
+    ASSERT_EQ(std::sscanf(line->c_str(), "%lf %ld", &longest_ms, &grants), 2) << *line;
+    std::cout << "process " << child.id() << ": longest without a slot " << longest_ms << " ms, "
+              << grants << " slots\n";
+    EXPECT_LT(longest_ms, 1000) << "a process went a second without a slot";
+    EXPECT_EQ(child.finish(), 0);
+  }
+}
+
+TEST_F(semaphore_test, a_waiter_uses_little_cpu) {
+  child_process holder = spawn_helper("sem_hold", {arg_of(sem_path()), "2", "2"});
+  ASSERT_EQ(holder.read_line(), std::optional<std::string>("held"));
+  child_process waiter = spawn_helper("sem_wait_cpu", {arg_of(sem_path()), "2"});
+  ASSERT_EQ(waiter.read_line(), std::optional<std::string>("waiting"));
+  std::this_thread::sleep_for(2s);
+  holder.close_stdin();
+  const auto line = waiter.read_line();
+  ASSERT_TRUE(line.has_value());
+  double cpu = 0;
+  double wall = 0;
+  ASSERT_EQ(std::sscanf(line->c_str(), "%lf %lf", &cpu, &wall), 2) << *line;
+  std::cout << "waited " << wall << " s using " << cpu << " s of CPU\n";
+  EXPECT_GE(wall, 1.5);
+  EXPECT_LE(cpu, 0.02 * wall) << "a waiter used more than 2% of a core";
+  EXPECT_EQ(waiter.finish(), 0);
+  EXPECT_EQ(holder.finish(), 0);
+}
+
+TEST_F(semaphore_test, a_forked_child_inherits_no_slot) {
+  interprocess_semaphore sem(sem_path(), 1);
+  ASSERT_TRUE(sem.try_acquire());
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 0;
+    if (sem.held() != 0) code = 31;
+    try {
+      sem.release();
+      code = 32;
+    } catch (const std::system_error& e) {
+      if (e.code() != std::errc::operation_not_permitted) code = 33;
+    }
+    if (code == 0 && sem.try_acquire()) code = 34;  // The parent holds the one slot.
+    ::_exit(code);
+  }
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(wait_for_pid(pid), 0);
+  EXPECT_EQ(sem.held(), 1u);
+  // The child's exit (and its closing of what it inherited) left the parent's slot held.
+  EXPECT_EQ(run_helper("sem_expect_busy", {arg_of(sem_path()), "1"}), k_busy);
+  sem.release();
+  EXPECT_EQ(run_helper("sem_expect_busy", {arg_of(sem_path()), "1"}), k_acquired);
+}
+
+// Helper "sem_expect_busy PATH N": k_acquired if a try takes a slot, k_busy if not.
+FASTENERS_TEST_HELPER(sem_expect_busy) {
+  interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
+  return sem.try_acquire() ? k_acquired : k_busy;
+}
+
+TEST_F(semaphore_test, a_read_only_file_is_refused_with_a_clear_error) {
+  {
+    interprocess_semaphore sem(sem_path(), 2);
+    ASSERT_TRUE(sem.try_acquire());
+  }
+  fs::permissions(sem_path(),
+                  fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  EXPECT_EQ(run_helper("sem_unprivileged_acquire", {arg_of(sem_path())}), 0);
+}
+
+// Helper "sem_unprivileged_acquire PATH": as an unprivileged user, an acquire on a read-only
+// semaphore file fails with permission_denied naming the path.
+FASTENERS_TEST_HELPER(sem_unprivileged_acquire) {
+  drop_privileges();
+  const fs::path path = path_of(args.at(0));
+  interprocess_semaphore sem(path, 2);
+  return check_error_naming(
+      path, [&] { sem.acquire(); }, "an acquire on a read-only file", std::errc::permission_denied);
+}
+
+}  // namespace
+}  // namespace fasteners_test
