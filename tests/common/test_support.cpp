@@ -9,6 +9,8 @@
 #include <system_error>
 #include <utility>
 
+#include "fasteners/interprocess_semaphore.hpp"
+
 namespace fasteners_test {
 
 namespace fs = std::filesystem;
@@ -246,6 +248,24 @@ FASTENERS_TEST_HELPER(hold) {
   report_and_wait("held");
   lock.release();
   return 0;
+}
+
+// Helper "sem_hold PATH N K": see test_support.hpp.
+FASTENERS_TEST_HELPER(sem_hold) {
+  fasteners::interprocess_semaphore sem(path_of(args.at(0)), std::stoul(args.at(1)));
+  const std::size_t k = std::stoul(args.at(2));
+  for (std::size_t i = 0; i < k; ++i) sem.acquire();
+  if (sem.held() != k) return fail(1, "held() is not the number of slots taken");
+  report_and_wait("held");
+  for (std::size_t i = 0; i < k; ++i) sem.release();
+  return 0;
+}
+
+child_process hold_slots_in_child(const fs::path& path, std::size_t n, std::size_t k) {
+  child_process child =
+      spawn_helper("sem_hold", {arg_of(path), std::to_string(n), std::to_string(k)});
+  EXPECT_EQ(child.read_line(), std::optional<std::string>("held"));
+  return child;
 }
 
 // Helper "expect_error KIND PATH": see test_support.hpp.

@@ -98,6 +98,11 @@ int try_in_child(kind k, const std::filesystem::path& path);
 // child does not report the lock within k_long.
 child_process hold_in_child(kind k, const std::filesystem::path& path);
 
+// Helper "sem_hold": another process takes `k` slots of the semaphore file `path` of `n` slots
+// and holds them until its stdin is closed (finish() gives them back and returns 0). Adds a test
+// failure if the child does not report them within k_long.
+child_process hold_slots_in_child(const std::filesystem::path& path, std::size_t n, std::size_t k);
+
 // Waits until a writer waits for the lock on `path`, which new readers of this process then find
 // taken (writers are not starved); false if none does within k_long.
 bool wait_for_waiting_writer(const std::filesystem::path& path);

@@ -1,5 +1,5 @@
-// Tests of fasteners::interprocess_semaphore with real processes: at most N, crashes, N
-// enforced, timeouts, fairness, CPU while waiting, fork.
+// Tests of fasteners::interprocess_semaphore that need POSIX: at most N among processes and
+// threads (counted in shared memory), fairness, CPU while waiting, fork, permissions.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -65,17 +65,6 @@ void enter(shared_counts& c) {
 }
 
 std::size_t to_size(const std::string& s) { return static_cast<std::size_t>(std::stoul(s)); }
-
-// Helper "sem_hold PATH N K": takes K slots, prints "held", and gives them back when stdin ends.
-FASTENERS_TEST_HELPER(sem_hold) {
-  interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
-  const std::size_t k = to_size(args.at(2));
-  for (std::size_t i = 0; i < k; ++i) sem.acquire();
-  if (sem.held() != k) return fail(1, "held() is not the number of slots taken");
-  report_and_wait("held");
-  for (std::size_t i = 0; i < k; ++i) sem.release();
-  return 0;
-}
 
 // Helper "sem_churn PATH N SHM SECONDS THREADS": THREADS threads take a slot, stay inside for a
 // moment, give it back, again and again for SECONDS; each counts itself in SHM while inside.
@@ -162,147 +151,10 @@ FASTENERS_TEST_HELPER(sem_wait_cpu) {
   return 0;
 }
 
-// Helper "sem_expect_wrong_n PATH N": every acquire must throw invalid_argument naming the path,
-// the number the file records and N.
-FASTENERS_TEST_HELPER(sem_expect_wrong_n) {
-  const fs::path path = path_of(args.at(0));
-  interprocess_semaphore sem(path, to_size(args.at(1)));
-  for (int how = 0; how < 3; ++how) {
-    try {
-      if (how == 0) sem.acquire();
-      if (how == 1) sem.try_acquire();
-      if (how == 2) sem.try_acquire_for(100ms);
-      return fail(1, "an acquire with another N did not throw");
-    } catch (const std::system_error& e) {
-      const std::string what = e.what();
-      if (e.code() != std::errc::invalid_argument || !names(e, path) ||
-          what.find(args.at(1)) == std::string::npos ||
-          what.find(args.at(2)) == std::string::npos) {
-        return fail(2, "wrong error for another N: " + what);
-      }
-    }
-  }
-  return sem.held() == 0 ? 0 : fail(3, "held() after failed acquires");
-}
-
 class semaphore_test : public lock_test {
  protected:
   fs::path sem_path() const { return dir() / "sem"; }
 };
-
-TEST_F(semaphore_test, the_constructor_checks_its_arguments_and_touches_nothing) {
-  EXPECT_THROW(interprocess_semaphore(sem_path(), 0), std::invalid_argument);
-  EXPECT_THROW(interprocess_semaphore(sem_path(), 100000), std::invalid_argument);
-  EXPECT_THROW(interprocess_semaphore("", 2), std::invalid_argument);
-  fasteners::lock_options remove;
-  remove.remove_on_release = true;
-  EXPECT_THROW(interprocess_semaphore(sem_path(), 2, remove), std::invalid_argument);
-  interprocess_semaphore sem(sem_path(), 2);
-  EXPECT_EQ(sem.slots(), 2u);
-  EXPECT_EQ(sem.held(), 0u);
-  EXPECT_EQ(sem.path(), sem_path());
-  EXPECT_FALSE(fs::exists(sem_path()));
-}
-
-TEST_F(semaphore_test, one_object_takes_up_to_n_slots_and_gives_them_back) {
-  interprocess_semaphore sem(sem_path(), 3);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(sem.try_acquire());
-  EXPECT_EQ(sem.held(), 3u);
-  EXPECT_FALSE(sem.try_acquire());
-  const auto start = steady::now();
-  EXPECT_FALSE(sem.try_acquire_for(k_short));
-  EXPECT_GE(steady::now() - start, k_short);
-  interprocess_semaphore other(sem_path(), 3);
-  EXPECT_FALSE(other.try_acquire());
-  // Given back from another thread.
-  std::thread([&] { sem.release(); }).join();
-  EXPECT_EQ(sem.held(), 2u);
-  EXPECT_TRUE(other.try_acquire());
-  EXPECT_FALSE(sem.try_acquire());
-  other.release();
-  sem.release();
-  sem.release();
-  EXPECT_EQ(sem.held(), 0u);
-  try {
-    sem.release();
-    ADD_FAILURE() << "release() with no slot held did not throw";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::operation_not_permitted);
-    EXPECT_TRUE(names(e, sem_path())) << e.what();
-  }
-  EXPECT_EQ(fasteners::semaphore_slots(sem_path()), std::optional<std::size_t>(3));
-}
-
-TEST_F(semaphore_test, slots_held_by_other_processes_count) {
-  child_process holder = spawn_helper("sem_hold", {arg_of(sem_path()), "3", "2"});
-  ASSERT_EQ(holder.read_line(), std::optional<std::string>("held"));
-  interprocess_semaphore sem(sem_path(), 3);
-  EXPECT_TRUE(sem.try_acquire());
-  EXPECT_FALSE(sem.try_acquire());
-  EXPECT_FALSE(sem.try_acquire_for(k_short));
-  // A waiter gets a slot once the other process gives one back.
-  std::thread give_back([&] {
-    std::this_thread::sleep_for(k_short);
-    holder.close_stdin();
-  });
-  const auto start = steady::now();
-  EXPECT_TRUE(sem.try_acquire_for(k_long));
-  EXPECT_GE(steady::now() - start, k_short);
-  give_back.join();
-  EXPECT_EQ(holder.wait(), 0);
-  EXPECT_EQ(sem.held(), 2u);
-}
-
-TEST_F(semaphore_test, a_killed_holder_frees_its_slots_at_once) {
-  child_process holder = spawn_helper("sem_hold", {arg_of(sem_path()), "2", "2"});
-  ASSERT_EQ(holder.read_line(), std::optional<std::string>("held"));
-  interprocess_semaphore sem(sem_path(), 2);
-  EXPECT_FALSE(sem.try_acquire());
-  std::thread killer([&] {
-    std::this_thread::sleep_for(k_short);
-    holder.kill();
-  });
-  // Waits in the kernel: the kill frees both slots, and this object takes both.
-  EXPECT_TRUE(sem.try_acquire_for(k_long));
-  EXPECT_TRUE(sem.try_acquire_for(k_upper));
-  killer.join();
-  EXPECT_EQ(holder.wait(), k_killed);
-  EXPECT_EQ(sem.held(), 2u);
-}
-
-TEST_F(semaphore_test, another_n_fails_at_the_first_acquire_naming_both) {
-  interprocess_semaphore sem(sem_path(), 3);
-  ASSERT_TRUE(sem.try_acquire());
-  EXPECT_EQ(run_helper("sem_expect_wrong_n", {arg_of(sem_path()), "4", "3"}), 0);
-  // In this process too, while the file is open here.
-  interprocess_semaphore wrong(sem_path(), 2);
-  try {
-    wrong.acquire();
-    ADD_FAILURE() << "an acquire with another N did not throw";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::invalid_argument);
-    EXPECT_NE(std::string(e.what()).find("3 slots, not 2"), std::string::npos) << e.what();
-  }
-  sem.release();
-  EXPECT_EQ(wrong.held(), 0u);
-}
-
-TEST_F(semaphore_test, a_file_that_is_not_a_semaphore_file_is_refused) {
-  std::ofstream(sem_path()) << "some content\n";
-  interprocess_semaphore sem(sem_path(), 2);
-  try {
-    sem.acquire();
-    ADD_FAILURE() << "an acquire on a file with other content did not throw";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::invalid_argument);
-    EXPECT_TRUE(names(e, sem_path())) << e.what();
-  }
-  std::ifstream in(sem_path());
-  std::string line;
-  std::getline(in, line);
-  EXPECT_EQ(line, "some content");
-  EXPECT_EQ(fasteners::semaphore_slots(sem_path()), std::nullopt);
-}
 
 TEST_F(semaphore_test, at_most_n_holders_among_processes_and_threads_and_n_is_reached) {
   const fs::path shm_path = dir() / "shm";
@@ -337,8 +189,7 @@ TEST_F(semaphore_test, waiters_are_served_roughly_in_arrival_order) {
 }
 
 TEST_F(semaphore_test, a_waiter_uses_little_cpu) {
-  child_process holder = spawn_helper("sem_hold", {arg_of(sem_path()), "2", "2"});
-  ASSERT_EQ(holder.read_line(), std::optional<std::string>("held"));
+  child_process holder = hold_slots_in_child(sem_path(), 2, 2);
   child_process waiter = spawn_helper("sem_wait_cpu", {arg_of(sem_path()), "2"});
   ASSERT_EQ(waiter.read_line(), std::optional<std::string>("waiting"));
   std::this_thread::sleep_for(2s);
