@@ -49,8 +49,8 @@ class FASTENERS_API semaphore_core {
     } adapter{*this};
     return acquire_until_on_clock(adapter, lock_mode::exclusive, t);
   }
-  // Takes one more slot, waiting until `deadline`; a deadline in the past means one try.
-  bool acquire_until(std::chrono::steady_clock::time_point deadline);
+  // Takes one more slot, waiting until `until`; a time in the past means one try.
+  bool acquire_until(std::chrono::steady_clock::time_point until);
   // Gives back one slot that this object holds (any of them, from any thread). Throws
   // std::system_error(operation_not_permitted) if it holds none.
   void release();
