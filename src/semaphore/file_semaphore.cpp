@@ -17,7 +17,7 @@ constexpr std::string_view header_start = "fasteners semaphore: ";
 constexpr std::string_view header_end = " slots\n";
 
 platform::byte_span span_of(place p) {
-  return {p == turnstile ? turnstile_offset : first_slot_offset + p, 1};
+  return {p == turnstile ? turnstile_offset : slot_offset(p), 1};
 }
 
 // The open semaphore files by identity. An entry whose state is being destroyed stays until its

@@ -29,10 +29,12 @@
 
 namespace fasteners::detail::semaphore {
 
-// The layout of a semaphore file.
+// The layout of a semaphore file: one byte each, a byte apart, so that the kernel never merges
+// two of one holder's locks into one (holders() then reports each slot on its own).
 inline constexpr std::uint64_t setup_offset = platform::gate_offset + (std::uint64_t{1} << 32);
-inline constexpr std::uint64_t turnstile_offset = setup_offset + 1;
-inline constexpr std::uint64_t first_slot_offset = setup_offset + 2;
+inline constexpr std::uint64_t turnstile_offset = setup_offset + 2;
+inline constexpr std::uint64_t first_slot_offset = setup_offset + 4;
+inline constexpr std::uint64_t slot_offset(std::size_t i) { return first_slot_offset + 2 * i; }
 // The most slots a semaphore may have: the first waiter in line blocks a thread per slot.
 inline constexpr std::size_t max_slots = 4096;
 // The line a semaphore file starts with, and N as `content` records it (nothing if `content` does

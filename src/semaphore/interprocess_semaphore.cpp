@@ -63,11 +63,12 @@ std::optional<std::size_t> semaphore_slots(const std::filesystem::path& path) {
 std::optional<std::size_t> semaphore_slot(const lock_holder& lock) noexcept {
   using detail::semaphore::first_slot_offset;
   using detail::semaphore::max_slots;
-  if (lock.first_byte < first_slot_offset || lock.first_byte >= first_slot_offset + max_slots) {
+  using detail::semaphore::slot_offset;
+  if (lock.first_byte < first_slot_offset || lock.first_byte >= slot_offset(max_slots) ||
+      (lock.first_byte - first_slot_offset) % 2 != 0 || lock.last_byte != lock.first_byte) {
     return std::nullopt;
   }
-  if (lock.last_byte != lock.first_byte) return std::nullopt;
-  return static_cast<std::size_t>(lock.first_byte - first_slot_offset);
+  return static_cast<std::size_t>((lock.first_byte - first_slot_offset) / 2);
 }
 
 bool semaphore_waiter(const lock_holder& lock) noexcept {

@@ -37,6 +37,7 @@ std::optional<std::size_t> semaphore_state::acquire(const semaphore_object& owne
     }
     mu_.wait_until(me.woken, until);
   }
+  if (me.failure) std::rethrow_exception(me.failure);
   if (me.error) owner.fail(me.error, "acquire a slot of", {});
   return me.slot;
 }
@@ -102,9 +103,9 @@ void semaphore_state::pump() noexcept {
       }
       return;
     } catch (const std::system_error& e) {
-      fail_first(e.code());
+      fail_first(e.code(), std::current_exception());
     } catch (const std::bad_alloc&) {
-      fail_first(std::make_error_code(std::errc::not_enough_memory));
+      fail_first(std::make_error_code(std::errc::not_enough_memory), std::current_exception());
     }
   }
   let_go_of_turnstile();
@@ -132,9 +133,10 @@ void semaphore_state::grant(std::size_t i) {
   let_go_of_turnstile();
 }
 
-void semaphore_state::fail_first(std::error_code error) {
+void semaphore_state::fail_first(std::error_code error, std::exception_ptr failure) {
   waiter& first = *line_.front();
   first.error = error;
+  first.failure = std::move(failure);
   finish_first(first);
   let_go_of_turnstile();
 }

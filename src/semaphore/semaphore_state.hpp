@@ -28,6 +28,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <list>
 #include <optional>
 #include <system_error>
@@ -88,7 +89,8 @@ class semaphore_state {
  private:
   struct waiter {
     std::optional<std::size_t> slot;
-    std::error_code error;
+    std::error_code error;       // A wait in the backend failed.
+    std::exception_ptr failure;  // A backend call threw.
     bool done = false;
     std::condition_variable woken;
   };
@@ -103,8 +105,9 @@ class semaphore_state {
   std::optional<std::size_t> try_free_slot() FASTENERS_REQUIRES(mu_);
   // Gives slot `i`, held here now, to the first in line, whose turn ends: the turnstile goes.
   void grant(std::size_t i) FASTENERS_REQUIRES(mu_);
-  // Ends the first in line's turn with `error`.
-  void fail_first(std::error_code error) FASTENERS_REQUIRES(mu_);
+  // Ends the first in line's turn with `error`, or with what a backend call threw.
+  void fail_first(std::error_code error, std::exception_ptr failure = nullptr)
+      FASTENERS_REQUIRES(mu_);
   void finish_first(waiter& w) FASTENERS_REQUIRES(mu_);
   void let_go_of_turnstile() FASTENERS_REQUIRES(mu_);
 

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "fasteners/holders.hpp"
 #include "fasteners/interprocess_semaphore.hpp"
 #include "posix/posix_support.hpp"
 
@@ -235,6 +236,68 @@ TEST_F(semaphore_test, a_forked_child_inherits_no_slot) {
 FASTENERS_TEST_HELPER(sem_expect_busy) {
   interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
   return sem.try_acquire() ? k_acquired : k_busy;
+}
+
+TEST_F(semaphore_test, holders_name_each_slot_and_the_first_waiter) {
+  child_process holder = hold_slots_in_child(sem_path(), 3, 3);
+  interprocess_semaphore sem(sem_path(), 3);
+  std::thread waiter([&] {
+    if (sem.try_acquire_for(k_long)) sem.release();
+  });
+  std::vector<std::size_t> slots;
+  bool first_in_line = false;
+  const auto deadline = steady::now() + k_long;
+  while (!first_in_line && steady::now() < deadline) {
+    slots.clear();
+    for (const auto& h : fasteners::holders(sem_path())) {
+      if (const auto slot = fasteners::semaphore_slot(h)) {
+        EXPECT_EQ(h.pid, holder.id());
+        slots.push_back(*slot);
+      }
+      if (fasteners::semaphore_waiter(h)) {
+        EXPECT_EQ(h.pid, ::getpid());
+        first_in_line = true;
+      }
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::sort(slots.begin(), slots.end());
+  EXPECT_EQ(slots, (std::vector<std::size_t>{0, 1, 2}));
+  EXPECT_TRUE(first_in_line) << "the waiter does not show as first in line";
+  EXPECT_EQ(holder.finish(), 0);
+  waiter.join();
+}
+
+// Helper "sem_without_threads PATH": with every slot of PATH held elsewhere and this process
+// forbidden to start threads (RLIMIT_NPROC 0, as an unprivileged user), an acquire that must wait
+// fails with EAGAIN naming the path and holds nothing; once threads may be started again, a timed
+// acquire times out as it should, no sooner.
+FASTENERS_TEST_HELPER(sem_without_threads) {
+  const fs::path path = path_of(args.at(0));
+  interprocess_semaphore sem(path, 2);
+  if (sem.try_acquire()) return fail(20, "took a slot another process holds");
+  if (!drop_privileges()) return fail(2, "could not run as an unprivileged user");
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "getrlimit failed");
+  const rlimit none{0, limit.rlim_max};
+  if (::setrlimit(RLIMIT_NPROC, &none) != 0) return fail(2, "setrlimit failed");
+  const int code = check_error_naming(
+      path, [&] { sem.acquire(); }, "an acquire without threads",
+      std::errc::resource_unavailable_try_again);
+  if (code != 0) return code;
+  if (sem.held() != 0) return fail(21, "the object holds a slot after the error");
+  if (::setrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "setrlimit failed");
+  const auto start = steady::now();
+  if (sem.try_acquire_for(300ms)) return fail(22, "took a slot another process holds");
+  if (seconds_since(start) < 0.3) return fail(23, "the timed acquire returned early");
+  return 0;
+}
+
+TEST_F(semaphore_test, an_acquire_that_cannot_start_its_wait_is_an_error) {
+  child_process holder = hold_slots_in_child(sem_path(), 2, 2);
+  EXPECT_EQ(run_helper("sem_without_threads", {arg_of(sem_path())}), 0)
+      << "see the helper's message above";
+  EXPECT_EQ(holder.finish(), 0);
 }
 
 TEST_F(semaphore_test, a_read_only_file_is_refused_with_a_clear_error) {
