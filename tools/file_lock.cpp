@@ -1,11 +1,15 @@
-// The locks of `fasteners run` on files: this library's, and whom they wait for.
+// The locks of `fasteners run` on files: this library's, and whom they wait for; and the slots of
+// semaphore files (--slots).
 #include <initializer_list>
+#include <stdexcept>
 #include <vector>
 
 #include "fasteners/holders.hpp"
 #include "fasteners/interprocess_reader_writer_lock.hpp"
+#include "fasteners/interprocess_semaphore.hpp"
 #include "run_command.hpp"
 #include "run_lock.hpp"
+#include "semaphore_lock.hpp"
 #include "system.hpp"
 #include "verbose_report.hpp"
 
@@ -63,7 +67,69 @@ std::string describe_holder(const lock_holder& h) {
   return out;
 }
 
+// What `describe` says of the locks on the file at `path`, as fasteners::holders() tells; or why
+// they are unknown. For -v.
+template <class Describe>
+std::string with_holders(const fs::path& path, Describe describe) {
+  std::error_code ec;
+  const auto all = fasteners::holders(path, ec);
+  if (ec == std::errc::function_not_supported) {
+    return "its holders cannot be looked up on " + system_name();
+  }
+  if (ec) return "its holders are unknown (" + ec.message() + ")";
+  return describe(all);
+}
+
+// "held by pid 1 (a) in slot 0, ...; waiting for it first: pid 3 (c)": the holders of the
+// semaphore file at `path`'s slots, and the first waiter in line, as fasteners::holders() tells;
+// for -v.
+std::string describe_semaphore_holders(const fs::path& path) {
+  return with_holders(path, [](const std::vector<lock_holder>& all) {
+    std::vector<std::string> holding;
+    std::vector<std::string> waiting;
+    for (const auto& h : all) {
+      if (const auto slot = semaphore_slot(h)) {
+        holding.push_back(describe_holder(h) + " in slot " + std::to_string(*slot));
+      } else if (semaphore_waiter(h)) {
+        waiting.push_back(describe_holder(h));
+      }
+    }
+    return describe_waits(holding, false, waiting, false, "held by other processes");
+  });
+}
+
+class file_semaphore_lock final : public semaphore_lock<interprocess_semaphore> {
+ public:
+  file_semaphore_lock(const fs::path& path, std::size_t slots)
+      : semaphore_lock(interprocess_semaphore(path, slots),
+                       "the semaphore '" + utf8_of(path) + "'") {}
+  std::string holders() const override { return describe_semaphore_holders(semaphore_.path()); }
+};
+
 }  // namespace
+
+std::unique_ptr<run_lock> make_file_semaphore_lock(const fs::path& path, std::size_t slots) {
+  std::optional<std::size_t> recorded;
+  try {
+    recorded = semaphore_slots(path);
+  } catch (const std::system_error& e) {
+    throw tool_error(file_exit_code(e), e.what());
+  }
+  if (recorded && *recorded != slots) {
+    throw tool_error(exit_usage, "fasteners run: the semaphore file '" + utf8_of(path) + "' has " +
+                                     std::to_string(*recorded) + " slots, not " +
+                                     std::to_string(slots) + " as --slots says: give --slots " +
+                                     std::to_string(*recorded) + ", or another file");
+  }
+  try {
+    return std::make_unique<file_semaphore_lock>(path, slots);
+  } catch (const std::invalid_argument& e) {
+    std::string why = e.what();
+    const std::string prefix = "fasteners: ";
+    if (why.rfind(prefix, 0) == 0) why.erase(0, prefix.size());
+    throw usage_error("run", "invalid --slots: " + why);
+  }
+}
 
 std::string lock_name(bool shared, const std::string& name) {
   return std::string("the ") + (shared ? "shared" : "exclusive") + " lock on " + name;
@@ -100,32 +166,28 @@ int file_exit_code(const std::system_error& e) {
 }
 
 std::string describe_file_holders(const fs::path& path, bool shared, bool use_flock) {
-  std::error_code ec;
-  const auto all = fasteners::holders(path, ec);
-  if (ec == std::errc::function_not_supported) {
-    return "its holders cannot be looked up on " + system_name();
-  }
-  if (ec) return "its holders are unknown (" + ec.message() + ")";
-  std::vector<std::string> holding;
-  std::vector<std::string> waiting;
-  std::size_t possible = 0;
-  bool exclusive = false;
-  for (const auto& h : all) {
-    if (!conflicts(shared, use_flock, h)) continue;
-    if (!h.inspectable && h.pid > 0) {
-      ++possible;  // One of the processes this user may not inspect: counted, not named.
-    } else if (h.waiting) {
-      waiting.push_back(describe_holder(h));
-    } else {
-      exclusive = exclusive || h.kind == lock_kind::exclusive;
-      holding.push_back(describe_holder(h));
+  return with_holders(path, [&](const std::vector<lock_holder>& all) {
+    std::vector<std::string> holding;
+    std::vector<std::string> waiting;
+    std::size_t possible = 0;
+    bool exclusive = false;
+    for (const auto& h : all) {
+      if (!conflicts(shared, use_flock, h)) continue;
+      if (!h.inspectable && h.pid > 0) {
+        ++possible;  // One of the processes this user may not inspect: counted, not named.
+      } else if (h.waiting) {
+        waiting.push_back(describe_holder(h));
+      } else {
+        exclusive = exclusive || h.kind == lock_kind::exclusive;
+        holding.push_back(describe_holder(h));
+      }
     }
-  }
-  if (possible > 0) {
-    holding.push_back("one of " + std::to_string(possible) +
-                      " processes this user may not inspect");
-  }
-  return describe_waits(holding, exclusive, waiting, true, "held by another process");
+    if (possible > 0) {
+      holding.push_back("one of " + std::to_string(possible) +
+                        " processes this user may not inspect");
+    }
+    return describe_waits(holding, exclusive, waiting, true, "held by another process");
+  });
 }
 
 std::unique_ptr<run_lock> make_file_lock(const fs::path& path, const run_options& o) {

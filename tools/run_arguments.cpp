@@ -71,6 +71,25 @@ int parse_conflict_exit_code(const std::optional<std::string>& given) {
   return value;
 }
 
+std::optional<std::size_t> parse_slots(const std::optional<std::string>& given) {
+  if (!given) return std::nullopt;
+  const std::string& text = *given;
+  const auto bad = [&](const char* why) {
+    return usage_error("run", "invalid number of slots '" + text + "': " + why +
+                                  "; --slots takes a whole number, 1 or more");
+  };
+  if (text.empty()) throw bad("it is empty");
+  if (text.find_first_not_of("0123456789") != std::string::npos) throw bad("not a whole number");
+  const auto digits = text.find_first_not_of('0');
+  if (digits == std::string::npos) throw bad("a semaphore needs at least one slot");
+  // More digits than any size_t holds: too many slots for any semaphore, which says how many
+  // it takes at most (see make_file_semaphore_lock()).
+  if (text.size() - digits > std::numeric_limits<std::size_t>::digits10) {
+    return std::numeric_limits<std::size_t>::max();
+  }
+  return static_cast<std::size_t>(std::stoull(text.substr(digits)));
+}
+
 // A descriptor number as flock(1) takes one: decimal digits, at most INT_MAX; nothing otherwise.
 std::optional<int> descriptor_number(const std::string& text) {
   if (text.empty() || text.size() > 10 ||
@@ -123,7 +142,7 @@ void add_wait_options(CLI::App& run, run_options& o) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 }
 
-// -o, -F, --postgres, --flock and -v: how the lock is held and reported.
+// -o, -F, --postgres, --slots, --flock and -v: how the lock is held and reported.
 void add_holding_options(CLI::App& run, run_options& o) {
   run.add_flag("-o,--close", o.close,
                "Keep the lock from COMMAND: it ends with COMMAND, whatever COMMAND left running "
@@ -135,6 +154,11 @@ void add_holding_options(CLI::App& run, run_options& o) {
                  "Take the PostgreSQL advisory lock named by the operand (NAME, not LOCKFILE) in "
                  "this database: a libpq connection string or URI; see below")
       ->type_name("CONNINFO")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  run.add_option("--slots", o.slots,
+                 "Take one of N slots of the semaphore file LOCKFILE (at most N such commands run "
+                 "at once) instead of a lock; not with -s, --flock, -F or FD; see below")
+      ->type_name("N")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   run.add_flag("--flock", o.use_flock,
                "Use flock(2) locks, shared with flock(1), not fcntl ones (python-fasteners'); "

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@ namespace fasteners::tool {
 struct run_options {
   std::string lock_file;  // With --postgres: the lock's name. A number without a command: FD.
   std::optional<std::string> postgres;  // --postgres CONNINFO: a PostgreSQL advisory lock.
+  std::optional<std::string> slots;     // --slots N as written: one of N slots of a semaphore.
   // -s, -x (the default) and -u: the last one given wins, as in flock(1).
   bool shared = false;
   bool unlock = false;
@@ -52,6 +54,9 @@ std::vector<std::string> split_run_arguments(const CLI::App& run_app,
 std::optional<std::chrono::duration<double>> parse_timeout(const std::optional<std::string>& given);
 // -E: 0 to 255, 1 when not given. Throws usage_error for any other.
 int parse_conflict_exit_code(const std::optional<std::string>& given);
+// --slots: a whole number of slots, 1 or more, as decimal digits; nothing when not given. Throws
+// usage_error saying what is wrong with any other. (The semaphore says what most it takes.)
+std::optional<std::size_t> parse_slots(const std::optional<std::string>& given);
 // A descriptor number as flock(1) takes one: decimal digits, at most INT_MAX; nothing otherwise.
 std::optional<int> descriptor_number(const std::string& text);
 

@@ -2,6 +2,7 @@
 #include "run_command.hpp"
 
 #include <chrono>
+#include <cstddef>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -70,6 +71,42 @@ void check_file_usage(const run_options& o) {
   }
 }
 
+// Refuses a command line without a command where `option`, whose form is `form` ("--postgres
+// CONNINFO [OPTIONS] NAME"), takes a lock that needs one: the descriptor form cannot be used.
+void check_command_given(const run_options& o, const std::string& option, const std::string& form) {
+  if (!o.command.empty() || o.shell_command) return;
+  throw usage_error("run", "no command given: " + o.command_name + " " + form +
+                               " COMMAND [ARGS...]" +
+                               (descriptor_number(o.lock_file)
+                                    ? "; the descriptor form (FD without a command) cannot be "
+                                      "used with " +
+                                          option
+                                    : ""));
+}
+
+// Refuses what --slots cannot do, before anything is locked. A slot of a semaphore belongs to
+// this process, which holds it while the command runs (as with -o, which it accepts).
+void check_semaphore_usage(const run_options& o) {
+  const auto refuse = [](const std::string& option, const std::string& why) {
+    return usage_error("run", option + " cannot be used with --slots: " + why);
+  };
+  if (o.shared) throw refuse("-s", "each slot is held alone; N slots let N commands run at once");
+  if (o.unlock) throw refuse("-u", "a slot is given back when the command ends");
+  if (o.use_flock) {
+    throw refuse("--flock", "a semaphore's slots are fcntl locks on parts of its file");
+  }
+  if (o.no_fork) {
+    throw refuse("-F",
+                 "the slot belongs to fasteners, which must wait for the command to give it back");
+  }
+  check_command_given(o, "--slots", "--slots N [OPTIONS] LOCKFILE");
+  if (o.postgres) {
+    throw usage_error("run",
+                      "--slots is not supported yet with --postgres: PostgreSQL semaphores are not "
+                      "available in this version; --slots works on a semaphore file");
+  }
+}
+
 // Refuses what --postgres cannot do, before anything is asked of the database.
 void check_postgres_usage(const run_options& o) {
   if (o.use_flock) {
@@ -82,14 +119,7 @@ void check_postgres_usage(const run_options& o) {
                                  " cannot be used with --postgres: the lock belongs to the "
                                  "database session of this process, which ends with it");
   }
-  if (o.command.empty() && !o.shell_command) {
-    throw usage_error("run", "no command given: " + o.command_name +
-                                 " --postgres CONNINFO [OPTIONS] NAME COMMAND [ARGS...]" +
-                                 (descriptor_number(o.lock_file)
-                                      ? "; the descriptor form (FD without a command) cannot be "
-                                        "used with --postgres"
-                                      : ""));
-  }
+  check_command_given(o, "--postgres", "--postgres CONNINFO [OPTIONS] NAME");
   if (o.lock_file.empty()) {
     throw usage_error("run", "the lock name given with --postgres is empty");
   }
@@ -100,8 +130,8 @@ void check_postgres_usage(const run_options& o) {
 bool take(run_lock& lock, const run_options& o, const std::optional<seconds>& timeout) {
   const bool one_try = o.nonblocking || (timeout && timeout->count() == 0);
   try {
-    return take_and_report(lock, one_try, timeout, {o.verbose, o.program_name}, lock.what(),
-                           [&] { return lock.holders(); });
+    return take_and_report(lock, one_try, timeout, {o.verbose, o.program_name, lock.taken()},
+                           lock.what(), [&] { return lock.holders(); });
   } catch (const std::system_error& e) {
     throw lock.error_for(e);
   }
@@ -164,7 +194,9 @@ int run_under(std::unique_ptr<run_lock> lock, const run_options& o, const comman
   return status.exit_code;
 }
 
-std::unique_ptr<run_lock> make_lock(const run_options& o) {
+// The lock that `o` asks for: with `slots` (--slots), one of that many slots of a semaphore.
+std::unique_ptr<run_lock> make_lock(const run_options& o, const std::optional<std::size_t>& slots) {
+  if (slots) check_semaphore_usage(o);
   if (o.postgres) {
     check_postgres_usage(o);
     return make_postgres_lock(o);
@@ -172,6 +204,7 @@ std::unique_ptr<run_lock> make_lock(const run_options& o) {
   check_file_usage(o);
   const fs::path path = path_from_utf8(o.lock_file);
   check_directory(path);
+  if (slots) return make_file_semaphore_lock(path, *slots);
   return make_file_lock(path, o);
 }
 
@@ -210,8 +243,9 @@ int run_descriptor(const run_options& o, int fd, const std::optional<seconds>& t
 int run(const run_options& o) {
   const auto timeout = parse_timeout(o.timeout);
   const int conflict_exit_code = parse_conflict_exit_code(o.conflict_exit_code);
+  const auto slots = parse_slots(o.slots);
   check_usage(o);
-  if (!o.postgres && !o.shell_command && o.command.empty()) {
+  if (!o.postgres && !slots && !o.shell_command && o.command.empty()) {
     if (const auto fd = descriptor_number(o.lock_file)) {
       return run_descriptor(o, *fd, timeout, conflict_exit_code);
     }
@@ -219,7 +253,7 @@ int run(const run_options& o) {
                                  " [OPTIONS] LOCKFILE COMMAND [ARGS...], or " + o.command_name +
                                  " [OPTIONS] FD to lock a descriptor the shell opened");
   }
-  auto lock = make_lock(o);
+  auto lock = make_lock(o, slots);
   if (!take(*lock, o, timeout)) return conflict_exit_code;
   const command_line command =
       o.shell_command ? shell_command(*o.shell_command) : command_line{o.command};

@@ -1,8 +1,10 @@
 // The one kind of lock that `fasteners run` takes: on a file (this library's locks, or flock(2)'s),
-// on a descriptor the shell opened, or on a PostgreSQL name.
+// on a descriptor the shell opened, or on a PostgreSQL name; or with --slots, one slot of a
+// semaphore (semaphore_lock.hpp).
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
@@ -51,6 +53,8 @@ class run_lock {
   // Whether the lock ends with this process, which then must outlive the command: Ctrl+C
   // (SIGINT, SIGQUIT) does not end it while the command runs, as system(3) does.
   virtual bool ends_with_this_process() const { return false; }
+  // What the lines of -v call what is taken: "lock", as flock(1)'s; "a slot" for a semaphore.
+  virtual std::string taken() const { return "lock"; }
   // How the tool ends when the lock cannot be used: flock(1)'s exit status and a message that
   // names what failed (never a password).
   virtual tool_error error_for(const std::system_error& e) const;
@@ -62,6 +66,13 @@ class run_lock {
 // --flock, on the file at `path`. The file must be a regular file (or, with --flock, a
 // directory); it is created if missing. Throws usage_error where --flock is not available.
 std::unique_ptr<run_lock> make_file_lock(const std::filesystem::path& path, const run_options& o);
+
+// The lock of `fasteners run --slots N LOCKFILE COMMAND`: one of the `slots` slots of the
+// semaphore file at `path` (fasteners::interprocess_semaphore), held by this process while the
+// command runs. Throws tool_error: exit_usage when the file records another number of slots
+// (naming both) or `slots` is more than a semaphore has, file_exit_code() when it cannot be read.
+std::unique_ptr<run_lock> make_file_semaphore_lock(const std::filesystem::path& path,
+                                                   std::size_t slots);
 
 // Whether make_descriptor_lock() works here with these locks: POSIX only, and for fcntl locks
 // only where open-file-description locks exist (Linux), since a classic fcntl lock would end with

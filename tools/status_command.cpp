@@ -1,4 +1,5 @@
-// `fasteners status`: whether a lock file is free or held, and by which processes.
+// `fasteners status`: whether a lock file is free or held, and by which processes; how many slots
+// of a semaphore file are held, and by which.
 #include "status_command.hpp"
 
 #include <algorithm>
@@ -6,11 +7,13 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <system_error>
 #include <vector>
 
 #include "errors.hpp"
 #include "fasteners/holders.hpp"
+#include "fasteners/interprocess_semaphore.hpp"
 #include "help_texts.hpp"
 #include "json.hpp"
 #include "postgres.hpp"
@@ -129,24 +132,20 @@ void print_possible_holders(const std::map<std::string, std::vector<int>>& possi
   }
 }
 
-void print_text(const fs::path& path, bool exists, lock_state state,
-                const std::vector<lock_holder>& holders) {
-  std::cout << printable(utf8_of(path)) << ": ";
-  if (state == lock_state::free) {
-    std::cout << "free" << (exists ? "" : " (the file does not exist)") << '\n';
-  } else {
-    std::cout << "held " << name_of(state) << '\n';
-  }
+// Prints the table of `holders`, each with its LOCK cell of `locks`, and below it the processes
+// that may hold a lock whose holder could not be found.
+void print_holders(const std::vector<lock_holder>& holders, const std::vector<std::string>& locks) {
   // Processes that may hold a lock whose holder could not be found are many (all processes of
   // other users): they are summed up below the table, per lock.
   std::vector<table_row> rows;
   std::map<std::string, std::vector<int>> possible;  // Lock description -> processes.
-  for (const auto& h : holders) {
+  for (std::size_t i = 0; i < holders.size(); ++i) {
+    const lock_holder& h = holders[i];
     if (!h.inspectable && h.pid > 0) {
-      possible[lock_description(h) + ", " + std::string(to_string(h.mechanism))].push_back(h.pid);
+      possible[locks[i] + ", " + std::string(to_string(h.mechanism))].push_back(h.pid);
       continue;
     }
-    table_row r{h.pid > 0 ? std::to_string(h.pid) : "?", lock_description(h),
+    table_row r{h.pid > 0 ? std::to_string(h.pid) : "?", locks[i],
                 std::string(to_string(h.mechanism)), table_command(h.command)};
     if (h.since) r.command += " [since " + format_time(*h.since) + "]";
     if (!h.inspectable) r.command += "[a process this user cannot see]";
@@ -156,25 +155,112 @@ void print_text(const fs::path& path, bool exists, lock_state state,
   print_possible_holders(possible);
 }
 
+void print_text(const fs::path& path, bool exists, lock_state state,
+                const std::vector<lock_holder>& holders) {
+  std::cout << printable(utf8_of(path)) << ": ";
+  if (state == lock_state::free) {
+    std::cout << "free" << (exists ? "" : " (the file does not exist)") << '\n';
+  } else {
+    std::cout << "held " << name_of(state) << '\n';
+  }
+  std::vector<std::string> locks;
+  for (const auto& h : holders) locks.push_back(lock_description(h));
+  print_holders(holders, locks);
+}
+
+// The members of a holder's JSON object, without its braces.
+std::string json_fields(const lock_holder& h) {
+  return "\"pid\": " + (h.pid > 0 ? std::to_string(h.pid) : "null") +
+         ", \"command\": " + (h.command.empty() ? "null" : json_string(h.command)) +
+         ", \"kind\": \"" + std::string(to_string(h.kind)) + "\", \"mechanism\": \"" +
+         std::string(to_string(h.mechanism)) +
+         "\", \"waiting\": " + (h.waiting ? "true" : "false") +
+         ", \"whole_file\": " + (h.whole_file ? "true" : "false") +
+         ", \"first_byte\": " + std::to_string(h.first_byte) +
+         ", \"last_byte\": " + (h.last_byte ? std::to_string(*h.last_byte) : "null") +
+         ", \"since\": " + (h.since ? "\"" + format_time(*h.since) + "\"" : "null") +
+         ", \"inspectable\": " + (h.inspectable ? "true" : "false");
+}
+
+// A JSON array of holders, one a line, each with `extra` members after its own (`extra` as
+// long as `holders`, or empty), and no line end after it.
+void print_json_holders(const std::vector<lock_holder>& holders,
+                        const std::vector<std::string>& extra) {
+  std::cout << "[";
+  const char* separator = "\n";
+  for (std::size_t i = 0; i < holders.size(); ++i) {
+    std::cout << separator << "    {" << json_fields(holders[i])
+              << (extra.empty() ? "" : ", " + extra[i]) << "}";
+    separator = ",\n";
+  }
+  std::cout << (holders.empty() ? "]" : "\n  ]");
+}
+
 void print_json(const fs::path& path, bool exists, lock_state state,
                 const std::vector<lock_holder>& holders) {
   std::cout << "{\n  \"path\": " << json_string(utf8_of(path))
             << ",\n  \"exists\": " << (exists ? "true" : "false") << ",\n  \"state\": \""
-            << name_of(state) << "\",\n  \"holders\": [";
-  const char* separator = "\n";
+            << name_of(state) << "\",\n  \"holders\": ";
+  print_json_holders(holders, {});
+  std::cout << "\n}\n";
+}
+
+// What the locks on a semaphore file tell: its slots' holders, and the first waiter in line.
+struct semaphore_view {
+  std::size_t slots = 0;             // N, as the file records it.
+  std::size_t held = 0;              // How many slots are held.
+  std::vector<lock_holder> holding;  // The holders of slots, by slot.
+  std::vector<std::size_t> slot_of;  // The slot of each of `holding`.
+  std::vector<lock_holder> waiting;  // The first waiter in line, if any.
+  bool full() const { return held >= slots; }
+  // "free" (no slot held), "held" (some), or "full" (all: a command with -n would not run).
+  const char* state() const { return held == 0 ? "free" : full() ? "full" : "held"; }
+};
+
+semaphore_view view_of(std::size_t slots, const std::vector<lock_holder>& holders) {
+  semaphore_view v;
+  v.slots = slots;
+  std::vector<std::pair<std::size_t, const lock_holder*>> by_slot;
   for (const auto& h : holders) {
-    std::cout << separator << "    {\"pid\": " << (h.pid > 0 ? std::to_string(h.pid) : "null")
-              << ", \"command\": " << (h.command.empty() ? "null" : json_string(h.command))
-              << ", \"kind\": \"" << to_string(h.kind) << "\", \"mechanism\": \""
-              << to_string(h.mechanism) << "\", \"waiting\": " << (h.waiting ? "true" : "false")
-              << ", \"whole_file\": " << (h.whole_file ? "true" : "false")
-              << ", \"first_byte\": " << h.first_byte
-              << ", \"last_byte\": " << (h.last_byte ? std::to_string(*h.last_byte) : "null")
-              << ", \"since\": " << (h.since ? "\"" + format_time(*h.since) + "\"" : "null")
-              << ", \"inspectable\": " << (h.inspectable ? "true" : "false") << "}";
-    separator = ",\n";
+    if (const auto slot = semaphore_slot(h)) {
+      by_slot.emplace_back(*slot, &h);
+    } else if (semaphore_waiter(h)) {
+      v.waiting.push_back(h);
+      v.waiting.back().waiting = true;  // It holds a marker only, as a writer at the gate.
+    }
   }
-  std::cout << (holders.empty() ? "]\n}\n" : "\n  ]\n}\n");
+  // Stable: the holders of one slot (processes sharing its open file) stay by pid.
+  std::stable_sort(by_slot.begin(), by_slot.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (std::size_t i = 0; i < by_slot.size(); ++i) {
+    if (i == 0 || by_slot[i].first != by_slot[i - 1].first) ++v.held;
+    v.holding.push_back(*by_slot[i].second);
+    v.slot_of.push_back(by_slot[i].first);
+  }
+  return v;
+}
+
+void print_semaphore_text(const fs::path& path, const semaphore_view& v) {
+  std::cout << printable(utf8_of(path)) << ": semaphore: " << v.held << " of " << v.slots
+            << " slots held\n";
+  std::vector<lock_holder> rows = v.holding;
+  rows.insert(rows.end(), v.waiting.begin(), v.waiting.end());
+  std::vector<std::string> locks;
+  for (const auto slot : v.slot_of) locks.push_back("slot " + std::to_string(slot));
+  locks.resize(rows.size(), "waiting (first in line)");
+  print_holders(rows, locks);
+}
+
+void print_semaphore_json(const fs::path& path, const semaphore_view& v) {
+  std::cout << "{\n  \"path\": " << json_string(utf8_of(path)) << ",\n  \"exists\": true"
+            << ",\n  \"state\": \"" << v.state() << "\",\n  \"semaphore\": {\"slots\": " << v.slots
+            << ", \"held\": " << v.held << "},\n  \"holders\": ";
+  std::vector<std::string> slots;
+  for (const auto slot : v.slot_of) slots.push_back("\"slot\": " + std::to_string(slot));
+  print_json_holders(v.holding, slots);
+  std::cout << ",\n  \"waiting\": ";
+  print_json_holders(v.waiting, {});
+  std::cout << "\n}\n";
 }
 
 lock_state state_of(const std::vector<postgres_holder>& holders) {
@@ -245,6 +331,17 @@ void print_postgres_json(const std::string& name, const postgres_lock_state& fou
   std::cout << (found.holders.empty() ? "]\n}\n" : "\n  ]\n}\n");
 }
 
+// N, if the file at `path` (of status `st`) is a semaphore file. One that cannot be read is told
+// of as a lock file: its holders are listed all the same.
+std::optional<std::size_t> semaphore_slots_of(const fs::path& path, const fs::file_status& st) {
+  if (!fs::is_regular_file(st)) return std::nullopt;
+  try {
+    return semaphore_slots(path);
+  } catch (const std::system_error&) {
+    return std::nullopt;
+  }
+}
+
 // `fasteners status --postgres CONNINFO NAME`.
 int status_postgres(const status_options& o) {
   if (o.lock_file.empty()) {
@@ -313,6 +410,16 @@ int status(const status_options& o) {
       const int code = e.code() == std::errc::permission_denied ? exit_no_input : exit_os_error;
       throw tool_error(code, e.what());
     }
+  }
+  if (const auto slots = semaphore_slots_of(path, st)) {
+    const auto view = view_of(*slots, found);
+    if (o.json) {
+      print_semaphore_json(path, view);
+    } else {
+      print_semaphore_text(path, view);
+    }
+    std::cout.flush();
+    return view.full() ? exit_held : exit_free;
   }
   const auto state = state_of(found);
   if (o.json) {

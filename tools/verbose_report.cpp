@@ -56,13 +56,13 @@ void verbose_report::took(seconds took) const {
   if (!verbose_) return;
   // As flock(1): whole microseconds, printf'd to stdout, not flushed.
   const long long us = std::chrono::duration_cast<std::chrono::microseconds>(took).count();
-  std::printf("%s: getting lock took %lld.%06lld seconds\n", name_.c_str(), us / 1000000,
-              us % 1000000);
+  std::printf("%s: getting %s took %lld.%06lld seconds\n", name_.c_str(), taken_.c_str(),
+              us / 1000000, us % 1000000);
 }
 
 void verbose_report::not_taken(bool one_try) const {
   if (!verbose_) return;
-  std::cerr << name_ << (one_try ? ": failed to get lock" : ": timeout while waiting to get lock")
+  std::cerr << name_ << (one_try ? ": failed to get " : ": timeout while waiting to get ") << taken_
             << std::endl;
 }
 

@@ -15,14 +15,16 @@ namespace fasteners::tool {
 // stdout, through its C buffer as flock(1) prints them (so when stdout is not a terminal they come
 // out as this process exits, after the command's output, and with -F not at all: exec discards
 // the buffer); "NAME: failed to get lock" and "NAME: timeout while waiting to get lock" on stderr.
-// Only when it waits does it say more, on stderr: whom for.
+// Only when it waits does it say more, on stderr: whom for. With --slots, "a slot" stands for
+// "lock" in these lines ("NAME: getting a slot took S.UUUUUU seconds").
 class verbose_report {
  public:
   using seconds = std::chrono::duration<double>;
 
-  // Says nothing unless `verbose`.
-  verbose_report(bool verbose, std::string program_name)
-      : verbose_(verbose), name_(std::move(program_name)) {}
+  // Says nothing unless `verbose`. `taken` is what the lines call what is taken: "lock", as
+  // flock(1), or "a slot" (of a semaphore, `run --slots`).
+  verbose_report(bool verbose, std::string program_name, std::string taken = "lock")
+      : verbose_(verbose), name_(std::move(program_name)), taken_(std::move(taken)) {}
 
   // "NAME: waiting for WHAT (at most T seconds): HOLDERS" on stderr.
   void waiting(const std::string& what, const std::optional<seconds>& timeout,
@@ -39,6 +41,7 @@ class verbose_report {
  private:
   bool verbose_;
   std::string name_;
+  std::string taken_;
 };
 
 // Whom a lock waits for, for -v: "held exclusive by A, B and 3 more; a writer waits for it first:

@@ -1064,6 +1064,202 @@ class status(CliTest):
             p.release()
 
 
+# A command for `run --slots N` that tells how many such commands run at once: it puts a file of
+# its own in $1 while it runs, and writes to $2, a line at a time, how many files it sees there,
+# until it has seen $3 (all N at once) and then for a little longer, or for at most about 2 s.
+CONCURRENCY = r"""
+dir=$1; log=$2; n=$3
+touch "$dir/$$"
+i=0; seen_n=0
+while [ $i -lt 20 ]; do
+  count=$(ls "$dir" | wc -l)
+  echo $count >> "$log"
+  if [ $count -ge $n ]; then seen_n=$((seen_n + 1)); fi
+  [ $seen_n -ge 3 ] && break
+  i=$((i + 1)); sleep 0.1
+done
+rm "$dir/$$"
+"""
+
+
+class semaphore(CliTest):
+    """`fasteners run --slots N` and `fasteners status` on a semaphore file."""
+
+    def setUp(self):
+        super().setUp()
+        self.sem = os.path.join(self.dir, "jobs.sem")
+
+    def hold_slot(self, slots):
+        """Starts `fasteners run --slots SLOTS` holding a slot; returns (process, command pid)."""
+        return self.hold("--slots", str(slots), path=self.sem)
+
+    def semaphore_status(self):
+        """`fasteners status --json` on the semaphore: (exit status, document)."""
+        result = run("status", "--json", self.sem)
+        self.assertIn(result.returncode, (0, 1), result.stderr)
+        return result.returncode, json.loads(result.stdout)
+
+    def test_at_most_n_commands_at_once(self):
+        slots = 3
+        running = os.path.join(self.dir, "running")
+        os.mkdir(running)
+        log = os.path.join(self.dir, "counts")
+        runs = [self.start([FASTENERS, "run", "--slots", str(slots), self.sem, "sh", "-c",
+                            CONCURRENCY, "sh", running, log, str(slots)])
+                for _ in range(slots + 2)]
+        for p in runs:
+            self.assertEqual(p.wait(), 0, p.seen)
+        with open(log) as f:
+            counts = [int(line) for line in f]
+        self.assertEqual(max(counts), slots, counts)
+        with open(self.sem) as f:
+            self.assertEqual(f.readline(), "fasteners semaphore: %d slots\n" % slots)
+
+    def test_one_slot_excludes(self):
+        holder, _ = self.hold_slot(1)
+        self.assert_conflict("--slots", "1", self.sem)
+        holder.release()
+        self.assert_free("--slots", "1", self.sem)
+
+    def test_nonblocking_fails_when_all_slots_are_taken(self):
+        first, _ = self.hold_slot(2)
+        self.assert_free("--slots", "2", self.sem)  # One slot is still free.
+        self.hold_slot(2)
+        self.assert_conflict("--slots", "2", self.sem)
+        self.assert_conflict("-E", "75", "--slots", "2", self.sem, code=75)
+        result = run("run", "-n", "-v", "--slots", "2", self.sem, "true")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("fasteners: failed to get a slot", result.stderr)
+        first.release()
+        self.assert_free("--slots", "2", self.sem)
+
+    def test_timeout_no_sooner_than_asked(self):
+        self.hold_slot(1)
+        result, took = run_timed("run", "-w", "0.6", "-v", "--slots", "1", self.sem, "true")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertGreaterEqual(took, 0.6)
+        self.assertLess(took, WAIT)
+        self.assertIn("waiting for a slot of the semaphore '%s' (1 slot)" % self.sem,
+                      result.stderr)
+        self.assertIn("fasteners: timeout while waiting to get a slot", result.stderr)
+        result = run("run", "-w", "0.2", "-E", "9", "--slots", "1", self.sem, "true")
+        self.assertEqual(result.returncode, 9, result.stderr)
+
+    def test_waiter_runs_when_a_slot_is_freed(self):
+        holder, child = self.hold_slot(1)
+        waiter = self.start([FASTENERS, "run", "-v", "--slots", "1", self.sem, "echo", "ran"])
+        line = waiter.expect("waiting for a slot", "err")
+        self.assertIn("pid %d" % holder.pid, line)
+        self.assertIn("in slot 0", line)
+        self.assertTrue(waiter.running())
+        self.assertEqual(holder.release(), 0)
+        self.assertEqual(waiter.wait(), 0)
+        self.assertIn("ran", waiter.expect("ran"))
+        self.assertIn("fasteners: getting a slot took", waiter.expect("getting a slot"))
+
+    def test_command_status_shell_command_and_close(self):
+        for options in ([], ["-o"]):
+            result = run("run", *options, "--slots", "2", self.sem, "sh", "-c", "exit 7")
+            self.assertEqual(result.returncode, 7, result.stderr)
+        result = run("run", "--slots", "2", self.sem, "-c", "echo shell")
+        self.assertEqual((result.returncode, result.stdout), (0, "shell\n"), result.stderr)
+        # The slot is fasteners', so it ends with the command, whatever the command left running.
+        one = os.path.join(self.dir, "one.sem")
+        result = run("run", "--slots", "1", one, "sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.stray_pids.append(int(result.stdout))
+        self.assertTrue(alive(int(result.stdout)))
+        self.assert_free("--slots", "1", one)
+
+    def test_mismatched_slots_names_both_numbers(self):
+        self.assert_free("--slots", "2", self.sem)
+        result = run("run", "--slots", "3", self.sem, "true")
+        self.assert_one_line_error(result, 64, "has 2 slots", "not 3", self.sem)
+        self.assertEqual(run("run", "-n", "--slots", "2", self.sem, "true").returncode, 0)
+
+    def test_not_a_semaphore_file(self):
+        with open(self.lock, "w") as f:
+            f.write("something else\n")
+        result = run("run", "--slots", "2", self.lock, "true")
+        self.assert_one_line_error(result, 64, "not a semaphore file")
+
+    def test_invalid_slots(self):
+        for value in ("0", "000", "-1", "", "abc", "1.5", " 2", "0x2", "99999999999999999999999",
+                      "1000000"):
+            result = run("run", "--slots", value, self.sem, "true")
+            self.assert_one_line_error(result, 64, "slots")
+            self.assertFalse(os.path.exists(self.sem), value)
+
+    def test_refused_options(self):
+        for options, word in ((["-s"], "-s"), (["--flock"], "--flock"), (["-F"], "-F"),
+                              (["--postgres", ""], "not supported yet")):
+            result = run("run", *options, "--slots", "2", self.sem, "true")
+            self.assert_one_line_error(result, 64, word)
+        result = run("run", "--slots", "2", "9")
+        self.assert_one_line_error(result, 64, "no command given")
+        self.assertFalse(os.path.exists(self.sem))
+
+    def test_killed_holder_frees_its_slot(self):
+        holder, child = self.hold_slot(1)
+        self.assert_conflict("--slots", "1", self.sem)
+        holder.proc.send_signal(signal.SIGKILL)
+        holder.wait()
+        self.assertTrue(alive(child))  # The command runs on; the slot was fasteners'.
+        self.assert_free("--slots", "1", self.sem)
+
+    def test_status_lists_slot_holders_and_first_waiter(self):
+        holders = [self.hold_slot(3)[0] for _ in range(2)]
+        result = run("status", self.sem)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(lines[0], "%s: semaphore: 2 of 3 slots held" % self.sem)
+        for p in holders:
+            self.assertTrue(any(str(p.pid) in l and re.search(r"slot [0-2]\b", l)
+                                for l in lines), result.stdout)
+        code, doc = self.semaphore_status()
+        self.assertEqual(code, 0)
+        self.assertEqual((doc["path"], doc["exists"], doc["state"], doc["semaphore"]),
+                         (self.sem, True, "held", {"slots": 3, "held": 2}))
+        self.assertEqual(sorted(h["pid"] for h in doc["holders"]),
+                         sorted(p.pid for p in holders))
+        self.assertEqual(len({h["slot"] for h in doc["holders"]}), 2)
+        for h in doc["holders"]:
+            self.assertIn(h["slot"], range(3))
+            self.assertIn("--slots", h["command"])
+            self.assertEqual(h["mechanism"], MECHANISM)
+        self.assertEqual(doc["waiting"], [])
+
+        holders.append(self.hold_slot(3)[0])
+        waiter = self.start([FASTENERS, "run", "-v", "--slots", "3", self.sem, "true"])
+        waiter.expect("waiting for a slot", "err")
+
+        def waiter_seen():
+            return [h["pid"] for h in self.semaphore_status()[1]["waiting"]] == [waiter.pid]
+
+        wait_until(waiter_seen, "the waiter is first in line")
+        code, doc = self.semaphore_status()
+        self.assertEqual((code, doc["state"], doc["semaphore"]),
+                         (1, "full", {"slots": 3, "held": 3}))
+        self.assertEqual(sorted(h["slot"] for h in doc["holders"]), [0, 1, 2])
+        self.assertIn("run", doc["waiting"][0]["command"])
+        self.assertIs(doc["waiting"][0]["waiting"], True)
+        self.assertNotIn("slot", doc["waiting"][0])
+        result = run("status", self.sem)
+        self.assertEqual(result.returncode, 1)
+        self.assertTrue(result.stdout.startswith("%s: semaphore: 3 of 3 slots held\n" % self.sem))
+        self.assertTrue(any(str(waiter.pid) in l and "waiting (first in line)" in l
+                            for l in result.stdout.splitlines()), result.stdout)
+        holders[0].release()
+        self.assertEqual(waiter.wait(), 0)
+        for p in holders[1:]:
+            p.release()
+        code, doc = self.semaphore_status()
+        self.assertEqual((code, doc["state"], doc["semaphore"], doc["holders"], doc["waiting"]),
+                         (0, "free", {"slots": 3, "held": 0}, [], []))
+        self.assertEqual(run("status", self.sem).stdout,
+                         "%s: semaphore: 0 of 3 slots held\n" % self.sem)
+
+
 class flock_interop(CliTest):
     """`fasteners run --flock` and util-linux flock(1) exclude each other, both ways."""
 
@@ -2054,7 +2250,7 @@ def sql_key(name):
 
 
 GROUPS = {"usage": usage, "run": run_, "inheritance": inheritance, "status": status,
-          "flock_interop": flock_interop, "flock_compat": flock_compat,
+          "semaphore": semaphore, "flock_interop": flock_interop, "flock_compat": flock_compat,
           "flock_link": flock_link, "python_interop": python_interop,
           "postgres": postgres}
 
