@@ -189,6 +189,40 @@ TEST_F(semaphore_test, waiters_are_served_roughly_in_arrival_order) {
   }
 }
 
+// Helper "sem_crowd PATH N SECONDS THREADS": THREADS threads each take a slot, hold it 10 ms and
+// give it back, in a loop for SECONDS.
+FASTENERS_TEST_HELPER(sem_crowd) {
+  interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
+  const auto end = steady::now() + std::chrono::duration<double>(std::stod(args.at(2)));
+  std::vector<std::thread> pool;
+  for (int t = 0; t < std::stoi(args.at(3)); ++t) {
+    pool.emplace_back([&] {
+      while (steady::now() < end) {
+        sem.acquire();
+        std::this_thread::sleep_for(10ms);
+        sem.release();
+      }
+    });
+  }
+  for (auto& thread : pool) thread.join();
+  return 0;
+}
+
+TEST_F(semaphore_test, a_crowded_process_does_not_starve_a_lone_waiter) {
+  child_process crowd = spawn_helper("sem_crowd", {arg_of(sem_path()), "2", "6", "8"});
+  child_process lone = spawn_helper("sem_fair", {arg_of(sem_path()), "2", "5"});
+  const auto line = lone.read_line(60s);
+  ASSERT_TRUE(line.has_value());
+  double longest_ms = 0;
+  long grants = 0;
+  ASSERT_EQ(std::sscanf(line->c_str(), "%lf %ld", &longest_ms, &grants), 2) << *line;
+  std::cout << "the lone waiter: longest without a slot " << longest_ms << " ms, " << grants
+            << " slots\n";
+  EXPECT_LT(longest_ms, 1000) << "a process with many waiting threads starved another";
+  EXPECT_EQ(lone.finish(), 0);
+  EXPECT_EQ(crowd.finish(), 0);
+}
+
 TEST_F(semaphore_test, a_waiter_uses_little_cpu) {
   child_process holder = hold_slots_in_child(sem_path(), 2, 2);
   child_process waiter = spawn_helper("sem_wait_cpu", {arg_of(sem_path()), "2"});
