@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -524,27 +525,30 @@ void session::settle_lock() noexcept {
     // No reply yet: the statement is cancelled. PQcancel() returns once the postmaster has
     // signalled the session's server process, which acts on it while the statement runs; a
     // signal that comes once the statement has ended is dropped as the next statement is read.
-    // So nothing is sent on the session before PQcancel() has returned.
-    bool sent = false;
-    if (PGcancel* cancel = PQgetCancel(conn_)) {
-      char error[256];
-      sent = PQcancel(cancel, error, sizeof error) == 1;
-      PQfreeCancel(cancel);
-    }
-    if (!sent) {
-      // The server may still grant the lock: the session is closed rather than used again.
-      lost_ = true;
-      return;
-    }
-    // The reply comes at once now (the lock, or the cancellation): read in blocking fashion.
-    while (PGresult* r = PQgetResult(conn_)) {
-      if (reply_ == nullptr) {
-        reply_ = r;
-      } else {
-        PQclear(r);
+    // So nothing is sent on the session before PQcancel() has returned. A signal that comes
+    // before the statement runs (the server process still reads it, or it is still being sent)
+    // is dropped too, and the statement would then wait for the lock for good: so the cancel is
+    // sent again, after 1 ms, then at growing intervals up to a second, until the reply comes.
+    auto pause = std::chrono::milliseconds(1);
+    for (bool replied = false; !replied;) {
+      bool sent = false;
+      if (PGcancel* cancel = PQgetCancel(conn_)) {
+        char error[256];
+        sent = PQcancel(cancel, error, sizeof error) == 1;
+        PQfreeCancel(cancel);
       }
+      if (!sent) {
+        // The server may still grant the lock: the session is closed rather than used again.
+        lost_ = true;
+        return;
+      }
+      const auto until = std::chrono::steady_clock::now() + pause;
+      while (!(replied = read_lock_reply(events, events))) {
+        if (!wait_for(PQsocket(conn_), events, until)) break;
+      }
+      pause = std::min(pause * 2, std::chrono::milliseconds(1000));
     }
-    in_flight_ = false;
+    if (lost_) return;
   }
   bool held = false;
   try {

@@ -4,6 +4,7 @@
 // and fork with acquisitions pending, close_on_release. What every backend keeps is in
 // tests/contract/async_test.cpp (postgres_async_contract_test). The program runs alone (it needs
 // 200 of the server's connections at once).
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -287,6 +288,49 @@ TEST(postgres_async, cancel_or_deadline_racing_a_grant_never_leaks) {
   EXPECT_EQ(granted + cancelled + timed_out, k_rounds);
   other.release();
   EXPECT_TRUE(pg::server_shows_nothing(key));
+}
+
+// A cancel that reaches the server process before it runs the statement (while it still reads
+// it) is dropped by the server: the library sends it again until the statement ends, instead of
+// waiting for a reply that would never come. The object's server process is stopped and resumed
+// every few milliseconds meanwhile, so that cancels often come while it is not yet running.
+TEST(postgres_async, a_cancel_that_comes_before_the_statement_runs_is_sent_again) {
+  const std::string name = pg::unique_name();
+  const std::int64_t key = postgres_key(name);
+  outside_holder other(key);
+  pg::connection observer;
+  postgres_lock lock(pg::conninfo(), name);
+  ASSERT_FALSE(lock.try_lock());  // Connects the object's session.
+  const std::string backend =
+      observer.query("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'fasteners " +
+                     std::to_string(::getpid()) + "@%' AND pid <> pg_backend_pid()");
+  ASSERT_FALSE(backend.empty());
+  const pid_t pid = std::stoi(backend);
+  std::atomic<bool> done{false};
+  std::thread staller([&] {
+    for (unsigned i = 0; !done.load(); ++i) {
+      ::kill(pid, SIGSTOP);
+      std::this_thread::sleep_for(std::chrono::microseconds(500 + 700 * (i % 5)));
+      ::kill(pid, SIGCONT);
+      std::this_thread::sleep_for(std::chrono::microseconds(300 + 400 * (i % 3)));
+    }
+    ::kill(pid, SIGCONT);
+  });
+  int late = 0;
+  for (int round = 0; round < 100 && late == 0; ++round) {
+    outcome got;
+    const auto start = steady::now();
+    auto pending = lock.async_try_lock_for(1ms, got.handler());
+    const auto ec = got.wait(10s);
+    if (ec != k_timed_out || steady::now() - start > k_upper) {
+      ++late;
+      ADD_FAILURE() << "round " << round << ": the acquisition did not time out in time";
+    }
+  }
+  done = true;
+  staller.join();
+  EXPECT_FALSE(lock.acquired());
+  EXPECT_EQ(server_view(observer, key), "1 0") << "a wait was left on the server";
 }
 
 // A timed acquisition times out at its deadline, never before, and leaves no wait on the server.
