@@ -99,8 +99,8 @@ void semaphore_core::acquire() { object_of(object_).acquire(no_deadline); }
 
 bool semaphore_core::try_acquire() { return object_of(object_).acquire(try_once); }
 
-bool semaphore_core::acquire_until(std::chrono::steady_clock::time_point deadline) {
-  return object_of(object_).acquire(deadline);
+bool semaphore_core::acquire_until(std::chrono::steady_clock::time_point until) {
+  return object_of(object_).acquire(until);
 }
 
 void semaphore_core::release() { object_of(object_).release(); }
