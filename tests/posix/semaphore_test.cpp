@@ -1,8 +1,5 @@
 // Tests of fasteners::interprocess_semaphore with real processes: at most N, crashes, N
 // enforced, timeouts, fairness, CPU while waiting, fork.
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,49 +17,13 @@
 
 #include "fasteners/interprocess_semaphore.hpp"
 #include "posix/posix_support.hpp"
+#include "posix/shared_counts.hpp"
 
 namespace fasteners_test {
 namespace {
 
 namespace fs = std::filesystem;
 using fasteners::interprocess_semaphore;
-
-// Counters in a file mapped by every process of a test: who is inside at once, and the most.
-struct shared_counts {
-  std::atomic<int> inside;
-  std::atomic<int> most;
-  std::atomic<long> entries;
-};
-
-class shared_memory {
- public:
-  // Maps `path`, creating it zeroed when `create`.
-  shared_memory(const fs::path& path, bool create) {
-    if (create) fs::resize_file((std::ofstream(path), path), sizeof(shared_counts));
-    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) throw std::system_error(errno, std::system_category(), "open " + path.string());
-    void* p = ::mmap(nullptr, sizeof(shared_counts), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    if (p == MAP_FAILED) throw std::system_error(errno, std::system_category(), "mmap");
-    counts_ = static_cast<shared_counts*>(p);
-  }
-  ~shared_memory() { ::munmap(counts_, sizeof(shared_counts)); }
-  shared_memory(const shared_memory&) = delete;
-  shared_memory& operator=(const shared_memory&) = delete;
-  shared_counts& operator*() const { return *counts_; }
-  shared_counts* operator->() const { return counts_; }
-
- private:
-  shared_counts* counts_ = nullptr;
-};
-
-void enter(shared_counts& c) {
-  const int now = c.inside.fetch_add(1) + 1;
-  int most = c.most.load();
-  while (now > most && !c.most.compare_exchange_weak(most, now)) {
-  }
-  c.entries.fetch_add(1);
-}
 
 std::size_t to_size(const std::string& s) { return static_cast<std::size_t>(std::stoul(s)); }
 
@@ -137,15 +98,6 @@ FASTENERS_TEST_HELPER(sem_fair) {
   }
   std::cout << longest_ms << " " << grants << std::endl;
   return 0;
-}
-
-double cpu_seconds() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  const auto seconds = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
-  };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
 // Helper "sem_wait_cpu PATH N": prints "waiting", waits for a slot, then prints the CPU seconds
