@@ -149,8 +149,8 @@ std::string hex_of(const std::string& bytes) {
 }
 
 // Joins the users of semaphore `name` through `s`, which keeps a shared lock on the key of `slots`
-// from now on (see the top of postgres_semaphore.hpp). Returns `slots`, or another N that a session
-// holds the key of. Throws std::system_error as session::lock().
+// from now on (see the top of postgres_semaphore.hpp). Returns `slots`; or another N that a session
+// holds the key of, and then `s` holds nothing. Throws std::system_error as session::lock().
 std::size_t join(session& s, const std::string& name, std::size_t slots) {
   const std::int64_t setup = postgres_key(setup_key_name(name));
   s.lock(setup, lock_mode::exclusive, no_deadline);
@@ -167,12 +167,15 @@ std::size_t join(session& s, const std::string& name, std::size_t slots) {
       "pg_catalog.pg_database WHERE datname = pg_catalog.current_database())) AS l ON k.key = "
       "l.key";
   std::size_t recorded = slots;
-  if (!s.lock(postgres_key(slots_key_name(name, slots)), lock_mode::shared, try_once)) {
+  const std::int64_t own = postgres_key(slots_key_name(name, slots));
+  if (!s.lock(own, lock_mode::shared, try_once)) {
     throw_error(std::errc::resource_unavailable_try_again, "join the semaphore", name, s.where(),
                 "another session holds the key of its number of slots exclusively");
   }
   const auto row = s.run_own(other_n, "join the semaphore");
   if (!row.empty() && row[0] != "0") recorded = std::stoul(row[0]);
+  // Refused: its key goes before the next joiner looks, who must not see this N.
+  if (recorded != slots) s.unlock(own, lock_mode::shared);
   s.unlock(setup, lock_mode::exclusive);
   return recorded;
 }
@@ -256,7 +259,7 @@ std::shared_ptr<pg_semaphore_state> pg_semaphore_state::find_or_join(
     return found;
   }
   recorded = join(*s, name, slots);
-  if (recorded != slots) return nullptr;  // `s` closes, and lets go of its N key.
+  if (recorded != slots) return nullptr;
   mutex_lock lock(t.mu);
   // Another thread may have joined meanwhile: its state serves; `s` closes after the mutex.
   if (auto other = lookup(t, id)) return other;
