@@ -17,7 +17,7 @@
 
 #include "fasteners/interprocess_semaphore.hpp"
 #include "posix/posix_support.hpp"
-#include "posix/shared_counts.hpp"
+#include "posix/semaphore_support.hpp"
 
 namespace fasteners_test {
 namespace {
@@ -25,56 +25,17 @@ namespace {
 namespace fs = std::filesystem;
 using fasteners::interprocess_semaphore;
 
-std::size_t to_size(const std::string& s) { return static_cast<std::size_t>(std::stoul(s)); }
-
 // Helper "sem_hold PATH N K": takes K slots, prints "held", and gives them back when stdin ends.
 FASTENERS_TEST_HELPER(sem_hold) {
   interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
-  const std::size_t k = to_size(args.at(2));
-  for (std::size_t i = 0; i < k; ++i) sem.acquire();
-  if (sem.held() != k) return fail(1, "held() is not the number of slots taken");
-  report_and_wait("held");
-  for (std::size_t i = 0; i < k; ++i) sem.release();
-  return 0;
+  return hold_until_stdin_ends(sem, to_size(args.at(2)));
 }
 
 // Helper "sem_churn PATH N SHM SECONDS THREADS": THREADS threads take a slot, stay inside for a
 // moment, give it back, again and again for SECONDS; each counts itself in SHM while inside.
 FASTENERS_TEST_HELPER(sem_churn) {
   interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
-  shared_memory shm(path_of(args.at(2)), false);
-  const auto end = steady::now() + std::chrono::duration<double>(std::stod(args.at(3)));
-  const int threads = std::stoi(args.at(4));
-  std::atomic<int> errors{0};
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        for (unsigned i = 0; steady::now() < end; ++i) {
-          // Blocking, timed and one-time acquires, mixed.
-          bool got = true;
-          if (i % 3 == 1) {
-            got = sem.try_acquire_for(50ms);
-          } else if (i % 3 == 2) {
-            got = sem.try_acquire();
-          } else {
-            sem.acquire();
-          }
-          if (!got) continue;
-          enter(*shm);
-          std::this_thread::sleep_for(
-              std::chrono::microseconds(200 + 150 * ((i + static_cast<unsigned>(t)) % 7)));
-          shm->inside.fetch_sub(1);
-          sem.release();
-        }
-      } catch (const std::exception& e) {
-        std::cerr << "sem_churn: " << e.what() << "\n";
-        errors.fetch_add(1);
-      }
-    });
-  }
-  for (auto& thread : pool) thread.join();
-  return errors.load() == 0 ? 0 : fail(2, "a thread failed");
+  return churn(sem, path_of(args.at(2)), std::stod(args.at(3)), std::stoi(args.at(4)));
 }
 
 // Helper "sem_fair PATH N SECONDS": takes a slot, holds it 10 ms, gives it back, in a loop for
@@ -104,37 +65,19 @@ FASTENERS_TEST_HELPER(sem_fair) {
 // and the wall seconds the wait took.
 FASTENERS_TEST_HELPER(sem_wait_cpu) {
   interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
-  std::cout << "waiting" << std::endl;
-  const double cpu_before = cpu_seconds();
-  const auto start = steady::now();
-  sem.acquire();
-  const double wall = seconds_since(start);
-  std::cout << (cpu_seconds() - cpu_before) << " " << wall << std::endl;
-  sem.release();
-  return 0;
+  return wait_reporting_cpu(sem);
 }
 
-// Helper "sem_expect_wrong_n PATH N": every acquire must throw invalid_argument naming the path,
-// the number the file records and N.
+// Helper "sem_expect_wrong_n PATH N RECORDED": every acquire must throw invalid_argument naming
+// the path, the number the file records and N.
 FASTENERS_TEST_HELPER(sem_expect_wrong_n) {
   const fs::path path = path_of(args.at(0));
   interprocess_semaphore sem(path, to_size(args.at(1)));
-  for (int how = 0; how < 3; ++how) {
-    try {
-      if (how == 0) sem.acquire();
-      if (how == 1) sem.try_acquire();
-      if (how == 2) sem.try_acquire_for(100ms);
-      return fail(1, "an acquire with another N did not throw");
-    } catch (const std::system_error& e) {
-      const std::string what = e.what();
-      if (e.code() != std::errc::invalid_argument || !names(e, path) ||
-          what.find(args.at(1)) == std::string::npos ||
-          what.find(args.at(2)) == std::string::npos) {
-        return fail(2, "wrong error for another N: " + what);
-      }
-    }
-  }
-  return sem.held() == 0 ? 0 : fail(3, "held() after failed acquires");
+  return expect_wrong_n(sem, [&](const std::system_error& e) {
+    const std::string what = e.what();
+    return names(e, path) && what.find(args.at(1)) != std::string::npos &&
+           what.find(args.at(2)) != std::string::npos;
+  });
 }
 
 class semaphore_test : public lock_test {
@@ -165,23 +108,8 @@ TEST_F(semaphore_test, one_object_takes_up_to_n_slots_and_gives_them_back) {
   EXPECT_FALSE(sem.try_acquire_for(k_short));
   EXPECT_GE(steady::now() - start, k_short);
   interprocess_semaphore other(sem_path(), 3);
-  EXPECT_FALSE(other.try_acquire());
-  // Given back from another thread.
-  std::thread([&] { sem.release(); }).join();
-  EXPECT_EQ(sem.held(), 2u);
-  EXPECT_TRUE(other.try_acquire());
-  EXPECT_FALSE(sem.try_acquire());
-  other.release();
-  sem.release();
-  sem.release();
-  EXPECT_EQ(sem.held(), 0u);
-  try {
-    sem.release();
-    ADD_FAILURE() << "release() with no slot held did not throw";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::operation_not_permitted);
-    EXPECT_TRUE(names(e, sem_path())) << e.what();
-  }
+  expect_slots_to_pass_between_objects(
+      sem, other, [&](const std::system_error& e) { return names(e, sem_path()); });
   EXPECT_EQ(fasteners::semaphore_slots(sem_path()), std::optional<std::size_t>(3));
 }
 
@@ -293,18 +221,7 @@ TEST_F(semaphore_test, a_waiter_uses_little_cpu) {
   ASSERT_EQ(holder.read_line(), std::optional<std::string>("held"));
   child_process waiter = spawn_helper("sem_wait_cpu", {arg_of(sem_path()), "2"});
   ASSERT_EQ(waiter.read_line(), std::optional<std::string>("waiting"));
-  std::this_thread::sleep_for(2s);
-  holder.close_stdin();
-  const auto line = waiter.read_line();
-  ASSERT_TRUE(line.has_value());
-  double cpu = 0;
-  double wall = 0;
-  ASSERT_EQ(std::sscanf(line->c_str(), "%lf %lf", &cpu, &wall), 2) << *line;
-  std::cout << "waited " << wall << " s using " << cpu << " s of CPU\n";
-  EXPECT_GE(wall, 1.5);
-  EXPECT_LE(cpu, 0.02 * wall) << "a waiter used more than 2% of a core";
-  EXPECT_EQ(waiter.finish(), 0);
-  EXPECT_EQ(holder.finish(), 0);
+  expect_a_cheap_wait(holder, waiter, 0.02);
 }
 
 TEST_F(semaphore_test, a_forked_child_inherits_no_slot) {

@@ -21,7 +21,7 @@
 #include "fasteners/postgres.hpp"
 #include "pg_test_support.hpp"
 #include "posix/posix_support.hpp"
-#include "posix/shared_counts.hpp"
+#include "posix/semaphore_support.hpp"
 
 namespace fasteners_test {
 namespace {
@@ -39,8 +39,6 @@ std::int64_t slot_key(const std::string& name, int i) {
   return postgres_key(slot_key_name(name, i));
 }
 
-std::size_t to_size(const std::string& s) { return static_cast<std::size_t>(std::stoul(s)); }
-
 // ---------------------------------------------------------------------------------------------
 // Helper processes.
 
@@ -48,79 +46,32 @@ std::size_t to_size(const std::string& s) { return static_cast<std::size_t>(std:
 // stdin ends.
 FASTENERS_TEST_HELPER(pgsem_hold) {
   postgres_semaphore sem(args.at(0), args.at(1), to_size(args.at(2)));
-  const std::size_t k = to_size(args.at(3));
-  for (std::size_t i = 0; i < k; ++i) sem.acquire();
-  if (sem.held() != k) return fail(1, "held() is not the number of slots taken");
-  report_and_wait("held");
-  for (std::size_t i = 0; i < k; ++i) sem.release();
-  return 0;
+  return hold_until_stdin_ends(sem, to_size(args.at(3)));
 }
 
 // Helper "pgsem_churn CONNINFO NAME N SHM SECONDS THREADS": THREADS threads take a slot, stay
 // inside for a moment, give it back, again and again for SECONDS; each counts itself in SHM while
-// inside. Blocking, timed and one-time acquires, mixed.
+// inside.
 FASTENERS_TEST_HELPER(pgsem_churn) {
   postgres_semaphore sem(args.at(0), args.at(1), to_size(args.at(2)));
-  shared_memory shm(path_of(args.at(3)), false);
-  const auto end = steady::now() + std::chrono::duration<double>(std::stod(args.at(4)));
-  const int threads = std::stoi(args.at(5));
-  std::atomic<int> errors{0};
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        for (unsigned i = 0; steady::now() < end; ++i) {
-          bool got = true;
-          if (i % 3 == 1) {
-            got = sem.try_acquire_for(50ms);
-          } else if (i % 3 == 2) {
-            got = sem.try_acquire();
-          } else {
-            sem.acquire();
-          }
-          if (!got) continue;
-          enter(*shm);
-          std::this_thread::sleep_for(
-              std::chrono::microseconds(500 + 300 * ((i + static_cast<unsigned>(t)) % 7)));
-          shm->inside.fetch_sub(1);
-          sem.release();
-        }
-      } catch (const std::exception& e) {
-        std::cerr << "pgsem_churn: " << e.what() << "\n";
-        errors.fetch_add(1);
-      }
-    });
-  }
-  for (auto& thread : pool) thread.join();
-  return errors.load() == 0 ? 0 : fail(2, "a thread failed");
+  return churn(sem, path_of(args.at(3)), std::stod(args.at(4)), std::stoi(args.at(5)));
 }
 
-// Checks that every acquire of `sem` throws invalid_argument naming both numbers; 0 if so.
-int expect_wrong_n(postgres_semaphore& sem, const std::string& recorded) {
-  const std::string mine = std::to_string(sem.slots());
-  for (int how = 0; how < 3; ++how) {
-    try {
-      if (how == 0) sem.acquire();
-      if (how == 1) sem.try_acquire();
-      if (how == 2) sem.try_acquire_for(100ms);
-      return fail(1, "an acquire with another N did not throw");
-    } catch (const std::system_error& e) {
-      const std::string what = e.what();
-      if (e.code() != std::errc::invalid_argument ||
-          what.find(recorded + " slots, not " + mine) == std::string::npos ||
-          what.find(sem.name()) == std::string::npos) {
-        return fail(2, "wrong error for another N: " + what);
-      }
-    }
-  }
-  return sem.held() == 0 ? 0 : fail(3, "held() after failed acquires");
+// Checks that every acquire of `sem` throws invalid_argument naming the semaphore and both
+// numbers; 0 if so.
+int expect_other_n(postgres_semaphore& sem, const std::string& recorded) {
+  const std::string both = recorded + " slots, not " + std::to_string(sem.slots());
+  return expect_wrong_n(sem, [&](const std::system_error& e) {
+    const std::string what = e.what();
+    return what.find(both) != std::string::npos && what.find(sem.name()) != std::string::npos;
+  });
 }
 
 // Helper "pgsem_expect_wrong_n CONNINFO NAME N RECORDED": every acquire must throw
 // invalid_argument naming RECORDED and N.
 FASTENERS_TEST_HELPER(pgsem_expect_wrong_n) {
   postgres_semaphore sem(args.at(0), args.at(1), to_size(args.at(2)));
-  return expect_wrong_n(sem, args.at(3));
+  return expect_other_n(sem, args.at(3));
 }
 
 // Helper "pgsem_expect_busy CONNINFO NAME N": k_acquired if a try takes a slot, k_busy if not.
@@ -129,19 +80,12 @@ FASTENERS_TEST_HELPER(pgsem_expect_busy) {
   return sem.try_acquire() ? k_acquired : k_busy;
 }
 
-// Helper "pgsem_wait_cpu CONNINFO NAME N": prints "waiting", waits for a slot, then prints the CPU
-// seconds and the wall seconds the wait took.
+// Helper "pgsem_wait_cpu CONNINFO NAME N": prints "waiting", waits for a slot, then prints the
+// CPU seconds and the wall seconds the wait took.
 FASTENERS_TEST_HELPER(pgsem_wait_cpu) {
   postgres_semaphore sem(args.at(0), args.at(1), to_size(args.at(2)));
   if (sem.try_acquire()) return fail(1, "a slot was free");
-  std::cout << "waiting" << std::endl;
-  const double cpu_before = cpu_seconds();
-  const auto start = steady::now();
-  sem.acquire();
-  const double wall = seconds_since(start);
-  std::cout << (cpu_seconds() - cpu_before) << " " << wall << std::endl;
-  sem.release();
-  return 0;
+  return wait_reporting_cpu(sem);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -211,24 +155,10 @@ TEST(postgres_semaphore_test, one_object_takes_up_to_n_slots_on_their_keys_and_g
   EXPECT_EQ(pg::advisory_locks_on(postgres_key(name)), 0);
   EXPECT_EQ(pg::advisory_locks_on(slot_key(name, 3)), 0);
   EXPECT_EQ(pg::advisory_locks_on(postgres_key(name + ":semaphore of 3 slots")), 1);
-  EXPECT_FALSE(sem.try_acquire());
   postgres_semaphore other(pg::conninfo(), name, 3);
-  EXPECT_FALSE(other.try_acquire());
-  std::thread([&] { sem.release(); }).join();
-  EXPECT_EQ(sem.held(), 2u);
-  EXPECT_TRUE(other.try_acquire());
-  EXPECT_FALSE(sem.try_acquire());
-  other.release();
-  sem.release();
-  sem.release();
-  EXPECT_EQ(sem.held(), 0u);
-  try {
-    sem.release();
-    ADD_FAILURE() << "release() with no slot held did not throw";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::operation_not_permitted);
-    EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
-  }
+  expect_slots_to_pass_between_objects(sem, other, [&](const std::system_error& e) {
+    return std::string(e.what()).find(name) != std::string::npos;
+  });
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(pg::server_shows_nothing(slot_key(name, i)));
 }
 
@@ -314,7 +244,7 @@ TEST(postgres_semaphore_test, another_n_fails_in_this_process_too) {
     child_process holder = spawn_helper("pgsem_hold", {pg::conninfo(), name, "3", "1"});
     ASSERT_EQ(holder.read_line(), std::optional<std::string>("held"));
     postgres_semaphore wrong(pg::conninfo(), name, 5);
-    EXPECT_EQ(expect_wrong_n(wrong, "3"), 0);
+    EXPECT_EQ(expect_other_n(wrong, "3"), 0);
     holder.close_stdin();
     EXPECT_EQ(holder.finish(), 0);
   }
@@ -323,7 +253,7 @@ TEST(postgres_semaphore_test, another_n_fails_in_this_process_too) {
   ASSERT_TRUE(sem.try_acquire());
   // Recorded by this process's own state.
   postgres_semaphore wrong(pg::conninfo(), name, 4);
-  EXPECT_EQ(expect_wrong_n(wrong, "2"), 0);
+  EXPECT_EQ(expect_other_n(wrong, "2"), 0);
   EXPECT_EQ(run_helper("pgsem_expect_wrong_n", {pg::conninfo(), name, "3", "2"}), 0);
   sem.release();
 }
@@ -419,18 +349,7 @@ TEST(postgres_semaphore_test, a_waiter_waits_in_the_server_without_polling) {
   // The first in line waits in the server for each slot.
   EXPECT_TRUE(pg::wait_for_advisory_locks(slot_key(name, 0), 1, false));
   EXPECT_TRUE(pg::wait_for_advisory_locks(slot_key(name, 1), 1, false));
-  std::this_thread::sleep_for(2s);
-  holder.close_stdin();
-  const auto line = waiter.read_line();
-  ASSERT_TRUE(line.has_value());
-  double cpu = 0;
-  double wall = 0;
-  ASSERT_EQ(std::sscanf(line->c_str(), "%lf %lf", &cpu, &wall), 2) << *line;
-  std::cout << "waited " << wall << " s using " << cpu << " s of CPU\n";
-  EXPECT_GE(wall, 1.5);
-  EXPECT_LE(cpu, 0.05 * wall) << "a waiter used more than 5% of a core";
-  EXPECT_EQ(waiter.finish(), 0);
-  EXPECT_EQ(holder.finish(), 0);
+  expect_a_cheap_wait(holder, waiter, 0.02);
 }
 
 TEST(postgres_semaphore_test, a_slot_lost_with_its_session_fails_its_release) {
