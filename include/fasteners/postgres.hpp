@@ -161,7 +161,9 @@ class postgres_reader_writer_lock
 // Connections: the objects of one name on one database share, in this process, one session that
 // takes slots by a try and holds them; each wait in the server runs on a session of its own (kept
 // for reuse while the process uses the semaphore): one while waiting behind others, and one per
-// slot (N) for the first waiter in line. Every object connects once at its first acquire.
+// slot (N) for the first waiter in line, plus the one through which it got the turnstile, if it
+// waited for it. What a wait is granted stays held through its session. Every object connects
+// once at its first acquire.
 //
 // Members (detail::semaphore_core): acquire, try_acquire, try_acquire_for, try_acquire_until,
 // release, held, slots; and name(). Acquires throw std::system_error naming the semaphore, host

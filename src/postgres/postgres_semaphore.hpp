@@ -27,10 +27,11 @@
 // async thread's poller watches the session's socket; the reply ends the wait. What a wait is
 // granted stays held through its session until let go of; the session then goes back to the idle
 // ones. So a process uses one connection while it holds or tries, two while its first waiter waits
-// for the turnstile, and 1 + N while it waits first in line for the N slots; the idle sessions stay
-// open for reuse until the state goes. A main session found lost (the server restarted) is
-// replaced at the next try, connecting and joining again under the state's mutex: bounded by the
-// connect timeout (postgres_options::connect_timeout).
+// for the turnstile, and 1 + N while it waits first in line for the N slots. At most N + 2 are in
+// use (the main session, the turnstile's wait, and a session per slot waited for or held through
+// its wait), and at most N + 1 idle ones stay open for reuse until the state goes. A main session
+// found lost (the server restarted) is replaced at the next try, connecting and joining again under
+// the state's mutex: bounded by the connect timeout (postgres_options::connect_timeout).
 //
 // Mutex rules: a state's mutex (the engine's mu_) is taken before the table's, which is taken
 // before the registry's (the list of sessions that a forked child disowns).
