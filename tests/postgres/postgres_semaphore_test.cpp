@@ -349,6 +349,11 @@ TEST(postgres_semaphore_test, a_waiter_waits_in_the_server_without_polling) {
   // The first in line waits in the server for each slot.
   EXPECT_TRUE(pg::wait_for_advisory_locks(slot_key(name, 0), 1, false));
   EXPECT_TRUE(pg::wait_for_advisory_locks(slot_key(name, 1), 1, false));
+  // Its sessions: the one that took the turnstile by a try, and one per slot waited for.
+  const std::string sessions =
+      pg::query("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'fasteners " +
+                std::to_string(waiter.id()) + "@%'");
+  EXPECT_EQ(sessions, "3") << "the waiting process's connections";
   expect_a_cheap_wait(holder, waiter, 0.02);
 }
 
