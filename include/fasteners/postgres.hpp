@@ -1,8 +1,10 @@
-// fasteners::postgres_lock and postgres_reader_writer_lock: the same locks across machines, on
-// PostgreSQL's session-level advisory locks (CMake target fasteners::postgres, linking libpq).
+// fasteners::postgres_lock, postgres_reader_writer_lock and postgres_semaphore: the same locks
+// across machines, on PostgreSQL's session-level advisory locks (CMake target fasteners::postgres,
+// linking libpq).
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,6 +17,7 @@
 #include "fasteners/detail/lock_core.hpp"
 #include "fasteners/detail/lock_members.hpp"
 #include "fasteners/detail/make_locked.hpp"
+#include "fasteners/detail/semaphore_core.hpp"
 #include "fasteners/timeout.hpp"
 
 namespace fasteners {
@@ -136,6 +139,46 @@ class postgres_reader_writer_lock
                               const postgres_options& options = {})
       : postgres_members(
             detail::postgres_session_lock(std::move(conninfo), std::move(name), options)) {}
+};
+
+// A counting semaphore named `name` in one PostgreSQL database: at most `slots` slots are held at
+// once among all semaphore objects of that name there, in this process (any thread) and in every
+// other process on any machine. One object may hold several slots: each acquire takes one more,
+// and release() gives one back, from any thread. Each slot is an exclusive advisory lock on a key
+// of its own, "NAME:semaphore slot I" (I from 0 to N-1) run through postgres_key(), so the server
+// frees the slots of a session that ends (its process died, its machine stayed unreachable past
+// the keepalive time), and a psql session that holds such a key holds that slot. Waiters line up
+// behind the key of "NAME:semaphore turnstile", so that nobody takes a freed slot back ahead of
+// them: they are served roughly in arrival order, and wait in the server without polling. None of
+// these keys is the key of postgres_lock(NAME). Movable, not copyable; destruction releases what
+// the object holds and never throws. Thread-safe.
+//
+// Every user must agree on N: each process that uses the semaphore holds a shared lock on the key
+// of "NAME:semaphore of N slots" while it does, and one that finds another N's key held there
+// fails at its first acquire with std::system_error(std::errc::invalid_argument) naming both
+// numbers, as does an object whose N differs from that of another object of this process.
+//
+// Connections: the objects of one name on one database share, in this process, one session that
+// takes slots by a try and holds them; each wait in the server runs on a session of its own (kept
+// for reuse while the process uses the semaphore): one while waiting behind others, and one per
+// slot (N) for the first waiter in line, plus the one through which it got the turnstile, if it
+// waited for it. What a wait is granted stays held through its session. Every object connects
+// once at its first acquire.
+//
+// Members (detail::semaphore_core): acquire, try_acquire, try_acquire_for, try_acquire_until,
+// release, held, slots; and name(). Acquires throw std::system_error naming the semaphore, host
+// and database as postgres_lock's do; release() throws std::errc::connection_reset if the session
+// that held the slot was lost (the slot was lost then, and counts as given back).
+class FASTENERS_API postgres_semaphore : public detail::semaphore_core {
+ public:
+  // `conninfo` as for postgres_lock. Does not connect. Throws std::invalid_argument for slots == 0
+  // or above 64, for an empty name and for a name with a NUL byte. options.close_on_release does
+  // not apply.
+  postgres_semaphore(std::string conninfo, std::string name, std::size_t slots,
+                     const postgres_options& options = {});
+
+  // The name; empty once moved from.
+  const std::string& name() const noexcept;
 };
 
 // Function wrappers, as interprocess_locked and friends: the returned callable takes the lock

@@ -220,18 +220,9 @@ outcome key_state::start_wait(engine::holder& h, lock_mode mode, engine::lock_ob
   session& s = object.current_session();
   assert(object.current_state().get() == this && !held.wait);
   auto w = std::make_shared<server_wait>(object.current_state(), object, mode);
-  // Watched before the statement goes: the poller's call waits for the mutex meanwhile.
-  w->events = POLLIN;
-  w->watch = engine::async_thread::watch(s.socket(), w->events, w);
-  if (w->watch == 0) throw std::system_error(std::make_error_code(std::errc::not_enough_memory));
   try {
-    const short events = s.send_lock(std::get<2>(id_), mode);
-    if (events != w->events) {
-      w->events = events;
-      engine::async_thread::rewatch(w->watch, events);
-    }
+    w->watch = send_watched_lock(s, std::get<2>(id_), mode, w, w->events);
   } catch (...) {
-    engine::async_thread::unwatch(w->watch);
     if (s.lost()) h.lost = true;
     throw;
   }
@@ -262,16 +253,7 @@ void key_state::on_ready(server_wait& w, short revents) noexcept {
   // Once the engine gave the wait up, the session is the drain's.
   if (w.step != server_wait::phase::waiting) return;
   session& s = w.object.current_session();
-  short events = 0;
-  if (!s.read_lock_reply(revents, events)) {
-    if (events != w.events) {
-      w.events = events;
-      engine::async_thread::rewatch(w.watch, events);
-    }
-    return;
-  }
-  engine::async_thread::unwatch(w.watch);
-  w.watch = 0;
+  if (!read_watched_reply(s, w.watch, w.events, revents)) return;
   w.step = server_wait::phase::done;
   session_holder& h = w.object.holder();
   const std::shared_ptr<server_wait> keep = std::move(h.wait);  // The caller holds `w` too.

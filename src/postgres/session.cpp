@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/async_thread.hpp"
 #include "postgres/client.hpp"
 #include "postgres/sqlstate.hpp"
 
@@ -55,7 +56,8 @@ constexpr const char* prepared_statements =
     "SELECT pg_advisory_unlock_shared($1), pg_backend_pid() WHERE pg_backend_pid() = $2; ";
 
 // The statements that ask pg_locks about the key: whether the session holds it in a mode
-// (ExclusiveLock, ShareLock), and whether any session waits for its exclusive lock.
+// (ExclusiveLock, ShareLock), whether any session waits for its exclusive lock, and whether
+// another session holds that.
 std::string lock_queries() {
   return "PREPARE fasteners_holds(bigint, text) AS "
          "SELECT count(*) > 0, pg_backend_pid() FROM pg_catalog.pg_locks WHERE " +
@@ -63,7 +65,11 @@ std::string lock_queries() {
          " AND pid = pg_backend_pid() AND granted AND mode = $2; "
          "PREPARE fasteners_writer_waiting(bigint) AS "
          "SELECT count(*) > 0, pg_backend_pid() FROM pg_catalog.pg_locks WHERE " +
-         key_condition(1) + " AND NOT granted AND mode = 'ExclusiveLock'; ";
+         key_condition(1) +
+         " AND NOT granted AND mode = 'ExclusiveLock'; "
+         "PREPARE fasteners_held_elsewhere(bigint) AS "
+         "SELECT count(*) > 0, pg_backend_pid() FROM pg_catalog.pg_locks WHERE " +
+         key_condition(1) + " AND granted AND mode = 'ExclusiveLock' AND pid <> pg_backend_pid(); ";
 }
 
 // Whether every timeout that could end a wait, a held lock or the session is off (true or false).
@@ -418,6 +424,17 @@ bool session::writer_waiting(std::int64_t key) {
   return row.first == "t";
 }
 
+bool session::held_elsewhere(std::int64_t key) {
+  const auto row = run_prepared("fasteners_held_elsewhere", {std::to_string(key)}, "join the");
+  if (row.second != backend_pid_) moved("join the", other_process(row.second, backend_pid_));
+  return row.first == "t";
+}
+
+std::vector<std::string> session::run_own(const std::string& sql, std::string_view action) {
+  if (lost_ || disowned_) throw_error(std::errc::connection_reset, action, name_, where_, ended());
+  return run_script(sql, action);
+}
+
 void session::unlock_all() {
   const auto row = run(
       "SELECT pg_advisory_unlock_all(), pg_backend_pid() WHERE pg_backend_pid() = " + backend_pid_,
@@ -606,6 +623,40 @@ void session::disown() noexcept {
     ::dup3(null, fd, O_CLOEXEC);
     ::close(null);
   }
+}
+
+std::uint64_t send_watched_lock(session& s, std::int64_t key, lock_mode mode,
+                                std::shared_ptr<engine::async_thread::fd_watcher> w,
+                                short& events) {
+  // Watched before the statement goes: the poller's call waits for the caller's mutex meanwhile.
+  events = POLLIN;
+  const std::uint64_t watch = engine::async_thread::watch(s.socket(), events, std::move(w));
+  if (watch == 0) throw std::system_error(std::make_error_code(std::errc::not_enough_memory));
+  try {
+    const short wanted = s.send_lock(key, mode);
+    if (wanted != events) {
+      events = wanted;
+      engine::async_thread::rewatch(watch, events);
+    }
+  } catch (...) {
+    engine::async_thread::unwatch(watch);
+    throw;
+  }
+  return watch;
+}
+
+bool read_watched_reply(session& s, std::uint64_t& watch, short& events, short revents) noexcept {
+  short wanted = 0;
+  if (!s.read_lock_reply(revents, wanted)) {
+    if (wanted != events) {
+      events = wanted;
+      engine::async_thread::rewatch(watch, events);
+    }
+    return false;
+  }
+  engine::async_thread::unwatch(watch);
+  watch = 0;
+  return true;
 }
 
 }  // namespace fasteners::detail::postgres

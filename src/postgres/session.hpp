@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -27,6 +28,10 @@
 
 struct pg_conn;
 struct pg_result;
+
+namespace fasteners::detail::engine::async_thread {
+class fd_watcher;
+}  // namespace fasteners::detail::engine::async_thread
 
 namespace fasteners::detail::postgres {
 
@@ -65,6 +70,11 @@ class session {
   void unlock(std::int64_t key, lock_mode mode);
   // Whether a session (of any client) waits for the exclusive lock on `key`.
   bool writer_waiting(std::int64_t key);
+  // Whether another session (of any client) holds the exclusive lock on `key`.
+  bool held_elsewhere(std::int64_t key);
+  // Runs `sql`, a query of the caller's own that takes and lets go of no session lock, and returns
+  // its first row, each column as text. Throws as lock().
+  std::vector<std::string> run_own(const std::string& sql, std::string_view action);
   // Lets go of every advisory lock of the session.
   void unlock_all();
 
@@ -158,5 +168,17 @@ class session {
   lock_mode wait_mode_ = lock_mode::exclusive;
   pg_result* reply_ = nullptr;
 };
+
+// ---- A wait of send_lock() whose reply the async thread's poller awaits (async_thread.hpp). ----
+// Watches the socket of `s` with `w`, then sends the wait for `key` in `mode`. Returns the watch,
+// and sets `events` to what it waits for. Throws as send_lock(), with the watch ended, or
+// not_enough_memory if no watch could be recorded. The caller holds the mutex that `w`'s ready()
+// takes, until it has recorded the wait.
+std::uint64_t send_watched_lock(session& s, std::int64_t key, lock_mode mode,
+                                std::shared_ptr<engine::async_thread::fd_watcher> w, short& events);
+// The socket of `s`, watched as `watch` for `events`, reported `revents`: reads what came. Returns
+// whether the reply is complete, and then has ended the watch (`watch` is 0; take_lock_reply()
+// follows); else points the watch at what to wait for next.
+bool read_watched_reply(session& s, std::uint64_t& watch, short& events, short revents) noexcept;
 
 }  // namespace fasteners::detail::postgres

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "deadline.hpp"
+#include "fasteners/detail/export.hpp"
 #include "semaphore/semaphore_state.hpp"
 #include "thread_safety.hpp"
 
@@ -16,7 +17,7 @@ namespace fasteners::detail::semaphore {
 // One semaphore object. Bound to its semaphore's state from its first acquire until it is
 // destroyed, so that the state (and the backend's file or session) outlives every slot it holds.
 // After fork(), a child's object holds nothing and binds anew. Thread-safe.
-class semaphore_object {
+class FASTENERS_API semaphore_object {
  public:
   explicit semaphore_object(std::size_t slots) : slots_(slots) {}
   virtual ~semaphore_object() = default;

@@ -12,17 +12,19 @@
 // In this process: acquires wait in memory in arrival order. The first of them takes the
 // turnstile for the process, tries every slot that nobody here holds, and if none is free starts a
 // wait in the backend on each of them (the backend waits without blocking the engine: a thread of
-// the library's own blocks in the kernel). The first slot granted goes to the first in line, which
-// then lets go of the turnstile. A slot given back while this process holds the turnstile goes to
-// its first waiter directly. Backend waits cannot be called off; one whose waiter gave up stays
-// queued, and its grant is let go of at once unless this process holds the turnstile and a waiter
-// wants a slot.
+// the library's own blocks in the kernel, or a database session of its own waits in the server
+// while the async thread watches its socket). The first slot granted goes to the first in line,
+// which then lets go of the turnstile. A slot given back while this process holds the turnstile
+// goes to its first waiter directly. Backend waits cannot be called off; one whose waiter gave up
+// stays queued, and its grant is let go of at once unless this process holds the turnstile and a
+// waiter wants a slot.
 //
 // A one-time try (try_acquire) takes any free slot without queueing: it never waits, so it cannot
 // hold anyone back.
 //
-// Mutex rules: mu_ guards every field, and is held across the backend's calls, which never block
-// (tries, unlocks, starting a wait). It is taken before the semaphore table's mutex.
+// Mutex rules: mu_ guards every field, and is held across the backend's calls (tries, unlocks,
+// starting a wait), which never wait for a lock: they may take a round trip to a server
+// (PostgreSQL), but no longer. It is taken before the semaphore table's mutex.
 #pragma once
 
 #include <condition_variable>
@@ -35,6 +37,7 @@
 #include <vector>
 
 #include "deadline.hpp"
+#include "fasteners/detail/export.hpp"
 #include "platform.hpp"
 #include "thread_safety.hpp"
 
@@ -47,7 +50,7 @@ using place = std::size_t;
 inline constexpr place turnstile = static_cast<place>(-1);
 
 // One semaphore in this process. Thread-safe; see the top of this file.
-class semaphore_state {
+class FASTENERS_API semaphore_state {
  public:
   explicit semaphore_state(std::size_t slots);
   virtual ~semaphore_state();
@@ -69,7 +72,8 @@ class semaphore_state {
   std::error_code release(std::size_t i) FASTENERS_EXCLUDES(mu_);
 
  protected:
-  // ---- The backend: called with mu_ held; none of them may block. ----
+  // ---- The backend: called with mu_ held. None of them may wait for a lock; each may take a
+  // round trip to a server (PostgreSQL), but no more (a backend that must connect says so). ----
   // One try at `p`; throws std::system_error on failures other than contention.
   virtual bool try_take(place p) FASTENERS_REQUIRES(mu_) = 0;
   // Starts waiting for `p` without blocking; the outcome comes through wait_ended(), from any

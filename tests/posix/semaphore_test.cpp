@@ -1,7 +1,5 @@
 // Tests of fasteners::interprocess_semaphore that need POSIX: at most N among processes and
 // threads (counted in shared memory), fairness, CPU while waiting, fork, permissions.
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,6 +19,7 @@
 #include "fasteners/holders.hpp"
 #include "fasteners/interprocess_semaphore.hpp"
 #include "posix/posix_support.hpp"
+#include "posix/semaphore_support.hpp"
 
 namespace fasteners_test {
 namespace {
@@ -28,82 +27,11 @@ namespace {
 namespace fs = std::filesystem;
 using fasteners::interprocess_semaphore;
 
-// Counters in a file mapped by every process of a test: who is inside at once, and the most.
-struct shared_counts {
-  std::atomic<int> inside;
-  std::atomic<int> most;
-  std::atomic<long> entries;
-};
-
-class shared_memory {
- public:
-  // Maps `path`, creating it zeroed when `create`.
-  shared_memory(const fs::path& path, bool create) {
-    if (create) fs::resize_file((std::ofstream(path), path), sizeof(shared_counts));
-    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) throw std::system_error(errno, std::system_category(), "open " + path.string());
-    void* p = ::mmap(nullptr, sizeof(shared_counts), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    if (p == MAP_FAILED) throw std::system_error(errno, std::system_category(), "mmap");
-    counts_ = static_cast<shared_counts*>(p);
-  }
-  ~shared_memory() { ::munmap(counts_, sizeof(shared_counts)); }
-  shared_memory(const shared_memory&) = delete;
-  shared_memory& operator=(const shared_memory&) = delete;
-  shared_counts& operator*() const { return *counts_; }
-  shared_counts* operator->() const { return counts_; }
-
- private:
-  shared_counts* counts_ = nullptr;
-};
-
-void enter(shared_counts& c) {
-  const int now = c.inside.fetch_add(1) + 1;
-  int most = c.most.load();
-  while (now > most && !c.most.compare_exchange_weak(most, now)) {
-  }
-  c.entries.fetch_add(1);
-}
-
-std::size_t to_size(const std::string& s) { return static_cast<std::size_t>(std::stoul(s)); }
-
 // Helper "sem_churn PATH N SHM SECONDS THREADS": THREADS threads take a slot, stay inside for a
 // moment, give it back, again and again for SECONDS; each counts itself in SHM while inside.
 FASTENERS_TEST_HELPER(sem_churn) {
   interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
-  shared_memory shm(path_of(args.at(2)), false);
-  const auto end = steady::now() + std::chrono::duration<double>(std::stod(args.at(3)));
-  const int threads = std::stoi(args.at(4));
-  std::atomic<int> errors{0};
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        for (unsigned i = 0; steady::now() < end; ++i) {
-          // Blocking, timed and one-time acquires, mixed.
-          bool got = true;
-          if (i % 3 == 1) {
-            got = sem.try_acquire_for(50ms);
-          } else if (i % 3 == 2) {
-            got = sem.try_acquire();
-          } else {
-            sem.acquire();
-          }
-          if (!got) continue;
-          enter(*shm);
-          std::this_thread::sleep_for(
-              std::chrono::microseconds(200 + 150 * ((i + static_cast<unsigned>(t)) % 7)));
-          shm->inside.fetch_sub(1);
-          sem.release();
-        }
-      } catch (const std::exception& e) {
-        std::cerr << "sem_churn: " << e.what() << "\n";
-        errors.fetch_add(1);
-      }
-    });
-  }
-  for (auto& thread : pool) thread.join();
-  return errors.load() == 0 ? 0 : fail(2, "a thread failed");
+  return churn(sem, path_of(args.at(2)), std::stod(args.at(3)), std::stoi(args.at(4)));
 }
 
 // Helper "sem_fair PATH N SECONDS": takes a slot, holds it 10 ms, gives it back, in a loop for
@@ -129,27 +57,11 @@ FASTENERS_TEST_HELPER(sem_fair) {
   return 0;
 }
 
-double cpu_seconds() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  const auto seconds = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
-  };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
-}
-
 // Helper "sem_wait_cpu PATH N": prints "waiting", waits for a slot, then prints the CPU seconds
 // and the wall seconds the wait took.
 FASTENERS_TEST_HELPER(sem_wait_cpu) {
   interprocess_semaphore sem(path_of(args.at(0)), to_size(args.at(1)));
-  std::cout << "waiting" << std::endl;
-  const double cpu_before = cpu_seconds();
-  const auto start = steady::now();
-  sem.acquire();
-  const double wall = seconds_since(start);
-  std::cout << (cpu_seconds() - cpu_before) << " " << wall << std::endl;
-  sem.release();
-  return 0;
+  return wait_reporting_cpu(sem);
 }
 
 class semaphore_test : public lock_test {
@@ -227,18 +139,7 @@ TEST_F(semaphore_test, a_waiter_uses_little_cpu) {
   child_process holder = hold_slots_in_child(sem_path(), 2, 2);
   child_process waiter = spawn_helper("sem_wait_cpu", {arg_of(sem_path()), "2"});
   ASSERT_EQ(waiter.read_line(), std::optional<std::string>("waiting"));
-  std::this_thread::sleep_for(2s);
-  holder.close_stdin();
-  const auto line = waiter.read_line();
-  ASSERT_TRUE(line.has_value());
-  double cpu = 0;
-  double wall = 0;
-  ASSERT_EQ(std::sscanf(line->c_str(), "%lf %lf", &cpu, &wall), 2) << *line;
-  std::cout << "waited " << wall << " s using " << cpu << " s of CPU\n";
-  EXPECT_GE(wall, 1.5);
-  EXPECT_LE(cpu, 0.02 * wall) << "a waiter used more than 2% of a core";
-  EXPECT_EQ(waiter.finish(), 0);
-  EXPECT_EQ(holder.finish(), 0);
+  expect_a_cheap_wait(holder, waiter, 0.02);
 }
 
 TEST_F(semaphore_test, a_forked_child_inherits_no_slot) {
