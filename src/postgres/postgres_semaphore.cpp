@@ -378,7 +378,7 @@ std::error_code pg_semaphore_state::let_go(place p) noexcept {
   return error;
 }
 
-bool pg_semaphore_state::turnstile_held_elsewhere() noexcept {
+bool pg_semaphore_state::others_in_line() noexcept {
   // None of this process's sessions holds the turnstile when the engine asks.
   try {
     return main_session().held_elsewhere(key_of(turnstile));

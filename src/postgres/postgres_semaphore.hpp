@@ -92,7 +92,7 @@ class pg_semaphore_state final : public semaphore::semaphore_state,
   bool try_take(semaphore::place p) override FASTENERS_REQUIRES(mu_);
   void start_wait(semaphore::place p) override FASTENERS_REQUIRES(mu_);
   std::error_code let_go(semaphore::place p) noexcept override FASTENERS_REQUIRES(mu_);
-  bool turnstile_held_elsewhere() noexcept override FASTENERS_REQUIRES(mu_);
+  bool others_in_line() noexcept override FASTENERS_REQUIRES(mu_);
 
  private:
   class server_wait;

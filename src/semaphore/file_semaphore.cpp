@@ -20,6 +20,8 @@ platform::byte_span span_of(place p) {
   return {p == turnstile ? turnstile_offset : slot_offset(p), 1};
 }
 
+constexpr platform::byte_span line_byte{line_offset, 1};
+
 // The open semaphore files by identity. An entry whose state is being destroyed stays until its
 // handles are closed, and nobody opens the file anew meanwhile: where locks belong to the process
 // (classic fcntl), that close would drop the new state's locks.
@@ -167,7 +169,12 @@ void file_semaphore_state::start_wait(place p) {
     handle = own.get();
   }
   auto job = std::make_unique<wait_job>(wait_job{shared_from_this(), p, handle});
+  // A wait for the turnstile shows on the line byte (others_in_line()). Shared locks there never
+  // conflict with each other, so this try fails only while a look at the line holds it (Windows
+  // looks by taking it); the mark is a hint.
+  if (p == turnstile) platform::try_lock(handle, lock_mode::shared, line_byte, path_);
   if (const auto error = engine::run_on_pool_thread(&run_wait, job.get())) {
+    if (p == turnstile) platform::unlock(handle, line_byte);
     throw_error(error, "wait for a slot of", path_, "no thread could be started for the wait");
   }
   job.release();
@@ -183,6 +190,7 @@ void file_semaphore_state::run_wait(void* arg) {
   } catch (const std::system_error& e) {
     error = e.code();
   }
+  if (job->p == turnstile) platform::unlock(job->handle, line_byte);
   const auto state = std::move(job->state);
   {
     mutex_lock lock(state->mu_);
@@ -199,8 +207,10 @@ std::error_code file_semaphore_state::let_go(place p) noexcept {
   return error;
 }
 
-bool file_semaphore_state::turnstile_held_elsewhere() noexcept {
-  return platform::locked_elsewhere(file_.get(), lock_mode::exclusive, span_of(turnstile));
+bool file_semaphore_state::others_in_line() noexcept {
+  // The line byte and the turnstile, in one look.
+  return platform::locked_elsewhere(file_.get(), lock_mode::exclusive,
+                                    {line_offset, turnstile_offset - line_offset + 1});
 }
 
 std::shared_ptr<file_semaphore_state> file_semaphore_state::find_or_open(

@@ -3,7 +3,8 @@
 // A semaphore file starts with one line that records N ("fasteners semaphore: 4 slots"), written
 // by its first user under the setup byte's lock and checked by every later one. Its locks lie
 // beyond the bytes that lock files use (the main region and the gate, see gate_protocol.hpp): the
-// setup byte, the turnstile, then one byte per slot. The OS frees them with the process.
+// setup byte, the line byte (held shared by each process that waits for the turnstile), the
+// turnstile, then one byte per slot. The OS frees them with the process.
 //
 // Each semaphore file that this process uses has one file_semaphore_state (one per (device,
 // inode), in a table of its own). Every lock is taken through its one handle, except where a
@@ -30,10 +31,12 @@
 namespace fasteners::detail::semaphore {
 
 // The layout of a semaphore file: one byte each, a byte apart, so that the kernel never merges
-// two of one holder's locks into one (holders() then reports each slot on its own).
+// two of one holder's locks into one (holders() then reports each slot on its own). The line
+// byte is held shared by every process that waits for the turnstile.
 inline constexpr std::uint64_t setup_offset = platform::gate_offset + (std::uint64_t{1} << 32);
-inline constexpr std::uint64_t turnstile_offset = setup_offset + 2;
-inline constexpr std::uint64_t first_slot_offset = setup_offset + 4;
+inline constexpr std::uint64_t line_offset = setup_offset + 2;
+inline constexpr std::uint64_t turnstile_offset = setup_offset + 4;
+inline constexpr std::uint64_t first_slot_offset = setup_offset + 6;
 inline constexpr std::uint64_t slot_offset(std::size_t i) { return first_slot_offset + 2 * i; }
 // The most slots a semaphore may have: the first waiter in line blocks a thread per slot.
 inline constexpr std::size_t max_slots = 4096;
@@ -66,7 +69,7 @@ class file_semaphore_state final : public semaphore_state,
   bool try_take(place p) override FASTENERS_REQUIRES(mu_);
   void start_wait(place p) override FASTENERS_REQUIRES(mu_);
   std::error_code let_go(place p) noexcept override FASTENERS_REQUIRES(mu_);
-  bool turnstile_held_elsewhere() noexcept override FASTENERS_REQUIRES(mu_);
+  bool others_in_line() noexcept override FASTENERS_REQUIRES(mu_);
 
  private:
   struct wait_job;

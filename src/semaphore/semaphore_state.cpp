@@ -19,7 +19,7 @@ std::optional<std::size_t> semaphore_state::acquire(const semaphore_object& owne
   mutex_lock lock(mu_);
   if (!may_wait(until)) return try_free_slot();
   // Nobody waits in line, here or elsewhere: a free slot may be taken at once.
-  if (line_.empty() && !turnstile_held_ && !turnstile_waiting_ && !turnstile_held_elsewhere()) {
+  if (line_.empty() && !turnstile_held_ && !turnstile_waiting_ && !others_in_line()) {
     if (auto i = try_free_slot()) return i;
   }
   waiter me;
@@ -84,7 +84,7 @@ void semaphore_state::pump() noexcept {
     try {
       if (!turnstile_held_) {
         if (turnstile_waiting_) return;
-        if (!try_take(turnstile)) {
+        if (others_in_line() || !try_take(turnstile)) {
           start_wait(turnstile);
           turnstile_waiting_ = true;
           return;

@@ -81,8 +81,9 @@ class FASTENERS_API semaphore_state {
   virtual void start_wait(place p) FASTENERS_REQUIRES(mu_) = 0;
   // Lets go of `p`, which this process holds.
   virtual std::error_code let_go(place p) noexcept FASTENERS_REQUIRES(mu_) = 0;
-  // Whether another process holds the turnstile: its waiters are ahead in line. Best effort.
-  virtual bool turnstile_held_elsewhere() noexcept FASTENERS_REQUIRES(mu_) = 0;
+  // Whether another process is in line: holds the turnstile, or waits for it where the backend can
+  // tell (a backend whose own queue serves waiters in order may tell only the former). Best effort.
+  virtual bool others_in_line() noexcept FASTENERS_REQUIRES(mu_) = 0;
 
   // ---- What the engine offers a backend. ----
   // A wait that start_wait() began for `p` ended: granted unless `error`.
