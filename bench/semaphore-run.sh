@@ -47,29 +47,28 @@ handoff_ms() {
   local tool=$1 samples=()
   for ((r = 0; r < handoffs; r++)); do
     rm -f "$work/t0" "$work/t1"
-    run_slot "$tool" sh -c "sleep 0.3; date +%s%N > $work/t0" &
+    run_slot "$tool" "sleep 0.3; date +%s%N > $work/t0" &
     sleep 0.1
-    run_slot "$tool" sh -c "date +%s%N > $work/t1"
+    run_slot "$tool" "date +%s%N > $work/t1"
     wait
     samples+=($((($(cat "$work/t1") - $(cat "$work/t0")) / 1000)))
   done
   printf '%s\n' "${samples[@]}" | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] / 1000 }'
 }
 
+# run_slot TOOL SHELL_COMMAND: runs SHELL_COMMAND under TOOL's one slot.
 run_slot() {
-  local tool=$1
-  shift
-  case $tool in
-    fasteners) "$fasteners" run --slots 1 "$work/one.sem" "$@" ;;
-    sem) sem --id fasteners-bench-one -j 1 --fg "$@" ;;
-    flock) flock "$work/one.lock" "$@" ;;
+  case $1 in
+    fasteners) "$fasteners" run --slots 1 "$work/one.sem" -c "$2" ;;
+    sem) sem --id fasteners-bench-one -j 1 --fg "$2" ;;
+    flock) flock "$work/one.lock" -c "$2" ;;
   esac
 }
 
-raw=$(ms_per_command "$commands" true)
-ours=$(ms_per_command "$commands" "$fasteners" run --slots 4 "$work/four.sem" true)
-flock_cmd=$(ms_per_command "$commands" flock "$work/four.lock" true)
-sems=$(ms_per_command "$((commands / 4))" sem --id fasteners-bench-four -j 4 --fg true)
+raw=$(ms_per_command "$commands" /bin/true)
+ours=$(ms_per_command "$commands" "$fasteners" run --slots 4 "$work/four.sem" /bin/true)
+flock_cmd=$(ms_per_command "$commands" flock "$work/four.lock" /bin/true)
+sems=$(ms_per_command "$((commands / 4))" sem --id fasteners-bench-four -j 4 --fg /bin/true)
 h_ours=$(handoff_ms fasteners)
 h_flock=$(handoff_ms flock)
 h_sem=$(handoff_ms sem)
