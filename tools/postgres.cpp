@@ -1,6 +1,7 @@
 // `--postgres`: PostgreSQL advisory locks for `fasteners run` and `fasteners status`.
 #include "postgres.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <string_view>
@@ -22,6 +23,7 @@
 #include "fasteners/postgres.hpp"
 #include "postgres/client.hpp"
 #include "postgres/connect.hpp"
+#include "semaphore_lock.hpp"
 #endif
 
 namespace fasteners::tool {
@@ -54,6 +56,12 @@ bool starts_with(std::string_view text, std::string_view prefix) {
   return text.substr(0, prefix.size()) == prefix;
 }
 
+// `text` without `prefix` ("fasteners: ") if it starts with it.
+std::string without_prefix(std::string text, std::string_view prefix) {
+  if (starts_with(text, prefix)) text.erase(0, prefix.size());
+  return text;
+}
+
 // The password of a URI's user:password@ as written (percent-encoded or not), or empty.
 std::string uri_password(const std::string& conninfo) {
   std::string_view rest = conninfo;
@@ -79,6 +87,12 @@ std::string postgres_unsupported_message(const std::string& subcommand) {
   return "fasteners " + subcommand +
          ": --postgres is not available: this fasteners was built without PostgreSQL support "
          "(FASTENERS_POSTGRES off, or libpq not found when it was built)";
+}
+
+std::size_t postgres_semaphore_state::held() const {
+  std::vector<std::size_t> taken = slot_of;
+  std::sort(taken.begin(), taken.end());
+  return static_cast<std::size_t>(std::unique(taken.begin(), taken.end()) - taken.begin());
 }
 
 std::string describe_postgres_holder(const postgres_holder& h) {
@@ -135,10 +149,9 @@ connection connect(const std::string& subcommand, const std::string& conninfo,
     connector c(conninfo, postgres_options(), name, detail::postgres::describe_target(conninfo));
     return c.connect();
   } catch (const std::system_error& e) {
-    std::string why = scrub(e.what(), conninfo);
-    const std::string prefix = "fasteners: ";
-    if (why.rfind(prefix, 0) == 0) why.erase(0, prefix.size());
-    throw tool_error(exit_unavailable, "fasteners " + subcommand + ": " + why);
+    throw tool_error(exit_unavailable,
+                     "fasteners " + subcommand + ": " +
+                         without_prefix(scrub(e.what(), conninfo), "fasteners: "));
   }
 }
 
@@ -190,6 +203,86 @@ postgres_holder holder_of(const PGresult* r, int row) {
   return h;
 }
 
+// A session of its own (see connect()) that lists the sessions holding or waiting for keys
+// through holders_query(), prepared once. Its errors are tool_error (exit_unavailable) naming
+// `subcommand` and `name`.
+class holder_lister {
+ public:
+  holder_lister(const std::string& subcommand, const std::string& conninfo, const std::string& name)
+      : c_(connect(subcommand, conninfo, name)),
+        subcommand_(subcommand),
+        conninfo_(conninfo),
+        name_(name) {
+    const std::string query = holders_query(PQserverVersion(c_.get()));
+    const Oid types[] = {20};  // bigint
+    check(result(PQprepare(c_.get(), "", query.c_str(), 1, types)), PGRES_COMMAND_OK);
+  }
+
+  std::string database() const { return PQdb(c_.get()); }
+
+  // The sessions that hold or wait for `key`, holders first, then waiters, oldest first.
+  std::vector<postgres_holder> of(std::int64_t key) const {
+    const std::string text = std::to_string(key);
+    const char* params[] = {text.c_str()};
+    const result r(PQexecPrepared(c_.get(), "", 1, params, nullptr, nullptr, 0));
+    check(r, PGRES_TUPLES_OK);
+    std::vector<postgres_holder> found;
+    for (int row = 0; row < PQntuples(r.get()); ++row) {
+      found.push_back(holder_of(r.get(), row));
+      found.back().key = key;
+    }
+    return found;
+  }
+
+  // N if `name` is that of a semaphore in use: some session holds the key of its N. 0 if none.
+  std::size_t semaphore_slots() const {
+    for (std::size_t n = 1; n <= postgres_semaphore_max_slots; ++n) {
+      for (const auto& h : of(postgres_semaphore_slots_key(name_, n))) {
+        if (!h.waiting) return n;
+      }
+    }
+    return 0;
+  }
+
+  // The holders of the slots of semaphore `name` with `slots` slots, and of its turnstile.
+  postgres_semaphore_state semaphore(std::size_t slots) const {
+    postgres_semaphore_state state;
+    state.slots = slots;
+    for (std::size_t i = 0; i < slots; ++i) {
+      // The first waiter waits for every slot: those waits are not holders.
+      for (const auto& h : of(postgres_semaphore_slot_key(name_, i))) {
+        if (h.waiting) continue;
+        state.holding.push_back(h);
+        state.slot_of.push_back(i);
+      }
+    }
+    for (auto& h : of(postgres_semaphore_turnstile_key(name_))) {
+      if (h.waiting) continue;  // Behind the first in line.
+      h.waiting = true;         // It holds the turnstile while it waits for a slot.
+      state.waiting.push_back(std::move(h));
+    }
+    return state;
+  }
+
+ private:
+  void check(const result& r, ExecStatusType expected) const {
+    if (r && PQresultStatus(r.get()) == expected) return;
+    throw tool_error(exit_unavailable, "fasteners " + subcommand_ +
+                                           ": cannot list the holders of '" + name_ +
+                                           "': " + scrub(PQerrorMessage(c_.get()), conninfo_));
+  }
+
+  const connection c_;
+  const std::string subcommand_;
+  const std::string conninfo_;
+  const std::string name_;
+};
+
+// What -v says when the holders cannot be listed: "its holders are unknown (why)".
+std::string unknown_holders(const tool_error& e) {
+  return "its holders are unknown (" + without_prefix(e.what(), "fasteners run: ") + ")";
+}
+
 // The waits and holds on `name` that keep a lock (`shared` or not) of this process from it, as
 // pg_locks and pg_stat_activity tell in a session of their own: for -v.
 std::string describe_postgres_holders(bool shared, const std::string& conninfo,
@@ -198,10 +291,7 @@ std::string describe_postgres_holders(bool shared, const std::string& conninfo,
   try {
     state = postgres_holders("run", conninfo, name);
   } catch (const tool_error& e) {
-    std::string why = e.what();
-    const std::string prefix = "fasteners run: ";
-    if (why.rfind(prefix, 0) == 0) why.erase(0, prefix.size());
-    return "its holders are unknown (" + why + ")";
+    return unknown_holders(e);
   }
   std::vector<std::string> holding;
   std::vector<std::string> waiting;
@@ -220,6 +310,37 @@ std::string describe_postgres_holders(bool shared, const std::string& conninfo,
     }
   }
   return describe_waits(holding, exclusive, waiting, writers_wait, "held by another session");
+}
+
+// "held by pid 1 on host1 (a) in slot 0, ...; waiting for it first: pid 3 ...": the sessions
+// holding the slots of semaphore `name` (with `slots` slots), and its first waiter, but for this
+// process's own; for -v.
+std::string describe_postgres_semaphore_holders(const std::string& conninfo,
+                                                const std::string& name, std::size_t slots) {
+  postgres_semaphore_state state;
+  try {
+    state = postgres_semaphore_holders("run", conninfo, name, slots);
+  } catch (const tool_error& e) {
+    return unknown_holders(e);
+  }
+  std::vector<std::string> holding;
+  std::vector<std::string> waiting;
+  for (std::size_t i = 0; i < state.holding.size(); ++i) {
+    const auto& h = state.holding[i];
+    if (is_this_process(h)) continue;
+    holding.push_back(describe_postgres_holder(h) + " in slot " + std::to_string(state.slot_of[i]));
+  }
+  for (const auto& h : state.waiting) {
+    if (!is_this_process(h)) waiting.push_back(describe_postgres_holder(h));
+  }
+  return describe_waits(holding, false, waiting, false, "held by other sessions");
+}
+
+// How `fasteners run` ends when the server cannot be used: 69, with `message` (of a library
+// error, without a password) naming the subcommand.
+tool_error unavailable(std::string message) {
+  if (message.rfind("fasteners", 0) != 0) message = "fasteners run: " + message;
+  return tool_error(exit_unavailable, message);
 }
 
 // A shared or exclusive advisory lock of `fasteners run --postgres`, held by this process's own
@@ -253,9 +374,7 @@ class postgres_run_lock final : public run_lock {
   }
   bool ends_with_this_process() const override { return true; }
   tool_error error_for(const std::system_error& e) const override {
-    std::string message = describe(e);
-    if (message.rfind("fasteners", 0) != 0) message = "fasteners run: " + message;
-    return tool_error(exit_unavailable, message);
+    return unavailable(describe(e));
   }
   std::string describe(const std::exception& e) const override {
     return scrub(e.what(), conninfo_);
@@ -271,6 +390,32 @@ class postgres_run_lock final : public run_lock {
   postgres_reader_writer_lock lock_;
   const std::string conninfo_;
   const bool shared_;
+};
+
+// A slot of the PostgreSQL semaphore of `fasteners run --slots N --postgres`, held by a session of
+// this process (postgres_options::close_on_release does not apply to semaphores: their sessions
+// stay open while the object lives, which ends with the command).
+class postgres_semaphore_lock final : public semaphore_lock<postgres_semaphore> {
+ public:
+  postgres_semaphore_lock(const std::string& conninfo, const std::string& name, std::size_t slots)
+      : semaphore_lock(postgres_semaphore(conninfo, name, slots),
+                       "the PostgreSQL semaphore '" + name + "'"),
+        conninfo_(conninfo) {}
+
+  std::string holders() const override {
+    return describe_postgres_semaphore_holders(conninfo_, semaphore_.name(), semaphore_.slots());
+  }
+  std::string describe(const std::exception& e) const override {
+    return scrub(e.what(), conninfo_);
+  }
+
+ protected:
+  tool_error backend_error(const std::system_error& e) const override {
+    return unavailable(describe(e));
+  }
+
+ private:
+  const std::string conninfo_;
 };
 
 }  // namespace
@@ -303,26 +448,41 @@ std::string scrub(const std::string& text, const std::string& conninfo) {
   return out;
 }
 
-postgres_lock_state postgres_holders(const std::string& subcommand, const std::string& conninfo,
-                                     const std::string& name) {
+namespace {
+
+// The state of lock `name` that `lister` lists; with `semaphores`, of the semaphore of that name
+// instead if one is in use.
+postgres_lock_state lock_state_of(const holder_lister& lister, const std::string& name,
+                                  bool semaphores) {
   postgres_lock_state state;
   state.key = postgres_key(name);
-  const connection c = connect(subcommand, conninfo, name);
-  state.database = PQdb(c.get());
-  const std::string key = std::to_string(state.key);
-  const std::string query = holders_query(PQserverVersion(c.get()));
-  const char* params[] = {key.c_str()};
-  const Oid types[] = {20};  // bigint
-  const result r(PQexecParams(c.get(), query.c_str(), 1, types, params, nullptr, nullptr, 0));
-  if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
-    throw tool_error(exit_unavailable, "fasteners " + subcommand +
-                                           ": cannot list the holders of '" + name +
-                                           "': " + scrub(PQerrorMessage(c.get()), conninfo));
+  state.database = lister.database();
+  if (semaphores) {
+    if (const std::size_t slots = lister.semaphore_slots()) {
+      state.semaphore = lister.semaphore(slots);
+      return state;
+    }
   }
-  for (int row = 0; row < PQntuples(r.get()); ++row) {
-    state.holders.push_back(holder_of(r.get(), row));
-  }
+  state.holders = lister.of(state.key);
   return state;
+}
+
+}  // namespace
+
+postgres_lock_state postgres_holders(const std::string& subcommand, const std::string& conninfo,
+                                     const std::string& name) {
+  return lock_state_of(holder_lister(subcommand, conninfo, name), name, false);
+}
+
+postgres_lock_state postgres_status(const std::string& subcommand, const std::string& conninfo,
+                                    const std::string& name) {
+  return lock_state_of(holder_lister(subcommand, conninfo, name), name, true);
+}
+
+postgres_semaphore_state postgres_semaphore_holders(const std::string& subcommand,
+                                                    const std::string& conninfo,
+                                                    const std::string& name, std::size_t slots) {
+  return holder_lister(subcommand, conninfo, name).semaphore(slots);
 }
 
 std::unique_ptr<run_lock> make_postgres_lock(const run_options& o) {
@@ -331,6 +491,15 @@ std::unique_ptr<run_lock> make_postgres_lock(const run_options& o) {
     return std::make_unique<postgres_run_lock>(*o.postgres, o.lock_file, o.shared);
   } catch (const std::invalid_argument& e) {
     throw usage_error("run", scrub(e.what(), *o.postgres));
+  }
+}
+
+std::unique_ptr<run_lock> make_postgres_semaphore_lock(const run_options& o, std::size_t slots) {
+  check_conninfo("run", *o.postgres);
+  try {
+    return std::make_unique<postgres_semaphore_lock>(*o.postgres, o.lock_file, slots);
+  } catch (const std::invalid_argument& e) {
+    throw usage_error("run", without_prefix(scrub(e.what(), *o.postgres), "fasteners: "));
   }
 }
 
@@ -360,9 +529,24 @@ postgres_lock_state postgres_holders(const std::string& subcommand, const std::s
   throw tool_error(exit_unavailable, postgres_unsupported_message(subcommand));
 }
 
+postgres_lock_state postgres_status(const std::string& subcommand, const std::string&,
+                                    const std::string&) {
+  throw tool_error(exit_unavailable, postgres_unsupported_message(subcommand));
+}
+
+postgres_semaphore_state postgres_semaphore_holders(const std::string& subcommand,
+                                                    const std::string&, const std::string&,
+                                                    std::size_t) {
+  throw tool_error(exit_unavailable, postgres_unsupported_message(subcommand));
+}
+
 bool is_this_process(const postgres_holder&) { return false; }
 
 std::unique_ptr<run_lock> make_postgres_lock(const run_options&) {
+  throw tool_error(exit_unavailable, postgres_unsupported_message("run"));
+}
+
+std::unique_ptr<run_lock> make_postgres_semaphore_lock(const run_options&, std::size_t) {
   throw tool_error(exit_unavailable, postgres_unsupported_message("run"));
 }
 

@@ -1,11 +1,13 @@
 // `--postgres`: PostgreSQL advisory locks for `fasteners run` and `fasteners status`.
-// The lock is fasteners::postgres_reader_writer_lock (fasteners::postgres); holders are listed with
-// libpq from pg_locks and pg_stat_activity. In a build without fasteners::postgres (the compile
-// definition FASTENERS_TOOL_POSTGRES unset) every function here but postgres_supported() throws
-// tool_error with exit_unavailable.
+// The lock is fasteners::postgres_reader_writer_lock (fasteners::postgres), or with --slots a slot
+// of fasteners::postgres_semaphore; holders are listed with libpq from pg_locks and
+// pg_stat_activity. In a build without fasteners::postgres (the compile definition
+// FASTENERS_TOOL_POSTGRES unset) every function here but postgres_supported() throws tool_error
+// with exit_unavailable.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -45,9 +47,20 @@ struct postgres_holder {
   // Where the session comes from as the server sees it: "local" (a Unix-domain socket), the
   // client's host name or address; empty if the server does not tell this user.
   std::string client;
-  std::string user;   // The session's role; empty if not shown.
-  std::string since;  // UTC, "2024-05-01T12:00:00Z": the wait's start, else the session's last
-                      // state change (or its start); empty if not shown.
+  std::string user;      // The session's role; empty if not shown.
+  std::string since;     // UTC, "2024-05-01T12:00:00Z": the wait's start, else the session's last
+                         // state change (or its start); empty if not shown.
+  std::int64_t key = 0;  // The advisory key it holds or waits for.
+};
+
+// What the sessions using a fasteners::postgres_semaphore tell of it: who holds its slots, and
+// who waits first in line (holds its turnstile).
+struct postgres_semaphore_state {
+  std::size_t slots = 0;                 // N, as the semaphore's users record it.
+  std::vector<postgres_holder> holding;  // The sessions that hold a slot, by slot.
+  std::vector<std::size_t> slot_of;      // The slot of each of `holding`.
+  std::vector<postgres_holder> waiting;  // The holder of the turnstile, if any.
+  std::size_t held() const;              // How many slots are held.
 };
 
 // What `fasteners status --postgres` reports: every session holding or waiting for the key.
@@ -55,6 +68,9 @@ struct postgres_lock_state {
   std::int64_t key = 0;                  // fasteners::postgres_key(name).
   std::string database;                  // The database the name was looked up in.
   std::vector<postgres_holder> holders;  // Holders first, then waiters, oldest first.
+  // With postgres_status(), when the name is that of a semaphore in use (a session holds the key
+  // of its N): its state, and `holders` is empty.
+  std::optional<postgres_semaphore_state> semaphore;
 };
 
 // Connects once (a session of its own that takes no lock) and lists the sessions that hold or
@@ -63,6 +79,18 @@ struct postgres_lock_state {
 // `subcommand` and never holds a password.
 postgres_lock_state postgres_holders(const std::string& subcommand, const std::string& conninfo,
                                      const std::string& name);
+
+// As postgres_holders(), but first looks whether `name` is that of a semaphore in use (which of
+// the keys of its N, 1 to postgres_semaphore_max_slots, a session holds), and if so tells of its
+// slots instead; over one connection. For `fasteners status --postgres`.
+postgres_lock_state postgres_status(const std::string& subcommand, const std::string& conninfo,
+                                    const std::string& name);
+
+// The holders of the slots of semaphore `name` with `slots` slots, and its first waiter; errors
+// as postgres_holders(). For -v of `fasteners run --slots N --postgres`.
+postgres_semaphore_state postgres_semaphore_holders(const std::string& subcommand,
+                                                    const std::string& conninfo,
+                                                    const std::string& name, std::size_t slots);
 
 // Whether `h` is a session of this very process (by its application_name).
 bool is_this_process(const postgres_holder& h);

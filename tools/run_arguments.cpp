@@ -156,8 +156,9 @@ void add_holding_options(CLI::App& run, run_options& o) {
       ->type_name("CONNINFO")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   run.add_option("--slots", o.slots,
-                 "Take one of N slots of the semaphore file LOCKFILE (at most N such commands run "
-                 "at once) instead of a lock; not with -s, --flock, -F or FD; see below")
+                 "Take one of N slots of the semaphore file LOCKFILE (with --postgres, of the "
+                 "PostgreSQL semaphore NAME; at most N such commands run at once) instead of a "
+                 "lock; not with -s, --flock, -F or FD; see below")
       ->type_name("N")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   run.add_flag("--flock", o.use_flock,

@@ -99,12 +99,9 @@ void check_semaphore_usage(const run_options& o) {
     throw refuse("-F",
                  "the slot belongs to fasteners, which must wait for the command to give it back");
   }
-  check_command_given(o, "--slots", "--slots N [OPTIONS] LOCKFILE");
-  if (o.postgres) {
-    throw usage_error("run",
-                      "--slots is not supported yet with --postgres: PostgreSQL semaphores are not "
-                      "available in this version; --slots works on a semaphore file");
-  }
+  check_command_given(
+      o, "--slots",
+      o.postgres ? "--slots N --postgres CONNINFO [OPTIONS] NAME" : "--slots N [OPTIONS] LOCKFILE");
 }
 
 // Refuses what --postgres cannot do, before anything is asked of the database.
@@ -199,6 +196,7 @@ std::unique_ptr<run_lock> make_lock(const run_options& o, const std::optional<st
   if (slots) check_semaphore_usage(o);
   if (o.postgres) {
     check_postgres_usage(o);
+    if (slots) return make_postgres_semaphore_lock(o, *slots);
     return make_postgres_lock(o);
   }
   check_file_usage(o);

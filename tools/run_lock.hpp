@@ -97,6 +97,12 @@ void unlock_descriptor(int fd, bool use_flock);
 // that database, held by a session of this process. Throws tool_error where unsupported.
 std::unique_ptr<run_lock> make_postgres_lock(const run_options& o);
 
+// The lock of `fasteners run --slots N --postgres CONNINFO NAME`: one of the `slots` slots of the
+// PostgreSQL semaphore NAME in that database (fasteners::postgres_semaphore), held by a session of
+// this process while the command runs. Throws usage_error for a bad CONNINFO or `slots`,
+// tool_error where unsupported.
+std::unique_ptr<run_lock> make_postgres_semaphore_lock(const run_options& o, std::size_t slots);
+
 // "held exclusive by pid 1234 (backup.sh)": the processes whose locks on the file at `path` keep
 // a lock (`shared`, flock(2)'s with `use_flock`) from it, as fasteners::holders() tells; for -v.
 std::string describe_file_holders(const std::filesystem::path& path, bool shared, bool use_flock);

@@ -1,5 +1,5 @@
 // `fasteners status`: whether a lock file is free or held, and by which processes; how many slots
-// of a semaphore file are held, and by which.
+// of a semaphore file are held, and by which; the same of PostgreSQL names (--postgres).
 #include "status_command.hpp"
 
 #include <algorithm>
@@ -182,10 +182,13 @@ std::string json_fields(const lock_holder& h) {
          ", \"inspectable\": " + (h.inspectable ? "true" : "false");
 }
 
-// A JSON array of holders, one a line, each with `extra` members after its own (`extra` as
-// long as `holders`, or empty), and no line end after it.
-void print_json_holders(const std::vector<lock_holder>& holders,
-                        const std::vector<std::string>& extra) {
+std::string json_fields(const postgres_holder& h);
+
+// A JSON array of holders (lock_holder or postgres_holder, with a json_fields() each), one a
+// line, each with `extra` members after its own (`extra` as long as `holders`, or empty), and no
+// line end after it.
+template <class Holder>
+void print_json_holders(const std::vector<Holder>& holders, const std::vector<std::string>& extra) {
   std::cout << "[";
   const char* separator = "\n";
   for (std::size_t i = 0; i < holders.size(); ++i) {
@@ -205,6 +208,11 @@ void print_json(const fs::path& path, bool exists, lock_state state,
   std::cout << "\n}\n";
 }
 
+// "free" (no slot held), "held" (some), or "full" (all: a command with -n would not run).
+const char* semaphore_state(std::size_t held, std::size_t slots) {
+  return held == 0 ? "free" : held >= slots ? "full" : "held";
+}
+
 // What the locks on a semaphore file tell: its slots' holders, and the first waiter in line.
 struct semaphore_view {
   std::size_t slots = 0;             // N, as the file records it.
@@ -213,8 +221,7 @@ struct semaphore_view {
   std::vector<std::size_t> slot_of;  // The slot of each of `holding`.
   std::vector<lock_holder> waiting;  // The first waiter in line, if any.
   bool full() const { return held >= slots; }
-  // "free" (no slot held), "held" (some), or "full" (all: a command with -n would not run).
-  const char* state() const { return held == 0 ? "free" : full() ? "full" : "held"; }
+  const char* state() const { return semaphore_state(held, slots); }
 };
 
 semaphore_view view_of(std::size_t slots, const std::vector<lock_holder>& holders) {
@@ -240,14 +247,24 @@ semaphore_view view_of(std::size_t slots, const std::vector<lock_holder>& holder
   return v;
 }
 
-void print_semaphore_text(const fs::path& path, const semaphore_view& v) {
-  std::cout << printable(utf8_of(path)) << ": semaphore: " << v.held << " of " << v.slots
-            << " slots held\n";
-  std::vector<lock_holder> rows = v.holding;
-  rows.insert(rows.end(), v.waiting.begin(), v.waiting.end());
-  std::vector<std::string> locks;
-  for (const auto slot : v.slot_of) locks.push_back("slot " + std::to_string(slot));
+// The first line of `fasteners status` on semaphore `name`, and the holders of its slots then its
+// first waiters as table rows (`rows`), each with its LOCK cell (`locks`).
+template <class Holder>
+void semaphore_text(const std::string& name, std::size_t held, std::size_t slots,
+                    const std::vector<Holder>& holding, const std::vector<std::size_t>& slot_of,
+                    const std::vector<Holder>& waiting, std::vector<Holder>& rows,
+                    std::vector<std::string>& locks) {
+  std::cout << printable(name) << ": semaphore: " << held << " of " << slots << " slots held\n";
+  rows = holding;
+  rows.insert(rows.end(), waiting.begin(), waiting.end());
+  for (const auto slot : slot_of) locks.push_back("slot " + std::to_string(slot));
   locks.resize(rows.size(), "waiting (first in line)");
+}
+
+void print_semaphore_text(const fs::path& path, const semaphore_view& v) {
+  std::vector<lock_holder> rows;
+  std::vector<std::string> locks;
+  semaphore_text(utf8_of(path), v.held, v.slots, v.holding, v.slot_of, v.waiting, rows, locks);
   print_holders(rows, locks);
 }
 
@@ -275,21 +292,21 @@ lock_state state_of(const std::vector<postgres_holder>& holders) {
 
 std::string kind_of(const postgres_holder& h) { return h.exclusive ? "exclusive" : "shared"; }
 
-void print_postgres_text(const std::string& name, lock_state state,
-                         const std::vector<postgres_holder>& holders) {
-  std::cout << printable(name) << ": "
-            << (state == lock_state::free ? "free" : std::string("held ") + name_of(state)) << '\n';
+// Prints the table of the sessions `holders`, each with its LOCK cell of `locks`.
+void print_postgres_holders(const std::vector<postgres_holder>& holders,
+                            const std::vector<std::string>& locks) {
   if (holders.empty()) return;
   std::vector<std::vector<std::string>> rows{
       {"PID", "HOST", "LOCK", "SESSION", "CLIENT", "APPLICATION"}};
-  for (const auto& h : holders) {
+  for (std::size_t i = 0; i < holders.size(); ++i) {
+    const auto& h = holders[i];
     const bool ours = h.client_pid > 0;  // A session of this library, by its application_name.
     std::string application = table_command(ours ? h.program : h.application_name);
     if (!h.since.empty()) application += " [since " + h.since + "]";
     rows.push_back({ours ? std::to_string(h.client_pid) : "?",
-                    ours && !h.client_host.empty() ? printable(h.client_host) : "?",
-                    kind_of(h) + (h.waiting ? " (waiting)" : ""), std::to_string(h.backend_pid),
-                    h.client.empty() ? "?" : printable(h.client), application});
+                    ours && !h.client_host.empty() ? printable(h.client_host) : "?", locks[i],
+                    std::to_string(h.backend_pid), h.client.empty() ? "?" : printable(h.client),
+                    application});
   }
   std::vector<std::size_t> widths(rows.front().size(), 0);
   for (const auto& r : rows) {
@@ -304,31 +321,68 @@ void print_postgres_text(const std::string& name, lock_state state,
   }
 }
 
+void print_postgres_text(const std::string& name, lock_state state,
+                         const std::vector<postgres_holder>& holders) {
+  std::cout << printable(name) << ": "
+            << (state == lock_state::free ? "free" : std::string("held ") + name_of(state)) << '\n';
+  std::vector<std::string> locks;
+  for (const auto& h : holders) locks.push_back(kind_of(h) + (h.waiting ? " (waiting)" : ""));
+  print_postgres_holders(holders, locks);
+}
+
+void print_postgres_semaphore_text(const std::string& name, const postgres_semaphore_state& s) {
+  std::vector<postgres_holder> rows;
+  std::vector<std::string> locks;
+  semaphore_text(name, s.held(), s.slots, s.holding, s.slot_of, s.waiting, rows, locks);
+  print_postgres_holders(rows, locks);
+}
+
 std::string json_or_null(const std::string& text) {
   return text.empty() ? "null" : json_string(text);
+}
+
+// The members of a session's JSON object, without its braces.
+std::string json_fields(const postgres_holder& h) {
+  const bool ours = h.client_pid > 0;
+  return "\"pid\": " + (ours ? std::to_string(h.client_pid) : "null") +
+         ", \"host\": " + (ours ? json_or_null(h.client_host) : "null") +
+         ", \"program\": " + (ours ? json_or_null(h.program) : "null") +
+         ", \"application_name\": " + json_string(h.application_name) + ", \"kind\": \"" +
+         kind_of(h) +
+         "\", \"mechanism\": \"postgres\", \"waiting\": " + (h.waiting ? "true" : "false") +
+         ", \"backend_pid\": " + std::to_string(h.backend_pid) +
+         ", \"client\": " + json_or_null(h.client) + ", \"user\": " + json_or_null(h.user) +
+         ", \"since\": " + json_or_null(h.since);
 }
 
 void print_postgres_json(const std::string& name, const postgres_lock_state& found,
                          lock_state state) {
   std::cout << "{\n  \"name\": " << json_string(name) << ",\n  \"key\": " << found.key
             << ",\n  \"database\": " << json_string(found.database) << ",\n  \"state\": \""
-            << name_of(state) << "\",\n  \"holders\": [";
-  const char* separator = "\n";
-  for (const auto& h : found.holders) {
-    const bool ours = h.client_pid > 0;
-    std::cout << separator << "    {\"pid\": " << (ours ? std::to_string(h.client_pid) : "null")
-              << ", \"host\": " << (ours ? json_or_null(h.client_host) : "null")
-              << ", \"program\": " << (ours ? json_or_null(h.program) : "null")
-              << ", \"application_name\": " << json_string(h.application_name) << ", \"kind\": \""
-              << kind_of(h) << "\", \"mechanism\": \"postgres\""
-              << ", \"waiting\": " << (h.waiting ? "true" : "false")
-              << ", \"backend_pid\": " << h.backend_pid
-              << ", \"client\": " << json_or_null(h.client)
-              << ", \"user\": " << json_or_null(h.user) << ", \"since\": " << json_or_null(h.since)
-              << "}";
-    separator = ",\n";
+            << name_of(state) << "\",\n  \"holders\": ";
+  print_json_holders(found.holders, {});
+  std::cout << "\n}\n";
+}
+
+// As for a semaphore file, with the name and database for the path, and the advisory key that
+// each session holds ("key").
+void print_postgres_semaphore_json(const std::string& name, const std::string& database,
+                                   const postgres_semaphore_state& s) {
+  std::cout << "{\n  \"name\": " << json_string(name)
+            << ",\n  \"database\": " << json_string(database) << ",\n  \"state\": \""
+            << semaphore_state(s.held(), s.slots) << "\",\n  \"semaphore\": {\"slots\": " << s.slots
+            << ", \"held\": " << s.held() << "},\n  \"holders\": ";
+  std::vector<std::string> extra;
+  for (std::size_t i = 0; i < s.holding.size(); ++i) {
+    extra.push_back("\"slot\": " + std::to_string(s.slot_of[i]) +
+                    ", \"key\": " + std::to_string(s.holding[i].key));
   }
-  std::cout << (found.holders.empty() ? "]\n}\n" : "\n  ]\n}\n");
+  print_json_holders(s.holding, extra);
+  extra.clear();
+  for (const auto& h : s.waiting) extra.push_back("\"key\": " + std::to_string(h.key));
+  std::cout << ",\n  \"waiting\": ";
+  print_json_holders(s.waiting, extra);
+  std::cout << "\n}\n";
 }
 
 // N, if the file at `path` (of status `st`) is a semaphore file. One that cannot be read is told
@@ -351,7 +405,16 @@ int status_postgres(const status_options& o) {
     throw tool_error(exit_unavailable, postgres_unsupported_message("status"));
   }
   check_conninfo("status", *o.postgres);
-  const auto found = postgres_holders("status", *o.postgres, o.lock_file);
+  const auto found = postgres_status("status", *o.postgres, o.lock_file);
+  if (const auto& semaphore = found.semaphore) {
+    if (o.json) {
+      print_postgres_semaphore_json(o.lock_file, found.database, *semaphore);
+    } else {
+      print_postgres_semaphore_text(o.lock_file, *semaphore);
+    }
+    std::cout.flush();
+    return semaphore->held() >= semaphore->slots ? exit_held : exit_free;
+  }
   const auto state = state_of(found.holders);
   if (o.json) {
     print_postgres_json(o.lock_file, found, state);
@@ -371,8 +434,8 @@ CLI::App* add_status_command(CLI::App& app, status_options& o) {
   status->add_flag("--json", o.json, "Print the state as a JSON object");
   status
       ->add_option("--postgres", o.postgres,
-                   "Tell about the PostgreSQL advisory lock named by the operand (NAME, not "
-                   "LOCKFILE) in this database: a libpq connection string or URI")
+                   "Tell about the PostgreSQL advisory lock (or semaphore) named by the operand "
+                   "(NAME, not LOCKFILE) in this database: a libpq connection string or URI")
       ->type_name("CONNINFO")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   status

@@ -28,6 +28,21 @@ namespace fasteners {
 // Two distinct names share a key with a probability of about n^2 / 2^65 among n names.
 FASTENERS_API std::int64_t postgres_key(std::string_view name);
 
+// The advisory-lock keys of postgres_semaphore `name` (see it below), for tools that look at a
+// semaphore in pg_locks or take part in it from psql: postgres_key() of the name followed by a
+// suffix. None of them is postgres_key(name). The name is used as given (no check that it is one
+// a semaphore accepts).
+// Slot `slot` (0 to N-1), held exclusively by the session through which a process holds it.
+FASTENERS_API std::int64_t postgres_semaphore_slot_key(std::string_view name, std::size_t slot);
+// The turnstile, held exclusively by the first waiter in line while it waits for a slot.
+FASTENERS_API std::int64_t postgres_semaphore_turnstile_key(std::string_view name);
+// The most slots a postgres_semaphore may have.
+inline constexpr std::size_t postgres_semaphore_max_slots = 64;
+// N = `slots`: held shared by every session through which a process uses the semaphore with N
+// slots, for as long as it does; so the one held among those of N = 1 to
+// postgres_semaphore_max_slots tells N.
+FASTENERS_API std::int64_t postgres_semaphore_slots_key(std::string_view name, std::size_t slots);
+
 // Settings of a PostgreSQL lock object, fixed at construction.
 struct postgres_options {
   // Ends the object's database session whenever a release leaves the object holding nothing, so

@@ -167,7 +167,7 @@ std::size_t join(session& s, const std::string& name, std::size_t slots) {
       "pg_catalog.pg_database WHERE datname = pg_catalog.current_database())) AS l ON k.key = "
       "l.key";
   std::size_t recorded = slots;
-  const std::int64_t own = postgres_key(slots_key_name(name, slots));
+  const std::int64_t own = postgres_semaphore_slots_key(name, slots);
   if (!s.lock(own, lock_mode::shared, try_once)) {
     throw_error(std::errc::resource_unavailable_try_again, "join the semaphore", name, s.where(),
                 "another session holds the key of its number of slots exclusively");
@@ -182,8 +182,8 @@ std::size_t join(session& s, const std::string& name, std::size_t slots) {
 
 std::vector<std::int64_t> keys_of(const std::string& name, std::size_t slots) {
   std::vector<std::int64_t> keys;
-  for (std::size_t i = 0; i < slots; ++i) keys.push_back(postgres_key(slot_key_name(name, i)));
-  keys.push_back(postgres_key(turnstile_key_name(name)));
+  for (std::size_t i = 0; i < slots; ++i) keys.push_back(postgres_semaphore_slot_key(name, i));
+  keys.push_back(postgres_semaphore_turnstile_key(name));
   return keys;
 }
 
@@ -450,6 +450,18 @@ std::shared_ptr<semaphore::semaphore_state> pg_semaphore_object::find_state() {
 }  // namespace fasteners::detail::postgres
 
 namespace fasteners {
+
+std::int64_t postgres_semaphore_slot_key(std::string_view name, std::size_t slot) {
+  return postgres_key(detail::postgres::slot_key_name(std::string(name), slot));
+}
+
+std::int64_t postgres_semaphore_turnstile_key(std::string_view name) {
+  return postgres_key(detail::postgres::turnstile_key_name(std::string(name)));
+}
+
+std::int64_t postgres_semaphore_slots_key(std::string_view name, std::size_t slots) {
+  return postgres_key(detail::postgres::slots_key_name(std::string(name), slots));
+}
 
 postgres_semaphore::postgres_semaphore(std::string conninfo, std::string name, std::size_t slots,
                                        const postgres_options& options)

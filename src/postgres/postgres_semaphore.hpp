@@ -56,7 +56,7 @@ class session;
 
 // The most slots a PostgreSQL semaphore may have: its first waiter in line holds a connection per
 // slot it waits for, and a server allows 100 connections by default.
-inline constexpr std::size_t max_semaphore_slots = 64;
+inline constexpr std::size_t max_semaphore_slots = postgres_semaphore_max_slots;
 
 // The names whose postgres_key() is the key of slot `i`, of the turnstile, of N, and of the setup.
 std::string slot_key_name(const std::string& name, std::size_t i);

@@ -331,6 +331,42 @@ class CliTest(unittest.TestCase):
         self.assertEqual(result.returncode, 0 if doc["state"] == "free" else 1)
         return doc
 
+    def assert_at_most_n_at_once(self, slots, argv):
+        """Starts SLOTS + 2 of `argv + [COMMAND]` at once (fasteners run --slots SLOTS ...), each
+        COMMAND logging how many run meanwhile; checks that they all succeed and that no more
+        than SLOTS, and at some time SLOTS, ran at once."""
+        running = os.path.join(self.dir, "running")
+        os.mkdir(running)
+        log = os.path.join(self.dir, "counts")
+        runs = [self.start([*argv, "sh", "-c", CONCURRENCY, "sh", running, log, str(slots)])
+                for _ in range(slots + 2)]
+        for p in runs:
+            self.assertEqual(p.wait(), 0, p.seen)
+        with open(log) as f:
+            counts = [int(line) for line in f]
+        self.assertEqual(max(counts), slots, counts)
+
+    def start_first_waiter(self, argv, status, slots, holders):
+        """Starts `argv` (fasteners run -v --slots SLOTS ... true) behind `holders` of all SLOTS
+        slots and waits until `status()` ((exit status, --json document) of the semaphore) shows it
+        first in line; checks that document and returns (process, document)."""
+        waiter = self.start(argv)
+        waiter.expect("waiting for a slot", "err")
+
+        def waiter_seen():
+            return [h["pid"] for h in status()[1]["waiting"]] == [waiter.pid]
+
+        wait_until(waiter_seen, "the waiter is first in line")
+        code, doc = status()
+        self.assertEqual((code, doc["state"], doc["semaphore"]),
+                         (1, "full", {"slots": slots, "held": slots}))
+        self.assertEqual(sorted(h["slot"] for h in doc["holders"]), list(range(slots)))
+        self.assertEqual(sorted(h["pid"] for h in doc["holders"]),
+                         sorted(p.pid for p in holders))
+        self.assertIs(doc["waiting"][0]["waiting"], True)
+        self.assertNotIn("slot", doc["waiting"][0])
+        return waiter, doc
+
     def assert_one_line_error(self, result, code, *words):
         self.assertEqual(result.returncode, code, result.stdout + result.stderr)
         self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
@@ -1101,17 +1137,7 @@ class semaphore(CliTest):
 
     def test_at_most_n_commands_at_once(self):
         slots = 3
-        running = os.path.join(self.dir, "running")
-        os.mkdir(running)
-        log = os.path.join(self.dir, "counts")
-        runs = [self.start([FASTENERS, "run", "--slots", str(slots), self.sem, "sh", "-c",
-                            CONCURRENCY, "sh", running, log, str(slots)])
-                for _ in range(slots + 2)]
-        for p in runs:
-            self.assertEqual(p.wait(), 0, p.seen)
-        with open(log) as f:
-            counts = [int(line) for line in f]
-        self.assertEqual(max(counts), slots, counts)
+        self.assert_at_most_n_at_once(slots, [FASTENERS, "run", "--slots", str(slots), self.sem])
         with open(self.sem) as f:
             self.assertEqual(f.readline(), "fasteners semaphore: %d slots\n" % slots)
 
@@ -1191,8 +1217,7 @@ class semaphore(CliTest):
             self.assertFalse(os.path.exists(self.sem), value)
 
     def test_refused_options(self):
-        for options, word in ((["-s"], "-s"), (["--flock"], "--flock"), (["-F"], "-F"),
-                              (["--postgres", ""], "not supported yet")):
+        for options, word in ((["-s"], "-s"), (["--flock"], "--flock"), (["-F"], "-F")):
             result = run("run", *options, "--slots", "2", self.sem, "true")
             self.assert_one_line_error(result, 64, word)
         result = run("run", "--slots", "2", "9")
@@ -1230,20 +1255,10 @@ class semaphore(CliTest):
         self.assertEqual(doc["waiting"], [])
 
         holders.append(self.hold_slot(3)[0])
-        waiter = self.start([FASTENERS, "run", "-v", "--slots", "3", self.sem, "true"])
-        waiter.expect("waiting for a slot", "err")
-
-        def waiter_seen():
-            return [h["pid"] for h in self.semaphore_status()[1]["waiting"]] == [waiter.pid]
-
-        wait_until(waiter_seen, "the waiter is first in line")
-        code, doc = self.semaphore_status()
-        self.assertEqual((code, doc["state"], doc["semaphore"]),
-                         (1, "full", {"slots": 3, "held": 3}))
-        self.assertEqual(sorted(h["slot"] for h in doc["holders"]), [0, 1, 2])
+        waiter, doc = self.start_first_waiter(
+            [FASTENERS, "run", "-v", "--slots", "3", self.sem, "true"], self.semaphore_status, 3,
+            holders)
         self.assertIn("run", doc["waiting"][0]["command"])
-        self.assertIs(doc["waiting"][0]["waiting"], True)
-        self.assertNotIn("slot", doc["waiting"][0])
         result = run("status", self.sem)
         self.assertEqual(result.returncode, 1)
         self.assertTrue(result.stdout.startswith("%s: semaphore: 3 of 3 slots held\n" % self.sem))
@@ -2160,6 +2175,154 @@ class postgres(CliTest):
         self.assertEqual(run("status", *self.pg(), self.name).returncode, 0)
         self.assertTrue(self.psql_try())
 
+    # run --slots N --postgres, and status on a semaphore's name
+
+    def pg_hold_slot(self, slots, name=None):
+        """Starts `fasteners run --slots SLOTS --postgres ... NAME` holding a slot; returns the
+        process."""
+        return self.pg_hold("--slots", str(slots), name=name)[0]
+
+    def pg_semaphore_status(self):
+        """`fasteners status --json --postgres ... NAME`: (exit status, document)."""
+        result = run("status", *self.pg("--json"), self.name)
+        self.assertIn(result.returncode, (0, 1), result.stderr)
+        return result.returncode, json.loads(result.stdout)
+
+    def test_semaphore_at_most_n_commands_at_once(self):
+        slots = 3
+        self.assert_at_most_n_at_once(
+            slots, [FASTENERS, "run", "--slots", str(slots), *self.pg(), self.name])
+        self.assertTrue(self.psql_try())  # A semaphore is not the lock of its name.
+
+    def test_semaphore_nonblocking_fails_when_all_slots_are_taken(self):
+        first = self.pg_hold_slot(2)
+        self.assert_pg_free("--slots", "2")  # One slot is still free.
+        self.pg_hold_slot(2)
+        self.assert_pg_conflict("--slots", "2")
+        self.assert_pg_conflict("-E", "75", "--slots", "2", code=75)
+        result = run("run", "-v", *self.pg("-n", "--slots", "2"), self.name, "true")
+        self.assertEqual((result.returncode, result.stderr),
+                         (1, "fasteners: failed to get a slot\n"))
+        # -v names the holders of the slots it waits for.
+        result = run("run", "-v", *self.pg("-w", "0.3", "--slots", "2"), self.name, "true")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        waiting = result.stderr.splitlines()[0]
+        self.assertTrue(waiting.startswith(
+            "fasteners: waiting for a slot of the PostgreSQL semaphore '%s' (2 slots) (at most "
+            "0.3 seconds): held by " % self.name), waiting)
+        self.assertIn("pid %d" % first.pid, waiting)
+        self.assertRegex(waiting, r"in slot [01]\b")
+        self.assertEqual(first.release(), 0)
+        self.assert_pg_free("--slots", "2")
+
+    def test_semaphore_slot_held_by_psql(self):
+        # A psql session that holds the key of "NAME:semaphore slot 0" holds that slot.
+        psql = self.psql_hold(name=self.name + ":semaphore slot 0")
+        self.assert_pg_conflict("--slots", "1")
+        self.assert_pg_free("--slots", "2")
+        psql.release()
+        self.assert_pg_free("--slots", "1")
+
+    def test_semaphore_mismatched_slots_names_both_numbers(self):
+        holder = self.pg_hold_slot(2)
+        for args in (["--slots", "3"], ["-n", "--slots", "3"], ["-v", "-w", "1", "--slots", "1"]):
+            result = run("run", *self.pg(*args), self.name, "true")
+            self.assert_one_line_error(result, 64, "has 2 slots", "not %s" % args[-1],
+                                       "'%s'" % self.name, "--slots")
+        self.assert_pg_free("--slots", "2")
+        self.assertEqual(holder.release(), 0)
+        # Once nobody uses it, N is not recorded anywhere: another N may start afresh.
+        self.assert_pg_free("--slots", "3")
+
+    def test_semaphore_usage(self):
+        for args, words in (
+                (["--slots", "0"], ["slots"]),
+                (["--slots", "65"], ["1 to 64", "65"]),
+                (["--slots", "99999999999999999999999"], ["1 to 64"]),
+                (["--slots", "2", "-s"], ["-s", "--slots"]),
+                (["--slots", "2", "-F"], ["-F", "--slots"]),
+                (["--slots", "2", "--flock"], ["--flock"])):
+            result = run("run", *self.pg(*args), self.name, "true")
+            self.assert_one_line_error(result, 64, *words)
+        result = run("run", *self.pg("--slots", "2"), self.name)
+        self.assert_one_line_error(result, 64, "no command given", "--postgres")
+        result = run("run", *self.pg("--slots", "2"), "", "true")
+        self.assert_one_line_error(result, 64, "empty")
+
+    def test_semaphore_unreachable_server(self):
+        nowhere = os.path.join(self.dir, "no-server")
+        secret = "Sekr1t-pw-%d" % os.getpid()
+        conninfo = "host=%s port=1 password=%s connect_timeout=5" % (nowhere, secret)
+        for args in (["-n"], ["-v", "-w", "1"]):
+            result = run("run", *self.pg(*args, "--slots", "2", conninfo=conninfo), self.name,
+                         "true")
+            self.assert_one_line_error(result, 69, nowhere)
+            self.assertNotIn(secret, result.stderr)
+
+    def test_status_of_a_semaphore(self):
+        holders = [self.pg_hold_slot(3) for _ in range(2)]
+        result = run("status", *self.pg(), self.name)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(lines[0], "%s: semaphore: 2 of 3 slots held" % self.name)
+        self.assertEqual(lines[1].split(),
+                         ["PID", "HOST", "LOCK", "SESSION", "CLIENT", "APPLICATION"])
+        self.assertEqual(len(lines), 4, result.stdout)
+        for p in holders:
+            self.assertTrue(any(l.split()[0] == str(p.pid) and re.search(r"slot [0-2]\b", l)
+                                for l in lines[2:]), result.stdout)
+        code, doc = self.pg_semaphore_status()
+        self.assertEqual(code, 0)
+        self.assertEqual((doc["name"], doc["state"], doc["semaphore"]),
+                         (self.name, "held", {"slots": 3, "held": 2}))
+        self.assertTrue(doc["database"])
+        self.assertEqual(sorted(h["pid"] for h in doc["holders"]),
+                         sorted(p.pid for p in holders))
+        self.assertEqual(len({h["slot"] for h in doc["holders"]}), 2)
+        for h in doc["holders"]:
+            self.assertIn(h["slot"], range(3))
+            self.assertEqual(h["key"], postgres_key("%s:semaphore slot %d" % (self.name,
+                                                                              h["slot"])))
+            self.check_fasteners_row(h, h["pid"], "exclusive", False)
+        self.assertEqual(doc["waiting"], [])
+
+        holders.append(self.pg_hold_slot(3))
+        waiter, doc = self.start_first_waiter(
+            [FASTENERS, "run", "-v", *self.pg("--slots", "3"), self.name, "true"],
+            self.pg_semaphore_status, 3, holders)
+        first = doc["waiting"][0]
+        self.check_fasteners_row(first, waiter.pid, "exclusive", True)
+        self.assertEqual(first["key"], postgres_key(self.name + ":semaphore turnstile"))
+        result = run("status", *self.pg(), self.name)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(lines[0], "%s: semaphore: 3 of 3 slots held" % self.name)
+        self.assertEqual(len(lines), 6, result.stdout)
+        self.assertEqual(lines[5].split()[0], str(waiter.pid), result.stdout)
+        self.assertIn(" waiting (first in line) ", lines[5])
+        self.assertEqual(holders[0].release(), 0)
+        self.assertEqual(waiter.wait(), 0)
+        code, doc = self.pg_semaphore_status()
+        self.assertEqual((code, doc["state"], doc["semaphore"]["held"], doc["waiting"]),
+                         (0, "held", 2, []))
+        for p in holders[1:]:
+            self.assertEqual(p.release(), 0)
+        # Nobody uses it any more, so nothing tells it is a semaphore: the name's lock is free.
+        result = run("status", *self.pg(), self.name)
+        self.assertEqual((result.returncode, result.stdout), (0, self.name + ": free\n"))
+
+    def test_status_of_a_semaphore_and_a_lock_of_one_name(self):
+        # The name's own lock is another key: while the semaphore is in use, status tells of it.
+        lock = self.psql_hold()
+        slot = self.pg_hold_slot(1)
+        code, doc = self.pg_semaphore_status()
+        self.assertEqual((code, doc["state"], doc["semaphore"]),
+                         (1, "full", {"slots": 1, "held": 1}))
+        self.assertEqual([h["pid"] for h in doc["holders"]], [slot.pid])
+        self.assertEqual(slot.release(), 0)
+        self.assertEqual(self.pg_status_json()["state"], "exclusive")
+        lock.release()
+
     # Errors
 
     def test_unreachable_server(self):
@@ -2235,6 +2398,7 @@ class postgres(CliTest):
         self.assertIn("--postgres CONNINFO", result.stdout)
         self.assertIn("ends when fasteners ends", result.stdout)
         self.assertIn("--postgres CONNINFO", run("status", "--help").stdout)
+        self.assertNotIn("nor yet", result.stdout)
 
 
 def postgres_key(name):

@@ -142,6 +142,20 @@ TEST(postgres_semaphore_test, the_constructor_checks_its_arguments_and_does_not_
   }
 }
 
+TEST(postgres_semaphore_test, the_key_functions_give_the_documented_keys) {
+  const std::string name = "jobs \xc3\xa9";  // UTF-8 bytes as they are.
+  for (const int i : {0, 1, 10, 63}) {
+    EXPECT_EQ(fasteners::postgres_semaphore_slot_key(name, static_cast<std::size_t>(i)),
+              slot_key(name, i));
+  }
+  EXPECT_EQ(fasteners::postgres_semaphore_turnstile_key(name),
+            postgres_key(name + ":semaphore turnstile"));
+  EXPECT_EQ(fasteners::postgres_semaphore_slots_key(name, 3),
+            postgres_key(name + ":semaphore of 3 slots"));
+  EXPECT_NE(fasteners::postgres_semaphore_slot_key(name, 0), postgres_key(name));
+  EXPECT_EQ(fasteners::postgres_semaphore_max_slots, 64u);
+}
+
 TEST(postgres_semaphore_test, one_object_takes_up_to_n_slots_on_their_keys_and_gives_them_back) {
   const std::string name = pg::unique_name();
   postgres_semaphore sem(pg::conninfo(), name, 3);
@@ -155,6 +169,7 @@ TEST(postgres_semaphore_test, one_object_takes_up_to_n_slots_on_their_keys_and_g
   EXPECT_EQ(pg::advisory_locks_on(postgres_key(name)), 0);
   EXPECT_EQ(pg::advisory_locks_on(slot_key(name, 3)), 0);
   EXPECT_EQ(pg::advisory_locks_on(postgres_key(name + ":semaphore of 3 slots")), 1);
+  EXPECT_EQ(pg::advisory_locks_on(fasteners::postgres_semaphore_slots_key(name, 3)), 1);
   postgres_semaphore other(pg::conninfo(), name, 3);
   expect_slots_to_pass_between_objects(sem, other, [&](const std::system_error& e) {
     return std::string(e.what()).find(name) != std::string::npos;
