@@ -67,6 +67,7 @@ run_slot() {
 
 raw=$(ms_per_command "$commands" /bin/true)
 ours=$(ms_per_command "$commands" "$fasteners" run --slots 4 "$work/four.sem" /bin/true)
+ours_lock=$(ms_per_command "$commands" "$fasteners" run "$work/four.lock" /bin/true)
 flock_cmd=$(ms_per_command "$commands" flock "$work/four.lock" /bin/true)
 sems=$(ms_per_command "$((commands / 4))" sem --id fasteners-bench-four -j 4 --fg /bin/true)
 h_ours=$(handoff_ms fasteners)
@@ -83,10 +84,11 @@ mkdir -p "$out"
   echo
   echo "## From the shell: one command run under a slot"
   echo
-  echo "| | ms per command | ratio to running \`true\` alone |"
+  echo "| | ms per command | ratio to running \`/bin/true\` alone |"
   echo "|---|---:|---:|"
   echo "| \`true\` alone | $raw | 1.00x |"
   echo "| \`fasteners run --slots 4 FILE true\` | $ours | $(echo "scale=2; $ours / $raw" | bc)x |"
+  echo "| \`fasteners run FILE true\` (a lock) | $ours_lock | $(echo "scale=2; $ours_lock / $raw" | bc)x |"
   echo "| \`flock FILE true\` (one slot only) | $flock_cmd | $(echo "scale=2; $flock_cmd / $raw" | bc)x |"
   echo "| \`sem --id NAME -j 4 --fg true\` (GNU parallel) | $sems | $(echo "scale=2; $sems / $raw" | bc)x |"
   echo
