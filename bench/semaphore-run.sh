@@ -86,7 +86,7 @@ mkdir -p "$out"
   echo
   echo "| | ms per command | ratio to running \`/bin/true\` alone |"
   echo "|---|---:|---:|"
-  echo "| \`true\` alone | $raw | 1.00x |"
+  echo "| \`/bin/true\` alone | $raw | 1.00x |"
   echo "| \`fasteners run --slots 4 FILE true\` | $ours | $(echo "scale=2; $ours / $raw" | bc)x |"
   echo "| \`fasteners run FILE true\` (a lock) | $ours_lock | $(echo "scale=2; $ours_lock / $raw" | bc)x |"
   echo "| \`flock FILE true\` (one slot only) | $flock_cmd | $(echo "scale=2; $flock_cmd / $raw" | bc)x |"
