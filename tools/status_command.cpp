@@ -219,7 +219,10 @@ struct semaphore_view {
   std::size_t held = 0;              // How many slots are held.
   std::vector<lock_holder> holding;  // The holders of slots, by slot.
   std::vector<std::size_t> slot_of;  // The slot of each of `holding`.
-  std::vector<lock_holder> waiting;  // The first waiter in line, if any.
+  // The waiters: the first in line (`first_in_line` of them: one process, or those sharing its
+  // open file), then those behind it.
+  std::vector<lock_holder> waiting;
+  std::size_t first_in_line = 0;
   bool full() const { return held >= slots; }
   const char* state() const { return semaphore_state(held, slots); }
 };
@@ -232,10 +235,13 @@ semaphore_view view_of(std::size_t slots, const std::vector<lock_holder>& holder
     if (const auto slot = semaphore_slot(h)) {
       by_slot.emplace_back(*slot, &h);
     } else if (semaphore_waiter(h)) {
+      v.waiting.insert(v.waiting.begin() + static_cast<std::ptrdiff_t>(v.first_in_line++), h);
+    } else if (semaphore_in_line(h)) {
       v.waiting.push_back(h);
-      v.waiting.back().waiting = true;  // It holds a marker only, as a writer at the gate.
     }
   }
+  // Each holds a marker only, as a writer at the gate.
+  for (auto& h : v.waiting) h.waiting = true;
   // Stable: the holders of one slot (processes sharing its open file) stay by pid.
   std::stable_sort(by_slot.begin(), by_slot.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -248,23 +254,26 @@ semaphore_view view_of(std::size_t slots, const std::vector<lock_holder>& holder
 }
 
 // The first line of `fasteners status` on semaphore `name`, and the holders of its slots then its
-// first waiters as table rows (`rows`), each with its LOCK cell (`locks`).
+// waiters (the first `first_in_line` of them first in line) as table rows (`rows`), each with its
+// LOCK cell (`locks`).
 template <class Holder>
 void semaphore_text(const std::string& name, std::size_t held, std::size_t slots,
                     const std::vector<Holder>& holding, const std::vector<std::size_t>& slot_of,
-                    const std::vector<Holder>& waiting, std::vector<Holder>& rows,
-                    std::vector<std::string>& locks) {
+                    const std::vector<Holder>& waiting, std::size_t first_in_line,
+                    std::vector<Holder>& rows, std::vector<std::string>& locks) {
   std::cout << printable(name) << ": semaphore: " << held << " of " << slots << " slots held\n";
   rows = holding;
   rows.insert(rows.end(), waiting.begin(), waiting.end());
   for (const auto slot : slot_of) locks.push_back("slot " + std::to_string(slot));
-  locks.resize(rows.size(), "waiting (first in line)");
+  locks.resize(holding.size() + first_in_line, "waiting (first in line)");
+  locks.resize(rows.size(), "waiting");
 }
 
 void print_semaphore_text(const fs::path& path, const semaphore_view& v) {
   std::vector<lock_holder> rows;
   std::vector<std::string> locks;
-  semaphore_text(utf8_of(path), v.held, v.slots, v.holding, v.slot_of, v.waiting, rows, locks);
+  semaphore_text(utf8_of(path), v.held, v.slots, v.holding, v.slot_of, v.waiting, v.first_in_line,
+                 rows, locks);
   print_holders(rows, locks);
 }
 
@@ -276,7 +285,11 @@ void print_semaphore_json(const fs::path& path, const semaphore_view& v) {
   for (const auto slot : v.slot_of) slots.push_back("\"slot\": " + std::to_string(slot));
   print_json_holders(v.holding, slots);
   std::cout << ",\n  \"waiting\": ";
-  print_json_holders(v.waiting, {});
+  std::vector<std::string> places;
+  for (std::size_t i = 0; i < v.waiting.size(); ++i) {
+    places.push_back(std::string("\"first_in_line\": ") + (i < v.first_in_line ? "true" : "false"));
+  }
+  print_json_holders(v.waiting, places);
   std::cout << "\n}\n";
 }
 
@@ -333,7 +346,8 @@ void print_postgres_text(const std::string& name, lock_state state,
 void print_postgres_semaphore_text(const std::string& name, const postgres_semaphore_state& s) {
   std::vector<postgres_holder> rows;
   std::vector<std::string> locks;
-  semaphore_text(name, s.held(), s.slots, s.holding, s.slot_of, s.waiting, rows, locks);
+  semaphore_text(name, s.held(), s.slots, s.holding, s.slot_of, s.waiting, s.waiting.size(), rows,
+                 locks);
   print_postgres_holders(rows, locks);
 }
 

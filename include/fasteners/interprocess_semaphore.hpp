@@ -54,4 +54,8 @@ FASTENERS_API std::optional<std::size_t> semaphore_slot(const lock_holder& lock)
 // for a slot of a semaphore file.
 FASTENERS_API bool semaphore_waiter(const lock_holder& lock) noexcept;
 
+// Whether a lock reported by holders() is the mark of a process that waits in line behind the
+// first waiter (for the turnstile) for a slot of a semaphore file.
+FASTENERS_API bool semaphore_in_line(const lock_holder& lock) noexcept;
+
 }  // namespace fasteners

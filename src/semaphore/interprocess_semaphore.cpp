@@ -76,4 +76,9 @@ bool semaphore_waiter(const lock_holder& lock) noexcept {
          lock.last_byte == lock.first_byte;
 }
 
+bool semaphore_in_line(const lock_holder& lock) noexcept {
+  return lock.first_byte == detail::semaphore::line_offset && lock.last_byte == lock.first_byte &&
+         lock.kind == lock_kind::shared;
+}
+
 }  // namespace fasteners

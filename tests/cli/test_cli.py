@@ -1264,8 +1264,19 @@ class semaphore(CliTest):
         self.assertTrue(result.stdout.startswith("%s: semaphore: 3 of 3 slots held\n" % self.sem))
         self.assertTrue(any(str(waiter.pid) in l and "waiting (first in line)" in l
                             for l in result.stdout.splitlines()), result.stdout)
+        # A second waiter waits behind the first: listed after it, not first in line.
+        second = self.start([FASTENERS, "run", "--slots", "3", self.sem, "true"])
+        wait_until(lambda: [h["pid"] for h in self.semaphore_status()[1]["waiting"]]
+                   == [waiter.pid, second.pid], "the second waiter is in line")
+        code, doc = self.semaphore_status()
+        self.assertEqual([h["first_in_line"] for h in doc["waiting"]], [True, False])
+        result = run("status", self.sem)
+        self.assertTrue(any(str(second.pid) in l and re.search(r"\bwaiting\b", l)
+                            and "first in line" not in l
+                            for l in result.stdout.splitlines()), result.stdout)
         holders[0].release()
         self.assertEqual(waiter.wait(), 0)
+        self.assertEqual(second.wait(), 0)
         for p in holders[1:]:
             p.release()
         code, doc = self.semaphore_status()

@@ -173,7 +173,7 @@ FASTENERS_TEST_HELPER(sem_expect_busy) {
   return sem.try_acquire() ? k_acquired : k_busy;
 }
 
-TEST_F(semaphore_test, holders_name_each_slot_and_the_first_waiter) {
+TEST_F(semaphore_test, holders_name_each_slot_and_the_waiters) {
   child_process holder = hold_slots_in_child(sem_path(), 3, 3);
   interprocess_semaphore sem(sem_path(), 3);
   std::thread waiter([&] {
@@ -199,8 +199,21 @@ TEST_F(semaphore_test, holders_name_each_slot_and_the_first_waiter) {
   std::sort(slots.begin(), slots.end());
   EXPECT_EQ(slots, (std::vector<std::size_t>{0, 1, 2}));
   EXPECT_TRUE(first_in_line) << "the waiter does not show as first in line";
+  // A waiter of another process waits behind it, and shows on the line.
+  child_process behind = spawn_helper("sem_wait_cpu", {arg_of(sem_path()), "3"});
+  ASSERT_EQ(behind.read_line(), std::optional<std::string>("waiting"));
+  bool in_line = false;
+  while (!in_line && steady::now() < deadline + k_long) {
+    for (const auto& h : fasteners::holders(sem_path())) {
+      if (fasteners::semaphore_in_line(h) && h.pid == behind.id()) in_line = true;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(in_line) << "the second waiter does not show in line";
   EXPECT_EQ(holder.finish(), 0);
   waiter.join();
+  EXPECT_TRUE(behind.read_line().has_value());
+  EXPECT_EQ(behind.finish(), 0);
 }
 
 // Helper "sem_without_threads PATH": with every slot of PATH held elsewhere and this process
