@@ -56,11 +56,13 @@ bool starts_with(std::string_view text, std::string_view prefix) {
   return text.substr(0, prefix.size()) == prefix;
 }
 
+#if defined(FASTENERS_TOOL_POSTGRES)
 // `text` without `prefix` ("fasteners: ") if it starts with it.
 std::string without_prefix(std::string text, std::string_view prefix) {
   if (starts_with(text, prefix)) text.erase(0, prefix.size());
   return text;
 }
+#endif
 
 // The password of a URI's user:password@ as written (percent-encoded or not), or empty.
 std::string uri_password(const std::string& conninfo) {
