@@ -95,38 +95,51 @@ bool unlocks_exact_regions() noexcept;
 // (Windows serializes the calls on a synchronous handle), so a blocked handle must be left alone.
 bool blocked_handle_is_busy() noexcept;
 
-// Takes `r` in `mode` through `handle` if no other owner holds a conflicting lock; returns
-// whether it did. Replaces what the same owner held there. Throws std::system_error naming `path`
-// for failures other than contention.
-bool try_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path);
-
-// Takes `r` in `mode`, waiting in the kernel as long as it takes. Signals do not end the wait.
-// Throws std::system_error naming `path` on failure.
-void wait_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path);
-
-// Releases `r`, which `handle` holds.
-std::error_code unlock(native_handle handle, region r) noexcept;
-
-// A span of bytes locked beside the lock protocol's regions: a semaphore's turnstile and slots
-// (semaphore/file_semaphore.hpp), which lie beyond the gate. `length` is at least 1.
+// A span of bytes to lock: a region of the lock protocol (span_of()), or a byte beside them (a
+// semaphore's, see semaphore/file_semaphore.hpp, beyond the gate). `length` is at least 1.
 struct byte_span {
   std::uint64_t start = 0;
   std::uint64_t length = 1;
 };
 
-// The calls above on a span of bytes instead of a region.
+// The bytes of region `r` on this platform.
+byte_span span_of(region r) noexcept;
+
+// Takes `s` in `mode` through `handle` if no other owner holds a conflicting lock; returns
+// whether it did. Replaces what the same owner held there. Throws std::system_error naming `path`
+// for failures other than contention.
 bool try_lock(native_handle handle, lock_mode mode, byte_span s, const std::filesystem::path& path);
+
+// Takes `s` in `mode`, waiting in the kernel as long as it takes. Signals do not end the wait.
+// Throws std::system_error naming `path` on failure.
 void wait_lock(native_handle handle, lock_mode mode, byte_span s,
                const std::filesystem::path& path);
+
+// Releases `s`, which `handle` holds.
 std::error_code unlock(native_handle handle, byte_span s) noexcept;
+
+// Whether another owner holds a lock on `s` that conflicts with `mode`. Best effort: false
+// when it cannot be told.
 bool locked_elsewhere(native_handle handle, lock_mode mode, byte_span s) noexcept;
 
 // Releases everything `handle` holds: the main region and the gate.
 std::error_code unlock_all(native_handle handle) noexcept;
 
-// Whether another owner holds a lock on `r` that conflicts with `mode`. Best effort: false
-// when it cannot be told.
-bool locked_elsewhere(native_handle handle, lock_mode mode, region r) noexcept;
+// The calls above on a region of the lock protocol.
+inline bool try_lock(native_handle handle, lock_mode mode, region r,
+                     const std::filesystem::path& path) {
+  return try_lock(handle, mode, span_of(r), path);
+}
+inline void wait_lock(native_handle handle, lock_mode mode, region r,
+                      const std::filesystem::path& path) {
+  wait_lock(handle, mode, span_of(r), path);
+}
+inline std::error_code unlock(native_handle handle, region r) noexcept {
+  return unlock(handle, span_of(r));
+}
+inline bool locked_elsewhere(native_handle handle, lock_mode mode, region r) noexcept {
+  return locked_elsewhere(handle, mode, span_of(r));
+}
 
 // ---- Threads and processes (thread.cpp) ----
 

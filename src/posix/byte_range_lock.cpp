@@ -37,25 +37,12 @@ int get_lock_cmd() { return F_GETLK; }
 bool fall_back_from_ofd(int) { return false; }
 #endif
 
-// The regions as byte ranges: the main region is every byte below the gate, far past any real
-// content, so that whole-file lockers conflict with it.
+// A span as fcntl takes it.
 struct byte_range {
   off_t start;
   off_t length;  // 0: to the end of the file, however long it grows.
 };
-constexpr off_t gate = static_cast<off_t>(gate_offset);
 constexpr byte_range whole_file{0, 0};
-
-byte_range range_of(region r) {
-  switch (r) {
-    case region::main:
-      return {0, gate};
-    case region::gate:
-      return {gate, 1};
-    default:
-      return {0, gate + 1};
-  }
-}
 
 byte_range range_of(byte_span s) {
   return {static_cast<off_t>(s.start), static_cast<off_t>(s.length)};
@@ -107,73 +94,49 @@ bool unlocks_exact_regions() noexcept { return false; }
 
 bool blocked_handle_is_busy() noexcept { return false; }
 
-namespace {
+// The regions as byte ranges: the main region is every byte below the gate, far past any real
+// content, so that whole-file lockers conflict with it.
+byte_span span_of(region r) noexcept {
+  switch (r) {
+    case region::main:
+      return {0, gate_offset};
+    case region::gate:
+      return {gate_offset, 1};
+    default:
+      return {0, gate_offset + 1};
+  }
+}
 
-bool try_range(native_handle handle, lock_mode mode, byte_range range,
-               const std::filesystem::path& path) {
-  const int error = fcntl_lock(fd_of(handle), false, type_of(mode), range);
+bool try_lock(native_handle handle, lock_mode mode, byte_span s,
+              const std::filesystem::path& path) {
+  const int error = fcntl_lock(fd_of(handle), false, type_of(mode), range_of(s));
   if (error == 0) return true;
   if (error == EAGAIN || error == EACCES) return false;
   throw_lock_error(error, path);
 }
 
-void wait_range(native_handle handle, lock_mode mode, byte_range range,
-                const std::filesystem::path& path) {
-  const int error = fcntl_lock(fd_of(handle), true, type_of(mode), range);
+void wait_lock(native_handle handle, lock_mode mode, byte_span s,
+               const std::filesystem::path& path) {
+  const int error = fcntl_lock(fd_of(handle), true, type_of(mode), range_of(s));
   if (error != 0) throw_lock_error(error, path);
 }
 
-std::error_code unlock_range(native_handle handle, byte_range range) noexcept {
-  return {fcntl_lock(fd_of(handle), false, F_UNLCK, range), std::system_category()};
+std::error_code unlock(native_handle handle, byte_span s) noexcept {
+  return {fcntl_lock(fd_of(handle), false, F_UNLCK, range_of(s)), std::system_category()};
 }
 
-bool range_locked_elsewhere(native_handle handle, lock_mode mode, byte_range range) noexcept {
+std::error_code unlock_all(native_handle handle) noexcept {
+  return {fcntl_lock(fd_of(handle), false, F_UNLCK, whole_file), std::system_category()};
+}
+
+bool locked_elsewhere(native_handle handle, lock_mode mode, byte_span s) noexcept {
+  const auto range = range_of(s);
   struct flock fl {};
   fl.l_type = type_of(mode);
   fl.l_whence = SEEK_SET;
   fl.l_start = range.start;
   fl.l_len = range.length;
   return FASTENERS_SYSCALL(fcntl)(fd_of(handle), get_lock_cmd(), &fl) == 0 && fl.l_type != F_UNLCK;
-}
-
-}  // namespace
-
-bool try_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path) {
-  return try_range(handle, mode, range_of(r), path);
-}
-
-bool try_lock(native_handle handle, lock_mode mode, byte_span s,
-              const std::filesystem::path& path) {
-  return try_range(handle, mode, range_of(s), path);
-}
-
-void wait_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path) {
-  wait_range(handle, mode, range_of(r), path);
-}
-
-void wait_lock(native_handle handle, lock_mode mode, byte_span s,
-               const std::filesystem::path& path) {
-  wait_range(handle, mode, range_of(s), path);
-}
-
-std::error_code unlock(native_handle handle, region r) noexcept {
-  return unlock_range(handle, range_of(r));
-}
-
-std::error_code unlock(native_handle handle, byte_span s) noexcept {
-  return unlock_range(handle, range_of(s));
-}
-
-std::error_code unlock_all(native_handle handle) noexcept {
-  return unlock_range(handle, whole_file);
-}
-
-bool locked_elsewhere(native_handle handle, lock_mode mode, region r) noexcept {
-  return range_locked_elsewhere(handle, mode, range_of(r));
-}
-
-bool locked_elsewhere(native_handle handle, lock_mode mode, byte_span s) noexcept {
-  return range_locked_elsewhere(handle, mode, range_of(s));
 }
 
 }  // namespace fasteners::detail::platform

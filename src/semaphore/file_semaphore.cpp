@@ -1,6 +1,7 @@
 // The semaphore-file backend: the table of open semaphore files, N in the file, and slot waits.
 #include "semaphore/file_semaphore.hpp"
 
+#include <fstream>
 #include <map>
 #include <new>
 #include <utility>
@@ -211,6 +212,25 @@ bool file_semaphore_state::others_in_line() noexcept {
   // The line byte and the turnstile, in one look.
   return platform::locked_elsewhere(file_.get(), lock_mode::exclusive,
                                     {line_offset, turnstile_offset - line_offset + 1});
+}
+
+std::optional<std::size_t> file_semaphore_state::recorded(const std::filesystem::path& path) {
+  auto& t = table();
+  mutex_lock lock(t.mu);
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) throw_error(ec, "read the semaphore", path);
+  if (!std::filesystem::exists(status)) return std::nullopt;
+  if (std::filesystem::is_regular_file(status)) {
+    if (const auto id = platform::identify(path, true)) {
+      if (auto found = lookup(t, *id)) return found->slots();
+    }
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_error(std::errc::permission_denied, "read the semaphore", path);
+  char buffer[64];
+  in.read(buffer, sizeof buffer);
+  return slots_recorded(std::string_view(buffer, static_cast<std::size_t>(in.gcount())));
 }
 
 std::shared_ptr<file_semaphore_state> file_semaphore_state::find_or_open(

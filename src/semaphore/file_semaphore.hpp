@@ -61,6 +61,12 @@ class file_semaphore_state final : public semaphore_state,
 
   // The state of the semaphore file at `path`, opening it (and recording or checking N) if this
   // process has none. Throws std::system_error naming the path.
+  // N as the semaphore file at `path` records it (see fasteners::semaphore_slots()): from the
+  // state of the file if this process has one, else read from the file while no state of it can
+  // be made, so that opening and closing it here never drops a slot that this process holds
+  // (classic fcntl locks). Throws std::system_error naming the path.
+  static std::optional<std::size_t> recorded(const std::filesystem::path& path);
+
   static std::shared_ptr<file_semaphore_state> find_or_open(const std::filesystem::path& path,
                                                             std::size_t slots,
                                                             const lock_options& options);

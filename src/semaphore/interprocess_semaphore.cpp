@@ -1,11 +1,9 @@
 // fasteners::interprocess_semaphore, and what holders() tells of semaphore files.
 #include "fasteners/interprocess_semaphore.hpp"
 
-#include <fstream>
 #include <stdexcept>
 #include <string>
 
-#include "error.hpp"
 #include "semaphore/file_semaphore.hpp"
 
 namespace fasteners {
@@ -42,22 +40,7 @@ const std::filesystem::path& interprocess_semaphore::path() const noexcept {
 }
 
 std::optional<std::size_t> semaphore_slots(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) {
-    if (ec && ec != std::errc::no_such_file_or_directory) {
-      detail::throw_error(ec, "read the semaphore", path);
-    }
-    return std::nullopt;
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    detail::throw_error(std::make_error_code(std::errc::permission_denied), "read the semaphore",
-                        path);
-  }
-  char buffer[64];
-  in.read(buffer, sizeof buffer);
-  return detail::semaphore::slots_recorded(
-      std::string_view(buffer, static_cast<std::size_t>(in.gcount())));
+  return detail::semaphore::file_semaphore_state::recorded(path);
 }
 
 std::optional<std::size_t> semaphore_slot(const lock_holder& lock) noexcept {

@@ -26,16 +26,9 @@ bool semaphore_object::acquire(deadline until) {
 void semaphore_object::release() {
   std::shared_ptr<semaphore_state> state;
   std::size_t slot = 0;
-  {
-    mutex_lock lock(mu_);
-    forget_if_stale();
-    if (held_.empty()) {
-      fail(std::make_error_code(std::errc::operation_not_permitted), "release a slot of",
-           "this object holds none");
-    }
-    slot = held_.back();
-    held_.pop_back();
-    state = state_;
+  if (!take_last(state, slot)) {
+    fail(std::make_error_code(std::errc::operation_not_permitted), "release a slot of",
+         "this object holds none");
   }
   if (const auto error = state->release(slot)) fail(error, "release a slot of", {});
 }
@@ -47,20 +40,20 @@ std::size_t semaphore_object::held() const noexcept {
 }
 
 void semaphore_object::release_all() noexcept {
-  for (;;) {
-    std::shared_ptr<semaphore_state> state;
-    std::size_t slot = 0;
-    {
-      mutex_lock lock(mu_);
-      forget_if_stale();
-      if (held_.empty()) return;
-      slot = held_.back();
-      held_.pop_back();
-      state = state_;
-    }
-    // A failure to let go leaves nothing held here; the OS frees the slot with the file anyway.
-    state->release(slot);
-  }
+  std::shared_ptr<semaphore_state> state;
+  std::size_t slot = 0;
+  // A failure to let go leaves nothing held here; the OS frees the slot with the file anyway.
+  while (take_last(state, slot)) state->release(slot);
+}
+
+bool semaphore_object::take_last(std::shared_ptr<semaphore_state>& state, std::size_t& slot) {
+  mutex_lock lock(mu_);
+  forget_if_stale();
+  if (held_.empty()) return false;
+  slot = held_.back();
+  held_.pop_back();
+  state = state_;
+  return true;
 }
 
 std::shared_ptr<semaphore_state> semaphore_object::bound() {

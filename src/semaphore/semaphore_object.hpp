@@ -46,6 +46,9 @@ class FASTENERS_API semaphore_object {
  private:
   // The bound state, binding first if need be.
   std::shared_ptr<semaphore_state> bound() FASTENERS_EXCLUDES(mu_);
+  // Takes the slot taken last off the object's list, with its state; false if it holds none.
+  bool take_last(std::shared_ptr<semaphore_state>& state, std::size_t& slot)
+      FASTENERS_EXCLUDES(mu_);
   // Forgets a state of the parent after fork(), and the slots the parent holds there.
   void forget_if_stale() FASTENERS_REQUIRES(mu_);
 

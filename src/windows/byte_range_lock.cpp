@@ -6,28 +6,6 @@
 namespace fasteners::detail::platform {
 namespace {
 
-// The regions as byte ranges. Every lock ends up on byte 0, the main region, which is what
-// python-fasteners locks (its reader-writer lock locks [0, 1); its InterProcessLock locks one
-// byte at the end of the file when it opens it, which is byte 0 of the empty files both create).
-// Windows unlocks only exactly the ranges it locked, and never converts a lock.
-struct byte_range {
-  std::uint64_t start;
-  std::uint64_t length;
-};
-
-byte_range range_of(region r) {
-  switch (r) {
-    case region::main:
-      return {0, 1};
-    case region::gate:
-      return {gate_offset, 1};
-    default:
-      return {0, gate_offset + 1};
-  }
-}
-
-byte_range range_of(byte_span s) { return {s.start, s.length}; }
-
 DWORD low(std::uint64_t v) { return static_cast<DWORD>(v & 0xffffffffu); }
 DWORD high(std::uint64_t v) { return static_cast<DWORD>(v >> 32); }
 
@@ -43,7 +21,7 @@ DWORD flags_of(lock_mode mode) {
 }
 
 // One LockFileEx call; returns 0 or the Windows error (ERROR_LOCK_VIOLATION when taken).
-DWORD request(native_handle handle, lock_mode mode, byte_range range, bool wait) {
+DWORD request(native_handle handle, lock_mode mode, byte_span range, bool wait) {
   OVERLAPPED ov = at(range.start);
   const DWORD flags = flags_of(mode) | (wait ? 0 : DWORD{LOCKFILE_FAIL_IMMEDIATELY});
   return ::LockFileEx(handle_of(handle), flags, 0, low(range.length), high(range.length), &ov)
@@ -51,35 +29,22 @@ DWORD request(native_handle handle, lock_mode mode, byte_range range, bool wait)
              : ::GetLastError();
 }
 
-std::error_code unlock_range(native_handle handle, byte_range range) noexcept {
-  OVERLAPPED ov = at(range.start);
-  return ::UnlockFileEx(handle_of(handle), 0, low(range.length), high(range.length), &ov)
-             ? std::error_code()
-             : last_error();
-}
-
-bool try_range(native_handle handle, lock_mode mode, byte_range range,
-               const std::filesystem::path& path) {
-  const DWORD error = request(handle, mode, range, false);
-  if (error == 0) return true;
-  if (error == ERROR_LOCK_VIOLATION) return false;
-  throw_error(windows_error(error), "lock", path);
-}
-
-void wait_range(native_handle handle, lock_mode mode, byte_range range,
-                const std::filesystem::path& path) {
-  const DWORD error = request(handle, mode, range, true);
-  if (error != 0) throw_error(windows_error(error), "lock", path);
-}
-
-bool range_locked_elsewhere(native_handle handle, lock_mode mode, byte_range range) noexcept {
-  // A request for it fails while another owner holds a conflicting lock.
-  const DWORD error = request(handle, mode, range, false);
-  if (error == 0) unlock_range(handle, range);
-  return error == ERROR_LOCK_VIOLATION;
-}
-
 }  // namespace
+
+// The regions as byte ranges. Every lock ends up on byte 0, the main region, which is what
+// python-fasteners locks (its reader-writer lock locks [0, 1); its InterProcessLock locks one
+// byte at the end of the file when it opens it, which is byte 0 of the empty files both create).
+// Windows unlocks only exactly the ranges it locked, and never converts a lock.
+byte_span span_of(region r) noexcept {
+  switch (r) {
+    case region::main:
+      return {0, 1};
+    case region::gate:
+      return {gate_offset, 1};
+    default:
+      return {0, gate_offset + 1};
+  }
+}
 
 bool handles_own_locks() noexcept { return true; }
 
@@ -89,30 +54,25 @@ bool unlocks_exact_regions() noexcept { return true; }
 // blocks in LockFileEx on the same handle.
 bool blocked_handle_is_busy() noexcept { return true; }
 
-bool try_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path) {
-  return try_range(handle, mode, range_of(r), path);
-}
-
 bool try_lock(native_handle handle, lock_mode mode, byte_span s,
               const std::filesystem::path& path) {
-  return try_range(handle, mode, range_of(s), path);
-}
-
-void wait_lock(native_handle handle, lock_mode mode, region r, const std::filesystem::path& path) {
-  wait_range(handle, mode, range_of(r), path);
+  const DWORD error = request(handle, mode, s, false);
+  if (error == 0) return true;
+  if (error == ERROR_LOCK_VIOLATION) return false;
+  throw_error(windows_error(error), "lock", path);
 }
 
 void wait_lock(native_handle handle, lock_mode mode, byte_span s,
                const std::filesystem::path& path) {
-  wait_range(handle, mode, range_of(s), path);
-}
-
-std::error_code unlock(native_handle handle, region r) noexcept {
-  return unlock_range(handle, range_of(r));
+  const DWORD error = request(handle, mode, s, true);
+  if (error != 0) throw_error(windows_error(error), "lock", path);
 }
 
 std::error_code unlock(native_handle handle, byte_span s) noexcept {
-  return unlock_range(handle, range_of(s));
+  OVERLAPPED ov = at(s.start);
+  return ::UnlockFileEx(handle_of(handle), 0, low(s.length), high(s.length), &ov)
+             ? std::error_code()
+             : last_error();
 }
 
 std::error_code unlock_all(native_handle handle) noexcept {
@@ -121,12 +81,11 @@ std::error_code unlock_all(native_handle handle) noexcept {
   return error;
 }
 
-bool locked_elsewhere(native_handle handle, lock_mode mode, region r) noexcept {
-  return range_locked_elsewhere(handle, mode, range_of(r));
-}
-
 bool locked_elsewhere(native_handle handle, lock_mode mode, byte_span s) noexcept {
-  return range_locked_elsewhere(handle, mode, range_of(s));
+  // A request for it fails while another owner holds a conflicting lock.
+  const DWORD error = request(handle, mode, s, false);
+  if (error == 0) unlock(handle, s);
+  return error == ERROR_LOCK_VIOLATION;
 }
 
 }  // namespace fasteners::detail::platform

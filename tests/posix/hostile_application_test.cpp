@@ -206,11 +206,7 @@ FASTENERS_TEST_HELPER(wait_without_threads) {
   options.keep_open = true;
   kind_object lock(parse_kind(args.at(0)), args.at(1), options);
   if (lock.try_for(0s)) return fail(20, "took a lock another process holds");
-  if (!drop_privileges()) return fail(2, "could not run as an unprivileged user");
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "getrlimit failed");
-  const rlimit none{0, limit.rlim_max};
-  if (::setrlimit(RLIMIT_NPROC, &none) != 0) return fail(2, "setrlimit failed");
+  if (!forbid_threads()) return fail(2, "could not forbid threads as an unprivileged user");
   const auto before = count_open_handles();
   if (k_classic_fcntl) {
     // With classic fcntl locks timed waits retry in the calling thread and need none.
@@ -229,7 +225,7 @@ FASTENERS_TEST_HELPER(wait_without_threads) {
   }
   if (lock.held()) return fail(23, "the object holds a lock after the error");
   if (count_open_handles() != before) return fail(24, "the error left a descriptor open");
-  if (::setrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "setrlimit failed");
+  if (!allow_threads()) return fail(2, "could not allow threads again");
   const auto start = steady::now();
   if (lock.try_for(300ms)) return fail(25, "took a lock another process holds");
   if (seconds_since(start) < 0.3) return fail(26, "the timed wait ended early");
@@ -255,11 +251,7 @@ FASTENERS_TEST_HELPER(async_without_threads) {
   options.keep_open = true;
   fasteners::interprocess_lock lock(args.at(0), options);
   if (lock.try_lock()) return fail(20, "took a lock another process holds");
-  if (!drop_privileges()) return fail(2, "could not run as an unprivileged user");
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "getrlimit failed");
-  const rlimit none{0, limit.rlim_max};
-  if (::setrlimit(RLIMIT_NPROC, &none) != 0) return fail(2, "setrlimit failed");
+  if (!forbid_threads()) return fail(2, "could not forbid threads as an unprivileged user");
   std::atomic<int> ran{0};
   try {
     auto pending = lock.async_lock([&](std::error_code) { ++ran; });
@@ -270,7 +262,7 @@ FASTENERS_TEST_HELPER(async_without_threads) {
     }
   }
   if (lock.acquired()) return fail(23, "the object holds a lock after the error");
-  if (::setrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "setrlimit failed");
+  if (!allow_threads()) return fail(2, "could not allow threads again");
   std::mutex mu;
   std::condition_variable cv;
   std::optional<std::error_code> outcome;

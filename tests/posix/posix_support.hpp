@@ -17,5 +17,10 @@ bool process_alive(pid_t pid);
 // In a helper: if running as root, drops to uid/gid 65534 for good (CI runs as root, and
 // permission checks mean nothing for root). Returns whether the process now runs unprivileged.
 bool drop_privileges();
+// In a helper: drops privileges (drop_privileges()) and forbids this process to start threads
+// (RLIMIT_NPROC 0, which root is exempt from) until allow_threads(). Returns whether it did.
+bool forbid_threads();
+// Undoes forbid_threads()'s limit. Returns whether it did.
+bool allow_threads();
 
 }  // namespace fasteners_test

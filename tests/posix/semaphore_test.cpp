@@ -1,6 +1,5 @@
 // Tests of fasteners::interprocess_semaphore that need POSIX: at most N among processes and
 // threads (counted in shared memory), fairness, CPU while waiting, fork, permissions.
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -224,17 +223,13 @@ FASTENERS_TEST_HELPER(sem_without_threads) {
   const fs::path path = path_of(args.at(0));
   interprocess_semaphore sem(path, 2);
   if (sem.try_acquire()) return fail(20, "took a slot another process holds");
-  if (!drop_privileges()) return fail(2, "could not run as an unprivileged user");
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "getrlimit failed");
-  const rlimit none{0, limit.rlim_max};
-  if (::setrlimit(RLIMIT_NPROC, &none) != 0) return fail(2, "setrlimit failed");
+  if (!forbid_threads()) return fail(2, "could not forbid threads as an unprivileged user");
   const int code = check_error_naming(
       path, [&] { sem.acquire(); }, "an acquire without threads",
       std::errc::resource_unavailable_try_again);
   if (code != 0) return code;
   if (sem.held() != 0) return fail(21, "the object holds a slot after the error");
-  if (::setrlimit(RLIMIT_NPROC, &limit) != 0) return fail(2, "setrlimit failed");
+  if (!allow_threads()) return fail(2, "could not allow threads again");
   const auto start = steady::now();
   if (sem.try_acquire_for(300ms)) return fail(22, "took a slot another process holds");
   if (seconds_since(start) < 0.3) return fail(23, "the timed acquire returned early");
@@ -246,6 +241,16 @@ TEST_F(semaphore_test, an_acquire_that_cannot_start_its_wait_is_an_error) {
   EXPECT_EQ(run_helper("sem_without_threads", {arg_of(sem_path())}), 0)
       << "see the helper's message above";
   EXPECT_EQ(holder.finish(), 0);
+}
+
+// semaphore_slots() in a process that holds a slot reads N without opening and closing the file
+// again, which would drop the process's classic fcntl locks there.
+TEST_F(semaphore_test, reading_n_in_a_holding_process_keeps_its_slot) {
+  interprocess_semaphore sem(sem_path(), 1);
+  ASSERT_TRUE(sem.try_acquire());
+  EXPECT_EQ(fasteners::semaphore_slots(sem_path()), std::optional<std::size_t>(1));
+  EXPECT_EQ(run_helper("sem_expect_busy", {arg_of(sem_path()), "1"}), k_busy);
+  sem.release();
 }
 
 TEST_F(semaphore_test, a_read_only_file_is_refused_with_a_clear_error) {

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -218,6 +219,18 @@ bool drop_privileges() {
   }
   return ::geteuid() != 0 && ::getegid() != 0;
 }
+
+namespace {
+rlimit thread_limit{};  // The limit before forbid_threads().
+}  // namespace
+
+bool forbid_threads() {
+  if (!drop_privileges() || ::getrlimit(RLIMIT_NPROC, &thread_limit) != 0) return false;
+  const rlimit none{0, thread_limit.rlim_max};
+  return ::setrlimit(RLIMIT_NPROC, &none) == 0;
+}
+
+bool allow_threads() { return ::setrlimit(RLIMIT_NPROC, &thread_limit) == 0; }
 
 std::size_t count_open_handles() {
   DIR* d = ::opendir("/proc/self/fd");
