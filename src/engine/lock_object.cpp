@@ -269,35 +269,40 @@ const char* lock_object::lost_reason() const noexcept {
 }
 
 lock_state* lock_object::begin_acquire() {
-  std::vector<std::shared_ptr<lock_state>> gone;  // Dropped after the lock.
-  std::shared_ptr<lock_state> replaced;           // Detached and dropped after the lock.
-  {
-    object_lock lock(mu_);
-    forget_if_stale();
-    if (acquiring_ == 0) gone.swap(retired_);
-    replaced = give_up_replaced();
-    if (bound_) {
-      ++acquiring_;
-      return bound_.get();
+  for (;;) {
+    std::vector<std::shared_ptr<lock_state>> gone;  // Dropped after the lock.
+    std::shared_ptr<lock_state> replaced;           // Detached and dropped after the lock.
+    {
+      object_lock lock(mu_);
+      forget_if_stale();
+      if (acquiring_ == 0) gone.swap(retired_);
+      replaced = give_up_replaced();
+      if (bound_) {
+        ++acquiring_;
+        return bound_.get();
+      }
     }
-  }
-  if (replaced) replaced->detach();
-  auto state = find_state();
-  std::shared_ptr<lock_state> extra;  // A second binding, from a race with another thread.
-  lock_state* result = nullptr;
-  {
-    object_lock lock(mu_);
-    forget_if_stale();
-    if (bound_) {
-      extra = std::move(state);  // Another thread bound this object meanwhile.
-    } else {
-      bound_ = std::move(state);
+    if (replaced) replaced->detach();
+    auto state = find_state();
+    std::shared_ptr<lock_state> extra;  // A second binding, from a race with another thread.
+    lock_state* result = nullptr;
+    {
+      object_lock lock(mu_);
+      forget_if_stale();
+      if (bound_) {
+        extra = std::move(state);  // Another thread bound this object meanwhile.
+      } else if (state) {
+        bound_ = std::move(state);
+      }
+      if (bound_) {
+        ++acquiring_;
+        result = bound_.get();
+      }
     }
-    ++acquiring_;
-    result = bound_.get();
+    if (extra) extra->detach();
+    if (result != nullptr) return result;
+    // The binding that find_state() saw ended meanwhile: bind anew.
   }
-  if (extra) extra->detach();
-  return result;
 }
 
 std::shared_ptr<lock_state> lock_object::give_up_replaced() {

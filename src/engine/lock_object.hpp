@@ -84,7 +84,8 @@ class FASTENERS_API lock_object {
 
   // ---- The backend's part. ----
   // The state of the lock, found or made (opening a lock file, connecting a session), with a
-  // binding counted there for this object (lock_state::attach). Throws.
+  // binding counted there for this object (lock_state::attach); or nullptr when it found that
+  // another thread's acquire bound the object meanwhile, to look at the binding again. Throws.
   virtual std::shared_ptr<lock_state> find_state() = 0;
   // The holder through which this object holds the lock in `state`.
   virtual holder& holder_in(lock_state& state) = 0;

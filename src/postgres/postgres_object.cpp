@@ -202,16 +202,22 @@ bool key_state::use_holder(engine::holder& h, Call call) {
   return result;
 }
 
-void key_state::settle(session_holder& h, bool reset) {
+bool key_state::settle(session_holder& h, bool reset) {
   if (generation() != engine::fork_generation()) {
     // The parent's state: none of its threads runs here, and its wait is the parent's (kept, see
     // postgres_object::child_after_fork()).
     if (reset) static_cast<engine::holder&>(h) = engine::holder{};
-    return;
+    return true;
   }
   mutex_lock lock(mu_);
-  while (h.busy != engine::holder::use::idle) sleep(no_deadline);
+  while (h.busy != engine::holder::use::idle) {
+    // A wait under way is an acquire of the object's, which keeps it bound, perhaps until another
+    // acquire of it ends: the caller uses that binding instead of waiting here.
+    if (h.busy == engine::holder::use::waiting) return false;
+    sleep(no_deadline);
+  }
   if (reset) static_cast<engine::holder&>(h) = engine::holder{};
+  return true;
 }
 
 outcome key_state::start_wait(engine::holder& h, lock_mode mode, engine::lock_object& owner) {
@@ -354,8 +360,8 @@ postgres_object::~postgres_object() {
   mutex_lock lock(sessions_mu);
   s.objects.erase(std::find(s.objects.begin(), s.objects.end(), this));
   // A wait given up as the object's acquisitions were cancelled may still be settled by a drain
-  // thread, on the session.
-  if (state_) state_->settle(holder_, false);
+  // thread, on the session. None is under way any more.
+  if (state_) static_cast<void>(state_->settle(holder_, false));
   gone = std::move(session_);
   state_.reset();
 }
@@ -364,19 +370,23 @@ std::shared_ptr<engine::lock_state> postgres_object::find_state() {
   const platform::cancellation_off no_cancel;
   mutex_lock lock(sessions_mu);
   while (connecting_) sessions_mu.wait(sessions().connected);
-  // A release that ended the binding may still use the session: it ends first.
-  if (state_) state_->settle(holder_, false);
+  // A release that ended the binding may still use the session: it ends first. An acquire that
+  // another thread started on the object meanwhile bound it: the engine looks again.
+  if (state_ && !state_->settle(holder_, false)) return nullptr;
   if (!session_ || session_->lost()) return connect();
   auto state = attach_state(state_->id());
   if (state != state_) {
-    state_->settle(holder_, true);
+    if (!state_->settle(holder_, true)) {
+      state->detach();
+      return nullptr;
+    }
     state_ = state;
   }
   return state;
 }
 
 std::shared_ptr<key_state> postgres_object::connect() {
-  if (state_) state_->settle(holder_, true);
+  if (state_ && !state_->settle(holder_, true)) return nullptr;
   std::unique_ptr<session> old = std::move(session_);
   std::unique_ptr<session> made;
   std::exception_ptr failure;
@@ -431,8 +441,7 @@ void postgres_object::unbound() noexcept {
   std::unique_ptr<session> gone;  // Closed after the mutex.
   mutex_lock lock(sessions_mu);
   // Another thread may have bound the object again meanwhile, with this session.
-  if (connecting_ || is_bound() || !state_) return;
-  state_->settle(holder_, true);
+  if (connecting_ || is_bound() || !state_ || !state_->settle(holder_, true)) return;
   gone = std::move(session_);
   state_.reset();
 }

@@ -64,8 +64,10 @@ class key_state final : public engine::lock_state {
   template <class Call>
   bool use_holder(engine::holder& h, Call call) FASTENERS_EXCLUDES(mu_);
   // Waits until no call uses `h` (a wait that a drain thread settles included); then, with
-  // `reset`, ends its part here, so that its object may start another session.
-  void settle(session_holder& h, bool reset) FASTENERS_EXCLUDES(mu_);
+  // `reset`, ends its part here, so that its object may start another session. Returns false at
+  // once, resetting nothing, while an acquire of the object waits through `h`: the object is
+  // bound meanwhile.
+  [[nodiscard]] bool settle(session_holder& h, bool reset) FASTENERS_EXCLUDES(mu_);
 
   // ---- The waits in the server (server_wait). ----
   // The socket of `w` is ready (the async thread's poller): reads the reply, and reports the wait

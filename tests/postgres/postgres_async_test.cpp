@@ -376,6 +376,24 @@ TEST(postgres_async, timeouts_are_never_early_and_leave_nothing_behind) {
   lock.unlock();
 }
 
+// Acquisitions started together on an object not connected yet bind on threads of the library's
+// own, each in turn: one whose wait has a deadline times out on time even when another, without
+// one, binds first and waits in the server. (It once waited for that wait to end, here forever.)
+TEST(postgres_async, a_deadline_holds_while_another_acquisition_of_the_object_binds_and_waits) {
+  const std::string name = pg::unique_name();
+  outside_holder other(postgres_key(name));
+  for (int round = 0; round < 30; ++round) {
+    postgres_lock lock(pg::conninfo(), name);
+    outcome waiting, timed;
+    auto forever = lock.async_lock(waiting.handler());
+    const auto start = steady::now();
+    auto limited = lock.async_try_lock_for(20ms, timed.handler());
+    ASSERT_EQ(timed.wait(), k_timed_out) << "round " << round;
+    EXPECT_LT(steady::now() - start, 20ms + k_upper) << "timed out late, round " << round;
+    EXPECT_FALSE(waiting.ran());
+  }
+}
+
 // A waiting session that the server ends (pg_terminate_backend) fails its acquisition with
 // connection_reset, as the blocking call throws; the object connects anew afterwards.
 TEST(postgres_async, a_waiting_session_ended_by_the_server_reports_connection_reset) {
