@@ -383,14 +383,17 @@ TEST(postgres_async, a_deadline_holds_while_another_acquisition_of_the_object_bi
   const std::string name = pg::unique_name();
   outside_holder other(postgres_key(name));
   for (int round = 0; round < 30; ++round) {
-    postgres_lock lock(pg::conninfo(), name);
-    outcome waiting, timed;
-    auto forever = lock.async_lock(waiting.handler());
-    const auto start = steady::now();
-    auto limited = lock.async_try_lock_for(20ms, timed.handler());
-    ASSERT_EQ(timed.wait(), k_timed_out) << "round " << round;
-    EXPECT_LT(steady::now() - start, 20ms + k_upper) << "timed out late, round " << round;
-    EXPECT_FALSE(waiting.ran());
+    outcome waiting, timed;  // Outlive the object, whose destruction cancels `forever`.
+    {
+      postgres_lock lock(pg::conninfo(), name);
+      auto forever = lock.async_lock(waiting.handler());
+      const auto start = steady::now();
+      auto limited = lock.async_try_lock_for(20ms, timed.handler());
+      ASSERT_EQ(timed.wait(), k_timed_out) << "round " << round;
+      EXPECT_LT(steady::now() - start, 20ms + k_upper) << "timed out late, round " << round;
+      EXPECT_FALSE(waiting.ran());
+    }
+    EXPECT_EQ(waiting.wait(0ms), k_canceled) << "round " << round;
   }
 }
 
