@@ -226,6 +226,12 @@ bool lock_object::is_bound() {
   return bound_ != nullptr;
 }
 
+bool lock_object::is_bound_or_binding() {
+  object_lock lock(mu_);
+  forget_if_stale();
+  return bound_ != nullptr || binding_ > 0;
+}
+
 std::intptr_t lock_object::native_handle() {
   const auto state = bound();
   return state ? state->native_handle_of(*this, holder_in(*state)) : -1;
@@ -281,13 +287,22 @@ lock_state* lock_object::begin_acquire() {
         ++acquiring_;
         return bound_.get();
       }
+      ++binding_;
     }
     if (replaced) replaced->detach();
-    auto state = find_state();
+    std::shared_ptr<lock_state> state;
+    try {
+      state = find_state();
+    } catch (...) {
+      object_lock lock(mu_);
+      --binding_;
+      throw;
+    }
     std::shared_ptr<lock_state> extra;  // A second binding, from a race with another thread.
     lock_state* result = nullptr;
     {
       object_lock lock(mu_);
+      --binding_;
       forget_if_stale();
       if (bound_) {
         extra = std::move(state);  // Another thread bound this object meanwhile.
@@ -337,6 +352,7 @@ void lock_object::forget_if_stale() {
   acquiring_ = 0;
   pins_ = 0;
   lost_[0] = lost_[1] = 0;
+  binding_ = 0;
 }
 
 }  // namespace fasteners::detail::engine

@@ -100,6 +100,8 @@ class FASTENERS_API lock_object {
   virtual bool binding_may_block() const noexcept { return false; }
   // Whether the object is bound to a state now.
   bool is_bound() FASTENERS_EXCLUDES(mu_);
+  // Whether it is bound, or a thread of it is in find_state(), whose result it will bind to.
+  bool is_bound_or_binding() FASTENERS_EXCLUDES(mu_);
 
  private:
   // The state to acquire on, binding this object to it; counts an acquire under way, which keeps
@@ -135,6 +137,7 @@ class FASTENERS_API lock_object {
   int holds_ FASTENERS_GUARDED_BY(mu_) = 0;
   int acquiring_ FASTENERS_GUARDED_BY(mu_) = 0;  // Acquires under way on this object.
   int pins_ FASTENERS_GUARDED_BY(mu_) = 0;       // Releases under way (see pin()).
+  int binding_ FASTENERS_GUARDED_BY(mu_) = 0;    // Threads in find_state() (begin_acquire()).
   // Former bindings, given up while acquires were under way there; dropped once none is.
   std::vector<std::shared_ptr<lock_state>> retired_ FASTENERS_GUARDED_BY(mu_);
   // Locks lost with their holder and not released yet: shared, exclusive.

@@ -440,8 +440,9 @@ void postgres_object::unbound() noexcept {
   if (!options_.close_on_release) return;
   std::unique_ptr<session> gone;  // Closed after the mutex.
   mutex_lock lock(sessions_mu);
-  // Another thread may have bound the object again meanwhile, with this session.
-  if (connecting_ || is_bound() || !state_ || !state_->settle(holder_, true)) return;
+  // Another thread may have bound the object again meanwhile, with this session, or be about to
+  // (its find_state() returned this state).
+  if (connecting_ || is_bound_or_binding() || !state_ || !state_->settle(holder_, true)) return;
   gone = std::move(session_);
   state_.reset();
 }
