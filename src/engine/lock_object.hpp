@@ -40,6 +40,12 @@ class FASTENERS_API lock_object {
   void release(lock_mode mode) FASTENERS_EXCLUDES(mu_);
   bool holds(lock_mode mode) FASTENERS_EXCLUDES(mu_);
   std::intptr_t native_handle() FASTENERS_EXCLUDES(mu_);
+  // Whether the object was made with the fencing option: its acquisitions take fencing tokens.
+  bool fencing() const noexcept { return fencing_; }
+  // The token of what the object holds (lock_state::fencing_token_of). Throws
+  // std::system_error(operation_not_permitted) without the fencing option or while it holds
+  // nothing.
+  std::uint64_t fencing_token() FASTENERS_EXCLUDES(mu_);
   // Starts an asynchronous acquisition of `mode` until `until` (see async_acquisition). Never
   // waits for the lock; a lock file is opened here if the object is not bound yet.
   async_acquisition acquire_async(lock_mode mode, deadline until, async_handler handler)
@@ -77,7 +83,8 @@ class FASTENERS_API lock_object {
                              std::string_view detail) const noexcept;
 
  protected:
-  lock_object() = default;
+  // `fencing`: whether acquisitions take fencing tokens (lock_state::fence()).
+  explicit lock_object(bool fencing = false) noexcept : fencing_(fencing) {}
   // Releases everything the object holds and ends its binding; never throws. A backend's
   // destructor calls it first, while the backend's members still exist.
   void release_all() noexcept FASTENERS_EXCLUDES(mu_);
@@ -128,6 +135,7 @@ class FASTENERS_API lock_object {
   // Cancels every pending acquisition of the object and waits for their handlers.
   void end_async() noexcept FASTENERS_EXCLUDES(mu_);
 
+  const bool fencing_;
   object_mutex mu_;
   std::shared_ptr<lock_state> bound_ FASTENERS_GUARDED_BY(mu_);
   // Locks held through bound_, counted once their acquire ends (and briefly below zero when

@@ -343,7 +343,8 @@ void key_state::on_unbind() {
 
 postgres_object::postgres_object(std::string conninfo, std::string name,
                                  const postgres_options& options)
-    : conninfo_(std::move(conninfo)),
+    : engine::lock_object(options.fencing),
+      conninfo_(std::move(conninfo)),
       name_(checked_name(std::move(name))),
       key_(postgres_key(name_)),
       options_(options) {
