@@ -209,7 +209,8 @@ class FASTENERS_API lock_state {
   // taken (0 if none). One call per exclusive acquisition, and per shared lock of the holder.
   // Throws on failure; the engine then lets go of the lock. The default throws
   // operation_not_supported.
-  virtual std::uint64_t fence(holder& h, lock_mode mode, lock_object& owner) FASTENERS_REQUIRES(mu_);
+  virtual std::uint64_t fence(holder& h, lock_mode mode, lock_object& owner)
+      FASTENERS_REQUIRES(mu_);
   // The OS handle through which `h` holds the lock, for native_handle(); -1 if none.
   virtual std::intptr_t handle_of(holder& h, const lock_object& owner) FASTENERS_REQUIRES(mu_) = 0;
   // Called whenever a binding ended (bindings() says how many remain): at zero, the backend ends

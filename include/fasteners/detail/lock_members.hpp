@@ -127,8 +127,8 @@ class reader_writer_lock : private exclusive_lock<Core> {
   // Whether this object holds a read lock, or the write lock.
   bool read_acquired() const noexcept { return this->core_.holds(lock_mode::shared); }
   bool write_acquired() const noexcept { return write_side::acquired(); }
-  using write_side::native_handle;
   using write_side::fencing_token;
+  using write_side::native_handle;
 
   // SharedTimedLockable, exclusive side (as exclusive_lock's).
   using write_side::lock;
