@@ -226,7 +226,10 @@ std::uint64_t lock_object::fencing_token() {
     fail(not_permitted, "read the fencing token of", "the object was made without fencing");
   }
   const auto state = bound();
-  if (!state) fail(not_permitted, "read the fencing token of", "the object does not hold it");
+  // A lost hold has no token: a session known to have ended is marked lost first.
+  if (!state || !holder_alive()) {
+    fail(not_permitted, "read the fencing token of", "the object does not hold it");
+  }
   return state->fencing_token_of(*this, holder_in(*state));
 }
 

@@ -105,6 +105,9 @@ class FASTENERS_API lock_object {
   // Whether find_state() may wait on a network now (a session to connect): an asynchronous
   // acquisition then binds on a thread of the library's own, not in the initiating call.
   virtual bool binding_may_block() const noexcept { return false; }
+  // Whether the object's holder may still hold what it took, as far as this process can tell
+  // without a round trip (false once a session is known to have ended, which marks it lost).
+  virtual bool holder_alive() noexcept { return true; }
   // Whether the object is bound to a state now.
   bool is_bound() FASTENERS_EXCLUDES(mu_);
 
