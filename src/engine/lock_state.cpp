@@ -86,8 +86,9 @@ outcome lock_state::start_wait(holder&, lock_mode, lock_object&) {
 bool lock_state::stop_wait(holder&, lock_object&) noexcept { return false; }
 
 std::uint64_t lock_state::fence(holder&, lock_mode, lock_object& owner) {
-  owner.fail(std::make_error_code(std::errc::operation_not_supported), "take a fencing token of",
-             "this kind of lock has no fencing tokens");
+  std::rethrow_exception(owner.failure(std::make_error_code(std::errc::operation_not_supported),
+                                       "take a fencing token of",
+                                       "this kind of lock has no fencing tokens"));
 }
 
 outcome lock_state::acquire(lock_object& owner, holder& h, lock_mode mode, deadline until,
