@@ -455,7 +455,9 @@ std::uint64_t session::fence(std::int64_t key, lock_mode mode) {
                    action, sqlstate::undefined_table, &missing);
     return missing ? 0 : std::stoull(row.at(0));  // No table: no exclusive token yet.
   }
-  // Autocommit: the new token is committed (durable) before the statement returns.
+  // Autocommit: the new token is committed (durable) before the statement returns. Unlike the lock
+  // statements, these do not check pg_backend_pid(): a token taken on another server process
+  // (a pooler gone to transaction mode, which the next lock statement finds) is only skipped.
   const std::string take = "INSERT INTO fasteners_fence AS f VALUES (" + k +
                            ", 1) ON CONFLICT (key) DO UPDATE SET token = f.token + 1 "
                            "RETURNING token";
