@@ -306,11 +306,12 @@ void lock_state::pump() {
         continue;
       }
       r.in_step = true;
-      const bool leaves = advance(r);
-      r.in_step = false;
-      if (leaves) {
+      if (advance(r)) {
+        // It left in its step (leave_queue() ended the step): it may be another state's already
+        // (restart()), so nothing of it is written here any more.
         it = queue_.erase(it);
       } else {
+        r.in_step = false;
         ++it;
       }
     }
@@ -486,6 +487,7 @@ void lock_state::leave_queue(async_request& r, bool taken) {
     writer_left(*r.holder);
   }
   r.unbound = end_acquire(r.owner, taken);
+  r.in_step = false;  // Before restart() or the handler hands it on.
   notify();
   r.move_to(nullptr);
 }
