@@ -20,6 +20,11 @@ struct lock_options {
   // lock file must not be deleted or replaced while the object lives (remove_on_release still
   // checks the path after every acquire).
   bool keep_open = false;
+  // Every exclusive acquisition takes a fencing token (fencing_token()), larger than every one
+  // taken before on this lock file: a counter in the file "<lock path>.fence" beside it, created
+  // when first needed and never deleted. Shared acquisitions read it. Costs a few system calls per
+  // acquisition.
+  bool fencing = false;
 };
 
 }  // namespace fasteners

@@ -66,6 +66,10 @@ struct postgres_options {
   // 15 minutes with Linux's defaults). -1: the keepalive time above, in milliseconds (25000 by
   // default), or none when keepalives_idle is 0; 0: the system's (none).
   int tcp_user_timeout = -1;
+  // Every exclusive acquisition takes a fencing token (fencing_token()), larger than every one
+  // taken before on this name and database, kept in the table fasteners_fence (created at first
+  // use where the role may): one more round trip per acquisition.
+  bool fencing = false;
 };
 
 namespace detail {

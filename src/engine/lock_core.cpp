@@ -36,6 +36,8 @@ async_acquisition lock_core::acquire_async(lock_mode mode,
 
 void lock_core::release(lock_mode mode) { object_of(object_).release(mode); }
 
+std::uint64_t lock_core::fencing_token() const { return object_of(object_).fencing_token(); }
+
 bool lock_core::holds(lock_mode mode) const noexcept { return object_ && object_->holds(mode); }
 
 std::intptr_t lock_core::native_handle() const noexcept {

@@ -220,6 +220,19 @@ bool lock_object::holds(lock_mode mode) {
   return state && state->holds(*this, holder_in(*state), mode);
 }
 
+std::uint64_t lock_object::fencing_token() {
+  const auto not_permitted = std::make_error_code(std::errc::operation_not_permitted);
+  if (!fencing_) {
+    fail(not_permitted, "read the fencing token of", "the object was made without fencing");
+  }
+  const auto state = bound();
+  // A lost hold has no token: a session known to have ended is marked lost first.
+  if (!state || !holder_alive()) {
+    fail(not_permitted, "read the fencing token of", "the object does not hold it");
+  }
+  return state->fencing_token_of(*this, holder_in(*state));
+}
+
 bool lock_object::is_bound() {
   object_lock lock(mu_);
   forget_if_stale();

@@ -40,6 +40,12 @@ class FASTENERS_API lock_object {
   void release(lock_mode mode) FASTENERS_EXCLUDES(mu_);
   bool holds(lock_mode mode) FASTENERS_EXCLUDES(mu_);
   std::intptr_t native_handle() FASTENERS_EXCLUDES(mu_);
+  // Whether the object was made with the fencing option: its acquisitions take fencing tokens.
+  bool fencing() const noexcept { return fencing_; }
+  // The token of what the object holds (lock_state::fencing_token_of). Throws
+  // std::system_error(operation_not_permitted) without the fencing option or while it holds
+  // nothing.
+  std::uint64_t fencing_token() FASTENERS_EXCLUDES(mu_);
   // Starts an asynchronous acquisition of `mode` until `until` (see async_acquisition). Never
   // waits for the lock; a lock file is opened here if the object is not bound yet.
   async_acquisition acquire_async(lock_mode mode, deadline until, async_handler handler)
@@ -77,7 +83,8 @@ class FASTENERS_API lock_object {
                              std::string_view detail) const noexcept;
 
  protected:
-  lock_object() = default;
+  // `fencing`: whether acquisitions take fencing tokens (lock_state::fence()).
+  explicit lock_object(bool fencing = false) noexcept : fencing_(fencing) {}
   // Releases everything the object holds and ends its binding; never throws. A backend's
   // destructor calls it first, while the backend's members still exist.
   void release_all() noexcept FASTENERS_EXCLUDES(mu_);
@@ -98,6 +105,9 @@ class FASTENERS_API lock_object {
   // Whether find_state() may wait on a network now (a session to connect): an asynchronous
   // acquisition then binds on a thread of the library's own, not in the initiating call.
   virtual bool binding_may_block() const noexcept { return false; }
+  // Whether the object's holder may still hold what it took, as far as this process can tell
+  // without a round trip (false once a session is known to have ended, which marks it lost).
+  virtual bool holder_alive() noexcept { return true; }
   // Whether the object is bound to a state now.
   bool is_bound() FASTENERS_EXCLUDES(mu_);
   // Whether it is bound, or a thread of it is in find_state(), whose result it will bind to.
@@ -130,6 +140,7 @@ class FASTENERS_API lock_object {
   // Cancels every pending acquisition of the object and waits for their handlers.
   void end_async() noexcept FASTENERS_EXCLUDES(mu_);
 
+  const bool fencing_;
   object_mutex mu_;
   std::shared_ptr<lock_state> bound_ FASTENERS_GUARDED_BY(mu_);
   // Locks held through bound_, counted once their acquire ends (and briefly below zero when

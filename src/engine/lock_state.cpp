@@ -85,6 +85,12 @@ outcome lock_state::start_wait(holder&, lock_mode, lock_object&) {
 
 bool lock_state::stop_wait(holder&, lock_object&) noexcept { return false; }
 
+std::uint64_t lock_state::fence(holder&, lock_mode, lock_object& owner) {
+  std::rethrow_exception(owner.failure(std::make_error_code(std::errc::operation_not_supported),
+                                       "take a fencing token of",
+                                       "this kind of lock has no fencing tokens"));
+}
+
 outcome lock_state::acquire(lock_object& owner, holder& h, lock_mode mode, deadline until,
                             std::shared_ptr<lock_state>& unbound) {
   // A deadline already passed means one try, as try_once does.
@@ -129,6 +135,7 @@ outcome lock_state::take(lock_object& owner, holder& h, lock_mode mode, deadline
     switch (next_step(h, mode, owner)) {
       case step::join:
         record(h, owner, mode, this_thread_token());
+        take_fence(owner, h, mode, this_thread_token());
         return outcome::taken;
       case step::request:
         return request(owner, h, mode, until);
@@ -200,6 +207,7 @@ outcome lock_state::request(lock_object& owner, holder& h, lock_mode mode, deadl
     }
     return outcome::start_again;
   }
+  take_fence(owner, h, mode, this_thread_token());
   return outcome::taken;
 }
 
@@ -298,11 +306,12 @@ void lock_state::pump() {
         continue;
       }
       r.in_step = true;
-      const bool leaves = advance(r);
-      r.in_step = false;
-      if (leaves) {
+      if (advance(r)) {
+        // It left in its step (leave_queue() ended the step): it may be another state's already
+        // (restart()), so nothing of it is written here any more.
         it = queue_.erase(it);
       } else {
+        r.in_step = false;
         ++it;
       }
     }
@@ -419,6 +428,35 @@ bool lock_state::advance(async_request& r) {
 
 void lock_state::took(async_request& r, holder& h) {
   retry_ms_ = 0;
+  if (r.owner.fencing() && !r.decided()) {
+    // The token is taken before the outcome is decided, so that the handler runs with it (the
+    // backend may let go of mu_ meanwhile: the request is in a step or out of the queue, where
+    // neither a cancel nor its deadline finishes it).
+    record(h, r.owner, r.mode, 0);
+    try {
+      take_fence(r.owner, h, r.mode, 0);
+    } catch (const std::system_error& e) {
+      r.decide(e.code());
+      finish(r, false);
+      return;
+    } catch (...) {
+      r.decide(std::make_error_code(std::errc::not_enough_memory));
+      finish(r, false);
+      return;
+    }
+    if (r.decide({})) {
+      finish(r, true);
+      return;
+    }
+    // Cancelled while the token was taken: let go, as below.
+    forget_holding(r.owner, h, r.mode, 0);
+    if (!h.holds_any() && !h.lost) {
+      const busy_scope busy(*this, h, holder::use::brief);
+      unlock(h, r.mode, r.owner, false);
+    }
+    finish(r, false);
+    return;
+  }
   if (r.decide({})) {
     record(h, r.owner, r.mode, 0);
     finish(r, true);
@@ -449,6 +487,7 @@ void lock_state::leave_queue(async_request& r, bool taken) {
     writer_left(*r.holder);
   }
   r.unbound = end_acquire(r.owner, taken);
+  r.in_step = false;  // Before restart() or the handler hands it on.
   notify();
   r.move_to(nullptr);
 }
@@ -530,9 +569,9 @@ void lock_state::wait_ended(holder& h, outcome result, std::exception_ptr failur
   pump();
 }
 
-bool lock_state::forget_holding(const lock_object& owner, holder& h, lock_mode mode) {
-  // One of the owner's locks of `mode`, the calling thread's if it took one.
-  const auto self = this_thread_token();
+bool lock_state::forget_holding(const lock_object& owner, holder& h, lock_mode mode,
+                                std::uint64_t self) {
+  // One of the owner's locks of `mode`, the one `self` took if any.
   holding* it = nullptr;
   for (auto& x : holdings_) {
     if (x.owner != &owner || x.mode != mode) continue;
@@ -546,7 +585,44 @@ bool lock_state::forget_holding(const lock_object& owner, holder& h, lock_mode m
   } else {
     h.writer = false;
   }
+  if (!h.holds_any()) h.fence_known = false;
   return true;
+}
+
+void lock_state::take_fence(lock_object& owner, holder& h, lock_mode mode, std::uint64_t thread) {
+  if (!owner.fencing()) return;
+  // Readers that join a shared lock share its token: no writer took the lock meanwhile.
+  if (mode == lock_mode::shared && h.fence_known) return;
+  h.fence_known = false;
+  try {
+    std::uint64_t token = 0;
+    {
+      const busy_scope busy(*this, h, holder::use::brief);  // The backend may let go of mu_.
+      token = fence(h, mode, owner);
+    }
+    h.fence = token;
+    h.fence_known = true;
+  } catch (...) {
+    forget_holding(owner, h, mode, thread);
+    if (h.lost) {
+      forget_lost(owner, h);
+    } else if (!h.holds_any()) {
+      const busy_scope busy(*this, h, holder::use::brief);
+      unlock(h, mode, owner, false);
+    }
+    throw;
+  }
+}
+
+std::uint64_t lock_state::fencing_token_of(const lock_object& owner, holder& h) {
+  mutex_lock lock(mu_);
+  // A brief backend call (a token being taken, a release) ends first.
+  while (h.busy == holder::use::brief) sleep(no_deadline);
+  if (h.lost || !owned_by(owner) || !h.fence_known) {
+    owner.fail(std::make_error_code(std::errc::operation_not_permitted),
+               "read the fencing token of", "the object does not hold it");
+  }
+  return h.fence;
 }
 
 bool lock_state::holds(const lock_object& owner, const holder& h, lock_mode mode) const {
@@ -649,6 +725,7 @@ void lock_state::forget_lost(lock_object& owner, holder& h) {
   }
   h.readers = 0;
   h.writer = false;
+  h.fence_known = false;
   h.gate_closed = false;
   h.readers_held_back = false;
   owner.count_lost(lost[0], lost[1]);

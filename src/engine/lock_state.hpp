@@ -65,6 +65,11 @@ struct holder {
   // other processes out meanwhile (hold_back_readers()).
   bool readers_held_back = false;
   bool lost = false;  // The backend lost what it held (a session that ended).
+  // The fencing token of what it holds (see fence()), once a fencing object asked the backend:
+  // the exclusive acquisition's own, or the latest exclusive one's while it holds the lock shared
+  // (no writer can take the lock anywhere meanwhile, so readers that join share it).
+  std::uint64_t fence = 0;
+  bool fence_known = false;
   // The asynchronous acquisition the backend waits for through it (start_wait()), if any; it is
   // busy (waiting) meanwhile; or that the backend settles after stop_wait() (busy, brief).
   async_request* async_wait = nullptr;
@@ -148,6 +153,10 @@ class FASTENERS_API lock_state {
   bool holds_any(const lock_object& owner) const FASTENERS_EXCLUDES(mu_);
   // The OS handle through which `owner` holds the lock, or -1.
   std::intptr_t native_handle_of(const lock_object& owner, holder& h) FASTENERS_EXCLUDES(mu_);
+  // The fencing token of what `owner` (a fencing object) holds through `h`: its exclusive
+  // acquisition's, or the latest exclusive acquisition's while it holds the lock shared. Throws
+  // std::system_error(operation_not_permitted) if it holds nothing, or lost what it held.
+  std::uint64_t fencing_token_of(const lock_object& owner, holder& h) FASTENERS_EXCLUDES(mu_);
 
   // ---- Asynchronous acquisitions (async_request.hpp). ----
   // Queues `r`, an acquisition of `r->owner` through `h`. REQUIRES: the owner is bound here and
@@ -194,6 +203,14 @@ class FASTENERS_API lock_state {
   virtual bool hold_back_readers(holder& h) FASTENERS_REQUIRES(mu_);
   // No writer of this process waits any more, while readers still hold the lock through `h`.
   virtual void let_readers_in(holder& h) noexcept FASTENERS_REQUIRES(mu_);
+  // Called only for a fencing object (lock_object::fencing()), once `h` has just taken the lock
+  // of `mode` for it: for exclusive, takes the lock's next fencing token (larger than every one
+  // taken before by any process, durably) and returns it; for shared, returns the latest one
+  // taken (0 if none). One call per exclusive acquisition, and per shared lock of the holder.
+  // Throws on failure; the engine then lets go of the lock. The default throws
+  // operation_not_supported.
+  virtual std::uint64_t fence(holder& h, lock_mode mode, lock_object& owner)
+      FASTENERS_REQUIRES(mu_);
   // The OS handle through which `h` holds the lock, for native_handle(); -1 if none.
   virtual std::intptr_t handle_of(holder& h, const lock_object& owner) FASTENERS_REQUIRES(mu_) = 0;
   // Called whenever a binding ended (bindings() says how many remain): at zero, the backend ends
@@ -310,8 +327,18 @@ class FASTENERS_API lock_state {
   // Records a lock of `mode` held by `owner` through `h`, taken by `thread` (0: asynchronously).
   void record(holder& h, const lock_object& owner, lock_mode mode, std::uint64_t thread)
       FASTENERS_REQUIRES(mu_);
-  // Ends one of `owner`'s holdings of `mode`, preferring the calling thread's; false if none.
-  bool forget_holding(const lock_object& owner, holder& h, lock_mode mode) FASTENERS_REQUIRES(mu_);
+  // Ends one of `owner`'s holdings of `mode`, preferring the one taken by `thread` (by default the
+  // calling thread's); false if none.
+  bool forget_holding(const lock_object& owner, holder& h, lock_mode mode) FASTENERS_REQUIRES(mu_) {
+    return forget_holding(owner, h, mode, this_thread_token());
+  }
+  bool forget_holding(const lock_object& owner, holder& h, lock_mode mode, std::uint64_t thread)
+      FASTENERS_REQUIRES(mu_);
+  // For a fencing owner that has just recorded a lock of `mode` taken by `thread` through `h`:
+  // asks the backend for its token (fence()). If that fails, forgets the holding, lets go of the
+  // lock if nothing else holds it through `h`, and rethrows.
+  void take_fence(lock_object& owner, holder& h, lock_mode mode, std::uint64_t thread)
+      FASTENERS_REQUIRES(mu_);
   // Ends the holdings of `owner`, whose holder `h` was lost: they count as lost for it.
   void forget_lost(lock_object& owner, holder& h) FASTENERS_REQUIRES(mu_);
   // Ends an acquire of `owner`; returns its binding if that ends too.

@@ -17,7 +17,7 @@ namespace fasteners::detail::file {
 class file_object final : public engine::lock_object {
  public:
   file_object(std::filesystem::path path, const lock_options& options)
-      : path_(std::move(path)), options_(options) {}
+      : engine::lock_object(options.fencing), path_(std::move(path)), options_(options) {}
   // Releases everything the object holds; never throws.
   ~file_object() override;
 

@@ -404,6 +404,12 @@ std::exception_ptr inode_state::unlock(engine::holder&, lock_mode mode, engine::
   return error ? owner.failure(error, "release", "") : nullptr;
 }
 
+std::uint64_t inode_state::fence(engine::holder&, lock_mode mode, engine::lock_object& owner) {
+  const auto& object = file_of(owner);
+  if (mode == lock_mode::shared) return fence_.latest(object.path(), object.options());
+  return fence_.advance(object.path(), object.options());
+}
+
 bool inode_state::writer_waiting_elsewhere(engine::holder&, const engine::lock_object&) {
   return gate_protocol::writer_waiting(held_.get());
 }

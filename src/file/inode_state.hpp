@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "engine/lock_state.hpp"
+#include "file/fence_file.hpp"
 #include "file/kernel_wait.hpp"
 #include "file/os_file.hpp"
 #include "platform.hpp"
@@ -96,6 +97,10 @@ class inode_state final : public engine::lock_state,
       FASTENERS_REQUIRES(mu_);
   bool stop_wait(engine::holder& h, engine::lock_object& owner) noexcept override
       FASTENERS_REQUIRES(mu_);
+  // The counter file beside the lock file (see fence_file.hpp), read and, for an exclusive
+  // acquisition, advanced while this process holds the lock; kept open with the state.
+  std::uint64_t fence(engine::holder& h, lock_mode mode, engine::lock_object& owner) override
+      FASTENERS_REQUIRES(mu_);
   void check_backend() const override FASTENERS_REQUIRES(mu_);
 
  private:
@@ -152,6 +157,8 @@ class inode_state final : public engine::lock_state,
   wanter async_wanter_ FASTENERS_GUARDED_BY(mu_);
   kernel_wait* async_wait_ FASTENERS_GUARDED_BY(mu_) = nullptr;
   const file_object* async_owner_ FASTENERS_GUARDED_BY(mu_) = nullptr;
+  // The fencing counter file, once a fencing object took the lock (see fence()).
+  fence_file fence_ FASTENERS_GUARDED_BY(mu_);
 };
 
 }  // namespace fasteners::detail::file

@@ -321,6 +321,11 @@ std::exception_ptr key_state::unlock(engine::holder& h, lock_mode mode, engine::
   return nullptr;
 }
 
+std::uint64_t key_state::fence(engine::holder& h, lock_mode mode, engine::lock_object& owner) {
+  session& s = object_of(owner).current_session();
+  return call_server(mu_, h, s, [&] { return s.fence(std::get<2>(id_), mode); });
+}
+
 bool key_state::writer_waiting_elsewhere(engine::holder& h, const engine::lock_object& owner) {
   session& s = object_of(const_cast<engine::lock_object&>(owner)).current_session();
   return call_server(mu_, h, s, [&] { return s.writer_waiting(std::get<2>(id_)); });
@@ -343,7 +348,8 @@ void key_state::on_unbind() {
 
 postgres_object::postgres_object(std::string conninfo, std::string name,
                                  const postgres_options& options)
-    : conninfo_(std::move(conninfo)),
+    : engine::lock_object(options.fencing),
+      conninfo_(std::move(conninfo)),
       name_(checked_name(std::move(name))),
       key_(postgres_key(name_)),
       options_(options) {

@@ -93,6 +93,9 @@ class key_state final : public engine::lock_state {
       FASTENERS_REQUIRES(mu_);
   bool stop_wait(engine::holder& h, engine::lock_object& owner) noexcept override
       FASTENERS_REQUIRES(mu_);
+  // The table fasteners_fence, through the owner's session, without the mutex (session::fence()).
+  std::uint64_t fence(engine::holder& h, lock_mode mode, engine::lock_object& owner) override
+      FASTENERS_REQUIRES(mu_);
 
  private:
   // Asks the server for the lock through the owner's session, without the mutex.
@@ -139,6 +142,7 @@ class postgres_object final : public engine::lock_object {
   void unbound() noexcept override;
   // Whether the object has no live session yet, which binding connects.
   bool binding_may_block() const noexcept override;
+  bool holder_alive() noexcept override { return session_alive(); }
 
  private:
   // A session of its own, connected, and the state of the name on its server, attached.

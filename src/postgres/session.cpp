@@ -33,6 +33,11 @@ namespace {
 // taken. A timed wait sets lock_timeout in a subquery that runs before the lock is asked for, and
 // turns it off once it came; when the timeout fires, the statement fails, and its implicit
 // transaction undoes the setting.
+// The table of the fencing tokens (see fence()): the latest token of each key, in the
+// session's first schema on the search path.
+constexpr const char* fence_table =
+    "CREATE TABLE IF NOT EXISTS fasteners_fence (key bigint PRIMARY KEY, token bigint NOT NULL)";
+
 constexpr const char* prepared_statements =
     "PREPARE fasteners_try_exclusive(bigint, integer) AS "
     "SELECT pg_try_advisory_lock($1), pg_backend_pid() WHERE pg_backend_pid() = $2; "
@@ -191,7 +196,8 @@ void session::set_up(connector& connect) {
     sql += std::string(prepared_statements) + lock_queries();
   }
   bool pooled = !connect.settings_sent();
-  const std::vector<std::string> row = run_script(sql, "connect for", &pooled);
+  const std::vector<std::string> row =
+      run_script(sql, "connect for", sqlstate::division_by_zero, &pooled);
   if (row.size() < 3) fail("connect for", "the server did not say who it is", nullptr);
   backend_pid_ = row[0];
   identity_.system = row[1];
@@ -271,6 +277,9 @@ void session::fail(std::string_view action, std::string_view detail, const char*
                       (state == sqlstate::invalid_sql_statement_name ? "gone" : "there already") +
                       ", so another server process than the session's ran the statement");
   }
+  if (state == sqlstate::insufficient_privilege) {
+    throw_error(std::errc::permission_denied, action, name_, where_, detail);
+  }
   if (state == sqlstate::deadlock_detected) {
     throw_error(std::errc::resource_deadlock_would_occur, action, name_, where_,
                 "the server found a deadlock: " + std::string(detail));
@@ -314,7 +323,7 @@ std::string session::end_own_process() {
 }
 
 std::vector<std::string> session::run_script(const std::string& sql, std::string_view action,
-                                             bool* divided_by_zero) {
+                                             std::string_view tolerated, bool* hit) {
   if (PQsendQuery(conn_, sql.c_str()) == 0) fail(action, PQerrorMessage(conn_), nullptr);
   std::vector<std::string> row;
   std::string error;
@@ -330,8 +339,8 @@ std::vector<std::string> session::run_script(const std::string& sql, std::string
     }
     PQclear(r);
   }
-  if (divided_by_zero != nullptr && state == sqlstate::division_by_zero) {
-    *divided_by_zero = true;
+  if (hit != nullptr && !tolerated.empty() && state == tolerated) {
+    *hit = true;
     return row;
   }
   if (!error.empty()) fail(action, error, state.empty() ? nullptr : state.c_str());
@@ -433,6 +442,47 @@ bool session::held_elsewhere(std::int64_t key) {
 std::vector<std::string> session::run_own(const std::string& sql, std::string_view action) {
   if (lost_ || disowned_) throw_error(std::errc::connection_reset, action, name_, where_, ended());
   return run_script(sql, action);
+}
+
+std::uint64_t session::fence(std::int64_t key, lock_mode mode) {
+  constexpr std::string_view action = "take a fencing token of the";
+  if (lost_ || disowned_) throw_error(std::errc::connection_reset, action, name_, where_, ended());
+  const std::string k = std::to_string(key);
+  bool missing = false;
+  if (mode == lock_mode::shared) {
+    const auto row =
+        run_script("SELECT coalesce((SELECT token FROM fasteners_fence WHERE key = " + k + "), 0)",
+                   action, sqlstate::undefined_table, &missing);
+    return missing ? 0 : std::stoull(row.at(0));  // No table: no exclusive token yet.
+  }
+  // Autocommit: the new token is committed (durable) before the statement returns. Unlike the lock
+  // statements, these do not check pg_backend_pid(): a token taken on another server process
+  // (a pooler gone to transaction mode, which the next lock statement finds) is only skipped.
+  const std::string take = "INSERT INTO fasteners_fence AS f VALUES (" + k +
+                           ", 1) ON CONFLICT (key) DO UPDATE SET token = f.token + 1 "
+                           "RETURNING token";
+  try {
+    auto row = run_script(take, action, sqlstate::undefined_table, &missing);
+    if (missing) {
+      try {
+        run_script(std::string(fence_table) + "; SELECT true", action);
+      } catch (const std::system_error& e) {
+        // Another session may have created it at the same moment (duplicate_table,
+        // unique_violation): the statement below tells.
+        if (e.code() == std::errc::permission_denied || lost_) throw;
+      }
+      row = run_script(take, action);
+    }
+    return std::stoull(row.at(0));
+  } catch (const std::system_error& e) {
+    if (e.code() != std::errc::permission_denied) throw;
+    const char* role = PQuser(conn_);
+    throw_error(std::errc::permission_denied, action, name_, where_,
+                std::string("the role may not create or write the table fasteners_fence; an "
+                            "administrator runs: ") +
+                    fence_table + "; GRANT SELECT, INSERT, UPDATE ON fasteners_fence TO \"" +
+                    (role != nullptr ? role : "") + "\"");
+  }
 }
 
 void session::unlock_all() {

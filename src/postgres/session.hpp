@@ -77,6 +77,12 @@ class session {
   std::vector<std::string> run_own(const std::string& sql, std::string_view action);
   // Lets go of every advisory lock of the session.
   void unlock_all();
+  // While the session holds `key` exclusively: takes the key's next fencing token in the table
+  // fasteners_fence (creating the table if it is missing), committed, and returns it. While it
+  // holds `key` shared: returns the latest token (0 if none). One round trip (the first exclusive
+  // one on a server without the table: three). Throws as lock(), and permission_denied naming the
+  // SQL that an administrator runs when the role may not create or write the table.
+  std::uint64_t fence(std::int64_t key, lock_mode mode);
 
   // ---- A wait that does not block the calling thread (key_state::start_wait). ----
   // One at a time, and no other call on the session from send_lock() until take_lock_reply() or
@@ -121,10 +127,10 @@ class session {
   // (see session.cpp). `connect` opens the probe's connection.
   bool pooled_per_transaction(connector& connect);
   // Runs the statements of `sql` and returns the first row of the first that returns rows, each
-  // column as text; throws as described above, at the first statement that fails. A division by
-  // zero sets `*divided_by_zero`, if given, instead (see set_up).
+  // column as text; throws as described above, at the first statement that fails. A failure with
+  // SQLSTATE `tolerated` sets `*hit`, if given, instead (a division by zero: see set_up).
   std::vector<std::string> run_script(const std::string& sql, std::string_view action,
-                                      bool* divided_by_zero = nullptr);
+                                      std::string_view tolerated = {}, bool* hit = nullptr);
   // Runs `sql` and returns the first row's columns 0 and 1 ("" if none); throws as described above.
   std::pair<std::string, std::string> run(const std::string& sql, std::string_view action);
   // Runs one of the session's prepared statements with `params` (at most three).

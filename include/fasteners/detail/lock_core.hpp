@@ -141,6 +141,12 @@ class FASTENERS_API lock_core {
   // The OS handle (a descriptor on POSIX, a HANDLE on Windows, a session's socket) through which
   // this process holds the lock while this object holds one; -1 otherwise.
   std::intptr_t native_handle() const noexcept;
+  // The fencing token of what this object holds, with the fencing option: while it holds the
+  // exclusive lock, that acquisition's token; while it holds a shared lock, the latest exclusive
+  // acquisition's (0 if none). Tokens of one lock strictly increase over its exclusive
+  // acquisitions in every process. Throws std::system_error(operation_not_permitted) without the
+  // option, while it holds nothing, or once what it held was lost.
+  std::uint64_t fencing_token() const;
 
  protected:
   explicit lock_core(std::unique_ptr<engine::lock_object> object) noexcept;

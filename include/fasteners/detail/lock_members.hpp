@@ -35,6 +35,13 @@ class exclusive_lock {
   // The OS handle through which this process holds the lock while this object holds it (see the
   // lock type); -1 otherwise. The library owns it: never close it.
   std::intptr_t native_handle() const noexcept { return core_.native_handle(); }
+  // With the fencing option (lock_options::fencing, postgres_options::fencing): the fencing token
+  // of this object's hold, for the resource it guards to refuse writes of older holders. While it
+  // holds the exclusive lock, the token of that acquisition, larger than every token this lock
+  // gave before in any process; while it holds a shared lock, the latest exclusive acquisition's
+  // (0 if none). Throws std::system_error with std::errc::operation_not_permitted without the
+  // option, while the object holds nothing, or once its hold was lost.
+  std::uint64_t fencing_token() const { return core_.fencing_token(); }
 
   // Waits as long as needed; throws as acquire() does.
   void lock() { acquire(true); }
@@ -120,6 +127,7 @@ class reader_writer_lock : private exclusive_lock<Core> {
   // Whether this object holds a read lock, or the write lock.
   bool read_acquired() const noexcept { return this->core_.holds(lock_mode::shared); }
   bool write_acquired() const noexcept { return write_side::acquired(); }
+  using write_side::fencing_token;
   using write_side::native_handle;
 
   // SharedTimedLockable, exclusive side (as exclusive_lock's).
