@@ -11,9 +11,11 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -157,6 +159,31 @@ FASTENERS_TEST_HELPER(pg_cut_off_waiter) {
   return 0;
 }
 
+// Helper "pg_cut_off_holder CONNINFO NAME": holds the lock with short keepalives and an on_lost
+// handler; prints "holding", then "lost" once the handler ran (or "not told" after 60 s), then
+// waits for stdin to end.
+FASTENERS_TEST_HELPER(pg_cut_off_holder) {
+  std::mutex mu;
+  std::condition_variable told;
+  bool lost = false;
+  postgres_options options = short_keepalives();
+  options.on_lost = [&](const std::string&) {
+    const std::lock_guard<std::mutex> guard(mu);
+    lost = true;
+    told.notify_all();
+  };
+  postgres_lock lock(args.at(0), args.at(1), options);
+  lock.lock();
+  std::cout << "holding" << std::endl;
+  bool in_time = false;
+  {
+    std::unique_lock<std::mutex> guard(mu);
+    in_time = told.wait_for(guard, 60s, [&] { return lost; });
+  }
+  report_and_wait(!in_time ? "not told" : lock.acquired() ? "lost, yet acquired" : "lost");
+  return 0;
+}
+
 // The number of advisory locks on `key` with granted = `granted` on the server of `conninfo`.
 int advisory_locks_at(const std::string& conninfo, std::int64_t key, bool granted) {
   const auto bits = static_cast<std::uint64_t>(key);
@@ -228,6 +255,32 @@ TEST(partition, a_cut_off_waiter_that_is_granted_the_lock_loses_it_within_the_ke
   ASSERT_TRUE(report) << "the cut-off waiter reported nothing";
   EXPECT_EQ(report->rfind("error ", 0), 0U) << *report;
   EXPECT_EQ(report->find("locks it held were lost"), std::string::npos) << *report;
+}
+
+// A holder cut off while idle is told through on_lost once its keepalives go unanswered.
+TEST(partition, a_cut_off_holders_on_lost_runs_within_the_keepalive_time) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root: it makes a network namespace, a veth pair and blackhole routes "
+                    "(ip netns, ip link, ip route) to cut a client off for real";
+  }
+  veth_namespace net;
+  pg::private_server server(net.host_address(), net.network());
+  const std::string name = pg::unique_name();
+  child_process holder(
+      net.inside(helper_command("pg_cut_off_holder", {server.tcp_conninfo(), name})));
+  const auto holding = holder.read_line();
+  ASSERT_TRUE(holding) << "the holder reported nothing";
+  ASSERT_EQ(*holding, "holding");
+  net.cut();
+  const auto cut = steady::now();
+  const double bound = k_short_keepalive_seconds + 10.0;
+  const auto report = holder.read_line(std::chrono::seconds(static_cast<int>(bound)));
+  const double after = seconds_since(cut);
+  ASSERT_TRUE(report) << "the cut-off holder was not told within " << bound << " s";
+  EXPECT_EQ(*report, "lost");
+  std::cout << "on_lost of the cut-off holder ran " << after << " s after the cut (keepalive time "
+            << k_short_keepalive_seconds << " s)\n";
+  EXPECT_LE(after, k_short_keepalive_seconds + 2.0);
 }
 
 // ---------------------------------------------------------------------------------------------
