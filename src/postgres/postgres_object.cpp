@@ -53,10 +53,7 @@ class loss_watch final : public engine::async_thread::fd_watcher {
  public:
   loss_watch(std::shared_ptr<key_state> of, session_holder& h, std::shared_ptr<loss_gate> g)
       : state(std::move(of)), holder(h), gate(std::move(g)) {}
-  void ready(short revents) noexcept override {
-    static_cast<void>(revents);
-    state->on_loss_ready(*this);
-  }
+  void ready(short revents) noexcept override { state->on_loss_ready(*this, revents); }
 
   const std::shared_ptr<key_state> state;  // Kept alive for the poller's calls.
   session_holder& holder;
@@ -414,7 +411,7 @@ void key_state::end_loss_watch(session_holder& h) noexcept {
   stop_loss_watch(h);
 }
 
-void key_state::on_loss_ready(loss_watch& w) noexcept {
+void key_state::on_loss_ready(loss_watch& w, short revents) noexcept {
   std::shared_ptr<loss_gate> gate;
   {
     mutex_lock lock(mu_);
@@ -422,9 +419,12 @@ void key_state::on_loss_ready(loss_watch& w) noexcept {
     // Ended meanwhile: a call uses the session now, or the object let go.
     if (h.loss.get() != &w) return;
     assert(h.busy == engine::holder::use::idle && !h.lost);
-    // A notice or a changed parameter ends nothing; the server's FATAL message or the end of the
-    // connection does.
-    if (w.holder.object->current_session().alive()) return;
+    // A notice or a changed parameter ends nothing; the server's FATAL message, the end of the
+    // connection or an error on it (keepalives unanswered) does.
+    session& s = w.holder.object->current_session();
+    const bool failed = (revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+    if (failed) s.abandon();
+    if (!failed && s.alive()) return;
     h.lost = true;
     stop_loss_watch(h);
     notify();

@@ -18,7 +18,8 @@
 // their waits (session_holder); it is let go during every call to the server that blocks, with
 // the holder marked busy, and taken before the registry's, the async thread's and the drain
 // queue's. sessions_mu guards which session each object has; it is taken before a key_state's
-// mutex, and let go while an object connects.
+// mutex, and let go while an object connects. A loss_gate's mutex is taken after a key_state's
+// (begin()) or alone, and never held while an on_lost handler runs.
 #pragma once
 
 #include <condition_variable>
@@ -114,7 +115,7 @@ class key_state final : public engine::lock_state {
   // The socket of a holding, idle session is ready (the async thread's poller): reads what came;
   // if the session is gone, marks its holder lost, ends the watch and calls the object's on_lost
   // handler, without the mutex.
-  void on_loss_ready(loss_watch& w) noexcept FASTENERS_EXCLUDES(mu_);
+  void on_loss_ready(loss_watch& w, short revents) noexcept FASTENERS_EXCLUDES(mu_);
   // Ends the loss watch of `h`, if any (its object is destroyed).
   void end_loss_watch(session_holder& h) noexcept FASTENERS_EXCLUDES(mu_);
 
