@@ -48,7 +48,8 @@ class server_wait final : public engine::async_thread::fd_watcher {
 // The watch for a loss of what a holding, idle session holds (postgres_options::on_lost): the
 // async thread's poller watches the session's socket while the object holds and no call uses the
 // session. Its fields are guarded by the state's mutex; the holder's `loss` points at it while it
-// watches. The object outlives the watch (its destruction ends it, under the state's mutex).
+// watches. The object outlives the watch: its destruction ends the watch under the state's mutex,
+// and a poller's call that was under way then finds it ended before it looks at the holder.
 class loss_watch final : public engine::async_thread::fd_watcher {
  public:
   loss_watch(std::shared_ptr<key_state> of, session_holder& h, std::shared_ptr<loss_gate> g)
@@ -59,6 +60,7 @@ class loss_watch final : public engine::async_thread::fd_watcher {
   session_holder& holder;
   const std::shared_ptr<loss_gate> gate;
   std::uint64_t watch = 0;
+  bool watching = true;  // Until ended (stop_loss_watch()).
 };
 
 bool loss_gate::begin() noexcept {
@@ -403,6 +405,7 @@ void key_state::stop_loss_watch(engine::holder& h) noexcept {
   auto& held = static_cast<session_holder&>(h);
   if (!held.loss) return;
   engine::async_thread::unwatch(held.loss->watch);
+  held.loss->watching = false;
   held.loss.reset();
 }
 
@@ -415,9 +418,10 @@ void key_state::on_loss_ready(loss_watch& w, short revents) noexcept {
   std::shared_ptr<loss_gate> gate;
   {
     mutex_lock lock(mu_);
+    // Ended meanwhile: a call uses the session now, or the object let go (and may be gone).
+    if (!w.watching) return;
     session_holder& h = w.holder;
-    // Ended meanwhile: a call uses the session now, or the object let go.
-    if (h.loss.get() != &w) return;
+    assert(h.loss.get() == &w);
     assert(h.busy == engine::holder::use::idle && !h.lost);
     // A notice or a changed parameter ends nothing; the server's FATAL message, the end of the
     // connection or an error on it (keepalives unanswered) does.
