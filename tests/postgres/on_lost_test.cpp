@@ -333,7 +333,10 @@ TEST(postgres_on_lost, the_handler_may_release_and_destroy_its_own_object) {
   bool done = false;
   std::string error;
   postgres_options options;
+  // The handler takes `mu` first: what the test did with the object before the loss happens
+  // before the handler, as the application's own code must see to.
   options.on_lost = [&](const std::string&) {
+    std::lock_guard<std::mutex> guard(mu);
     try {
       lock->unlock();
       error = "unlock() did not throw";
@@ -341,13 +344,16 @@ TEST(postgres_on_lost, the_handler_may_release_and_destroy_its_own_object) {
       if (e.code() != std::errc::connection_reset) error = e.what();
     }
     lock.reset();
-    std::lock_guard<std::mutex> guard(mu);
     done = true;
     done_cv.notify_all();
   };
-  lock = std::make_unique<postgres_lock>(pg::conninfo(), pg::unique_name(), options);
-  lock->lock();
-  const std::string pid = holder_pid(lock->key());
+  std::string pid;
+  {
+    std::lock_guard<std::mutex> guard(mu);
+    lock = std::make_unique<postgres_lock>(pg::conninfo(), pg::unique_name(), options);
+    lock->lock();
+    pid = holder_pid(lock->key());
+  }
   ASSERT_FALSE(pid.empty());
   ASSERT_EQ(pg::query("SELECT pg_terminate_backend(" + pid + ")"), "t");
   std::unique_lock<std::mutex> guard(mu);
