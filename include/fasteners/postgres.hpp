@@ -75,10 +75,11 @@ struct postgres_options {
   // of the library held: it may call anything on this object or others, destroy other objects and
   // even this one (the destructor then does not wait for the running handler, which must not
   // touch the object afterwards). A destructor called on another thread waits until a running
-  // handler of its object returns; none is called after the destructor began. A handler that
-  // throws ends the process. It runs on the thread of the asynchronous acquisitions: a handler
-  // that runs long delays their handlers. Empty (the default): nothing is watched. Ignored by
-  // postgres_semaphore.
+  // handler of its object returns; none is called after the destructor began. The handler runs
+  // beside the application's threads: what it shares with them needs their own synchronization.
+  // A handler that throws ends the process. It runs on the thread of the asynchronous acquisitions:
+  // a handler that runs long delays their handlers. Empty (the default): nothing is watched.
+  // Ignored by postgres_semaphore.
   std::function<void(const std::string& name)> on_lost;
 };
 
