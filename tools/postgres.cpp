@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string_view>
 #include <utility>
 
@@ -350,7 +353,14 @@ tool_error unavailable(std::string message) {
 class postgres_run_lock final : public run_lock {
  public:
   postgres_run_lock(const std::string& conninfo, const std::string& name, bool shared)
-      : lock_(conninfo, name, options()), conninfo_(conninfo), shared_(shared) {}
+      : loss_(std::make_shared<loss>()),
+        lock_(conninfo, name, options(loss_)),
+        conninfo_(conninfo),
+        shared_(shared) {}
+  ~postgres_run_lock() override {
+    std::lock_guard<std::mutex> guard(loss_->mu);
+    loss_->then = nullptr;
+  }
 
   std::string what() const override {
     return std::string("the ") + (shared_ ? "shared" : "exclusive") + " PostgreSQL lock '" +
@@ -381,14 +391,34 @@ class postgres_run_lock final : public run_lock {
   std::string describe(const std::exception& e) const override {
     return scrub(e.what(), conninfo_);
   }
+  void on_loss(std::function<void()> lost) override {
+    std::lock_guard<std::mutex> guard(loss_->mu);
+    loss_->then = std::move(lost);
+    if (loss_->happened && loss_->then) loss_->then();
+  }
+  bool tells_loss() const override { return true; }
 
  private:
-  static postgres_options options() {
+  // Whether the lock was lost (the library's on_lost), and what to do then; shared with the
+  // handler, which runs on a thread of the library.
+  struct loss {
+    std::mutex mu;
+    bool happened = false;
+    std::function<void()> then;
+  };
+
+  static postgres_options options(const std::shared_ptr<loss>& l) {
     postgres_options o;
     o.close_on_release = true;  // Nothing is left to do on the server after the release.
+    o.on_lost = [l](const std::string&) {
+      std::lock_guard<std::mutex> guard(l->mu);
+      l->happened = true;
+      if (l->then) l->then();
+    };
     return o;
   }
 
+  const std::shared_ptr<loss> loss_;
   postgres_reader_writer_lock lock_;
   const std::string conninfo_;
   const bool shared_;

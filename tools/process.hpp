@@ -63,6 +63,14 @@ void exec_command(const command_line& command, std::intptr_t inherited);
 // crash).
 command_status wait_command(command_process process);
 
+// Waits until the command from start_command() has ended, whatever signals arrive meanwhile,
+// without collecting it: its process id (its handle on Windows) names it until wait_command().
+void await_command_end(command_process process);
+
+// Asks the command from start_command(), not collected by wait_command() yet, to end: SIGTERM on
+// POSIX, TerminateProcess (exit code 143) on Windows. Any thread may call it.
+void terminate_command(command_process process) noexcept;
+
 // How `-c COMMAND` runs: $SHELL -c COMMAND (/bin/sh when SHELL is unset or empty), as flock(1)
 // does; on Windows %COMSPEC% /d /s /c "COMMAND" (cmd.exe when COMSPEC is unset), with COMMAND as
 // written.

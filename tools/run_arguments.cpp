@@ -155,6 +155,13 @@ void add_holding_options(CLI::App& run, run_options& o) {
                  "this database: a libpq connection string or URI; see below")
       ->type_name("CONNINFO")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  run.add_option(
+         "--on-loss", o.on_loss,
+         "With --postgres: what happens when the lock is lost while COMMAND runs (the "
+         "session ended): warn (the default) says so on stderr once COMMAND ends; term also "
+         "sends COMMAND SIGTERM at once")
+      ->type_name("warn|term")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   run.add_option("--slots", o.slots,
                  "Take one of N slots of the semaphore file LOCKFILE (with --postgres, of the "
                  "PostgreSQL semaphore NAME; at most N such commands run at once) instead of a "

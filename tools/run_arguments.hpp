@@ -15,7 +15,9 @@ namespace fasteners::tool {
 struct run_options {
   std::string lock_file;  // With --postgres: the lock's name. A number without a command: FD.
   std::optional<std::string> postgres;  // --postgres CONNINFO: a PostgreSQL advisory lock.
-  std::optional<std::string> slots;     // --slots N as written: one of N slots of a semaphore.
+  // --on-loss=warn|term as written (with --postgres): what a lock lost while COMMAND runs does.
+  std::optional<std::string> on_loss;
+  std::optional<std::string> slots;  // --slots N as written: one of N slots of a semaphore.
   // -s, -x (the default) and -u: the last one given wins, as in flock(1).
   bool shared = false;
   bool unlock = false;

@@ -117,6 +117,11 @@ void check_postgres_usage(const run_options& o) {
                                  "database session of this process, which ends with it");
   }
   check_command_given(o, "--postgres", "--postgres CONNINFO [OPTIONS] NAME");
+  if (o.on_loss && *o.on_loss == "term" && o.slots) {
+    throw usage_error("run",
+                      "--on-loss=term cannot be used with --slots: a semaphore's slot does not "
+                      "tell of its loss while the command runs");
+  }
   if (o.lock_file.empty()) {
     throw usage_error("run", "the lock name given with --postgres is empty");
   }
@@ -154,8 +159,9 @@ command_status start_and_wait(const command_line& command, std::intptr_t inherit
 }
 
 // Runs `command` while this process holds `lock`, then releases it; returns the command's exit
-// status. A lock that ends with this process keeps Ctrl+C from ending it meanwhile.
-int run_holding(run_lock& lock, command_line command) {
+// status. A lock that ends with this process keeps Ctrl+C from ending it meanwhile. With
+// `terminate_on_loss`, a lock lost meanwhile ends the command at once (terminate_command()).
+int run_holding(run_lock& lock, command_line command, bool terminate_on_loss) {
   command_status status;
   {
     std::optional<interrupts_ignored> ignored;
@@ -163,7 +169,21 @@ int run_holding(run_lock& lock, command_line command) {
       ignored.emplace();
       command.default_signals = ignored->ignored_here();
     }
-    status = start_and_wait(command, -1);
+    if (terminate_on_loss) {
+      command_process process{};
+      try {
+        process = start_command(command, -1);
+      } catch (const std::system_error& e) {
+        throw tool_error(exec_exit_code(e), e.what());
+      }
+      // Until collected, the process id is the command's: no other process gets the signal.
+      lock.on_loss([process] { terminate_command(process); });
+      await_command_end(process);
+      lock.on_loss(nullptr);
+      status = wait_command(process);
+    } else {
+      status = start_and_wait(command, -1);
+    }
   }
   try {
     lock.release();
@@ -185,7 +205,9 @@ int run_under(std::unique_ptr<run_lock> lock, const run_options& o, const comman
   } catch (const std::system_error& e) {
     throw tool_error(exec_exit_code(e), e.what());
   }
-  if (o.close || handle < 0 || !command_can_inherit_lock()) return run_holding(*lock, command);
+  if (o.close || handle < 0 || !command_can_inherit_lock()) {
+    return run_holding(*lock, command, o.on_loss && *o.on_loss == "term");
+  }
   const command_status status = start_and_wait(command, handle);
   keep_until_exit(std::move(lock));
   return status.exit_code;
@@ -250,6 +272,14 @@ int run(const run_options& o) {
     throw usage_error("run", "no command given: " + o.command_name +
                                  " [OPTIONS] LOCKFILE COMMAND [ARGS...], or " + o.command_name +
                                  " [OPTIONS] FD to lock a descriptor the shell opened");
+  }
+  if (o.on_loss) {
+    if (*o.on_loss != "warn" && *o.on_loss != "term") {
+      throw usage_error("run", "invalid --on-loss '" + *o.on_loss + "': warn or term");
+    }
+    if (!o.postgres) {
+      throw usage_error("run", "--on-loss needs --postgres: a lock file's lock is never lost");
+    }
   }
   auto lock = make_lock(o, slots);
   if (!take(*lock, o, timeout)) return conflict_exit_code;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,12 @@ class run_lock {
   // Lets go of the lock, which this process held while the command ran. Throws std::system_error
   // if it was lost meanwhile.
   virtual void release() = 0;
+  // Calls `lost` (on another thread, once) as soon as the lock is known lost while held, or at
+  // once if it was lost already; nothing if this lock cannot tell (the default). Replaces the
+  // previous call's function; an empty one calls nothing.
+  virtual void on_loss(std::function<void()> lost) { static_cast<void>(lost); }
+  // Whether on_loss() can tell of a loss.
+  virtual bool tells_loss() const { return false; }
   // Whether the lock ends with this process, which then must outlive the command: Ctrl+C
   // (SIGINT, SIGQUIT) does not end it while the command runs, as system(3) does.
   virtual bool ends_with_this_process() const { return false; }

@@ -70,6 +70,21 @@ struct postgres_options {
   // taken before on this name and database, kept in the table fasteners_fence (created at first
   // use where the role may): one more round trip per acquisition.
   bool fencing = false;
+  // Called once, on a thread of the library, when the library learns that a lock this object
+  // holds is gone (the server closed or lost the session) without the application calling
+  // anything: within about a second of the server ending the session (pg_terminate_backend, a
+  // restart or a stop), within the keepalive time above when the network fails. `name` is the
+  // object's lock name. The object then holds nothing (acquired() is false, and release() throws
+  // std::system_error with connection_reset, as for any lost lock). The handler runs with no mutex
+  // of the library held: it may call anything on this object or others, destroy other objects and
+  // even this one (the destructor then does not wait for the running handler, which must not
+  // touch the object afterwards). A destructor called on another thread waits until a running
+  // handler of its object returns; none is called after the destructor began. The handler runs
+  // beside the application's threads: what it shares with them needs their own synchronization.
+  // A handler that throws ends the process. It runs on the thread of the asynchronous acquisitions:
+  // a handler that runs long delays their handlers. Empty (the default): nothing is watched.
+  // Ignored by postgres_semaphore.
+  std::function<void(const std::string& name)> on_lost;
 };
 
 namespace detail {

@@ -50,6 +50,7 @@ lock_state::busy_scope::~busy_scope() {
   h_.busy = holder::use::idle;
   // Threads that waited for the call, while the backend let go of the mutex, go on now.
   state_.notify();
+  state_.holder_at_rest(h_);
 }
 
 lock_state::writer_count::writer_count(lock_state& state, holder& h, bool counts)
@@ -711,6 +712,7 @@ void lock_state::record(holder& h, const lock_object& owner, lock_mode mode, std
     assert(!h.holds_any());
     h.writer = true;
   }
+  holder_at_rest(h);
 }
 
 void lock_state::forget_lost(lock_object& owner, holder& h) {

@@ -257,6 +257,10 @@ class FASTENERS_API lock_state {
   void settled(holder& h) FASTENERS_REQUIRES(mu_);
   // Asserts, in debug builds, the backend's invariants besides the engine's.
   virtual void check_backend() const FASTENERS_REQUIRES(mu_) {}
+  // `h` may be idle and holding now: a backend call on it ended, or a lock was recorded through
+  // it. A backend that watches its idle holders (a PostgreSQL session, for a loss) starts here,
+  // and ends the watch at its next call on `h`. Must not let go of mu_, nor block.
+  virtual void holder_at_rest(holder& h) noexcept FASTENERS_REQUIRES(mu_) { static_cast<void>(h); }
 
   mutable mutex mu_;
 

@@ -45,6 +45,49 @@ class server_wait final : public engine::async_thread::fd_watcher {
   short events = 0;         // What the watch waits for.
 };
 
+// The watch for a loss of what a holding, idle session holds (postgres_options::on_lost): the
+// async thread's poller watches the session's socket while the object holds and no call uses the
+// session. Its fields are guarded by the state's mutex; the holder's `loss` points at it while it
+// watches. The object outlives the watch: its destruction ends the watch under the state's mutex,
+// and a poller's call that was under way then finds it ended before it looks at the holder.
+class loss_watch final : public engine::async_thread::fd_watcher {
+ public:
+  loss_watch(std::shared_ptr<key_state> of, session_holder& h, std::shared_ptr<loss_gate> g)
+      : state(std::move(of)), holder(h), gate(std::move(g)) {}
+  void ready(short revents) noexcept override { state->on_loss_ready(*this, revents); }
+
+  const std::shared_ptr<key_state> state;  // Kept alive for the poller's calls.
+  session_holder& holder;
+  const std::shared_ptr<loss_gate> gate;
+  std::uint64_t watch = 0;
+  bool watching = true;  // Until ended (stop_loss_watch()).
+};
+
+bool loss_gate::begin() noexcept {
+  mutex_lock lock(mu_);
+  if (closed_) return false;
+  ++running_;
+  return true;
+}
+
+void loss_gate::call() noexcept {
+  {
+    mutex_lock lock(mu_);
+    caller_ = std::this_thread::get_id();
+  }
+  handler_(name_);
+  mutex_lock lock(mu_);
+  caller_ = std::thread::id();
+  --running_;
+  done_.notify_all();
+}
+
+void loss_gate::close() noexcept {
+  mutex_lock lock(mu_);
+  closed_ = true;
+  while (running_ > 0 && caller_ != std::this_thread::get_id()) mu_.wait(done_);
+}
+
 namespace {
 
 using engine::outcome;
@@ -190,6 +233,7 @@ bool key_state::use_holder(engine::holder& h, Call call) {
   while (h.busy == engine::holder::use::brief) sleep(no_deadline);
   if (h.lost) return false;
   if (h.busy == engine::holder::use::waiting) return true;  // In use: it answers meanwhile.
+  stop_loss_watch(h);
   h.busy = engine::holder::use::brief;
   bool result = false;
   {
@@ -199,6 +243,7 @@ bool key_state::use_holder(engine::holder& h, Call call) {
   h.busy = engine::holder::use::idle;
   if (!result) h.lost = true;
   notify();
+  holder_at_rest(h);
   return result;
 }
 
@@ -226,6 +271,7 @@ outcome key_state::start_wait(engine::holder& h, lock_mode mode, engine::lock_ob
   session& s = object.current_session();
   assert(object.current_state().get() == this && !held.wait);
   auto w = std::make_shared<server_wait>(object.current_state(), object, mode);
+  stop_loss_watch(h);
   try {
     w->watch = send_watched_lock(s, std::get<2>(id_), mode, w, w->events);
   } catch (...) {
@@ -292,6 +338,7 @@ void key_state::drain(server_wait& w) noexcept {
 
 outcome key_state::request(engine::holder& h, lock_mode mode, deadline until,
                            engine::lock_object& owner) {
+  stop_loss_watch(h);
   session& s = object_of(owner).current_session();
   const bool taken = call_server(mu_, h, s, [&] { return s.lock(std::get<2>(id_), mode, until); });
   return taken ? outcome::taken : outcome::not_taken;
@@ -309,6 +356,7 @@ outcome key_state::wait_lock(engine::holder& h, lock_mode mode, deadline until,
 std::exception_ptr key_state::unlock(engine::holder& h, lock_mode mode, engine::lock_object& owner,
                                      bool unbinding) {
   static_cast<void>(unbinding);  // A session ends after the release (see unbound()).
+  stop_loss_watch(h);
   session& s = object_of(owner).current_session();
   try {
     call_server(mu_, h, s, [&] {
@@ -322,11 +370,13 @@ std::exception_ptr key_state::unlock(engine::holder& h, lock_mode mode, engine::
 }
 
 std::uint64_t key_state::fence(engine::holder& h, lock_mode mode, engine::lock_object& owner) {
+  stop_loss_watch(h);
   session& s = object_of(owner).current_session();
   return call_server(mu_, h, s, [&] { return s.fence(std::get<2>(id_), mode); });
 }
 
 bool key_state::writer_waiting_elsewhere(engine::holder& h, const engine::lock_object& owner) {
+  stop_loss_watch(h);
   session& s = object_of(const_cast<engine::lock_object&>(owner)).current_session();
   return call_server(mu_, h, s, [&] { return s.writer_waiting(std::get<2>(id_)); });
 }
@@ -334,6 +384,66 @@ bool key_state::writer_waiting_elsewhere(engine::holder& h, const engine::lock_o
 std::intptr_t key_state::handle_of(engine::holder& h, const engine::lock_object& owner) {
   if (h.lost) return -1;
   return object_of(const_cast<engine::lock_object&>(owner)).current_session().socket();
+}
+
+void key_state::holder_at_rest(engine::holder& h) noexcept {
+  auto& held = static_cast<session_holder&>(h);
+  if (held.loss || held.object == nullptr || !held.object->lost_gate() || h.lost ||
+      h.busy != engine::holder::use::idle || !h.holds_any() ||
+      generation() != engine::fork_generation()) {
+    return;
+  }
+  postgres_object& object = *held.object;
+  session& s = object.current_session();
+  if (s.lost()) return;
+  std::shared_ptr<loss_watch> w;
+  try {
+    w = std::make_shared<loss_watch>(object.current_state(), held, object.lost_gate());
+  } catch (const std::bad_alloc&) {
+    return;  // Best effort: the loss is then noticed at the next call, as without a handler.
+  }
+  assert(w->state.get() == this);
+  w->watch = engine::async_thread::watch(s.socket(), POLLIN, w);
+  if (w->watch != 0) held.loss = std::move(w);
+}
+
+void key_state::stop_loss_watch(engine::holder& h) noexcept {
+  auto& held = static_cast<session_holder&>(h);
+  if (!held.loss) return;
+  engine::async_thread::unwatch(held.loss->watch);
+  held.loss->watching = false;
+  held.loss.reset();
+}
+
+void key_state::end_loss_watch(session_holder& h) noexcept {
+  mutex_lock lock(mu_);
+  stop_loss_watch(h);
+}
+
+void key_state::on_loss_ready(loss_watch& w, short revents) noexcept {
+  std::shared_ptr<loss_gate> gate;
+  {
+    mutex_lock lock(mu_);
+    // Ended meanwhile: a call uses the session now, or the object let go (and may be gone).
+    if (!w.watching) return;
+    session_holder& h = w.holder;
+    assert(h.loss.get() == &w);
+    assert(h.busy == engine::holder::use::idle && !h.lost);
+    // A notice or a changed parameter ends nothing; the server's FATAL message, the end of the
+    // connection or an error on it (keepalives unanswered) does.
+    session& s = w.holder.object->current_session();
+    const bool failed = (revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+    if (failed) s.abandon();
+    if (!failed && s.alive()) return;
+    h.lost = true;
+    stop_loss_watch(h);
+    notify();
+    if (!w.gate->begin()) return;
+    gate = w.gate;
+  }
+  // Acquisitions queued behind the holder bind anew now.
+  pump_async();
+  gate->call();
 }
 
 void key_state::on_unbind() {
@@ -353,6 +463,8 @@ postgres_object::postgres_object(std::string conninfo, std::string name,
       name_(checked_name(std::move(name))),
       key_(postgres_key(name_)),
       options_(options) {
+  holder_.object = this;
+  if (options_.on_lost) loss_gate_ = std::make_shared<loss_gate>(options_.on_lost, name_);
   auto& s = sessions();
   mutex_lock lock(sessions_mu);
   s.objects.push_back(this);
@@ -360,6 +472,8 @@ postgres_object::postgres_object(std::string conninfo, std::string name,
 
 postgres_object::~postgres_object() {
   const platform::cancellation_off no_cancel;
+  // No handler runs from now on (besides this thread's own, which called this).
+  if (loss_gate_) loss_gate_->close();
   release_all();
   std::unique_ptr<session> gone;  // Closed after the mutex.
   auto& s = sessions();
@@ -368,6 +482,9 @@ postgres_object::~postgres_object() {
   // A wait given up as the object's acquisitions were cancelled may still be settled by a drain
   // thread, on the session. None is under way any more.
   if (state_) static_cast<void>(state_->settle(holder_, false));
+  if (state_ && state_->generation() == engine::fork_generation()) {
+    state_->end_loss_watch(holder_);
+  }
   gone = std::move(session_);
   state_.reset();
 }
@@ -496,11 +613,20 @@ void postgres_object::child_after_fork() FASTENERS_NO_THREAD_SAFETY_ANALYSIS {
   auto& s = sessions();
   // What is the parent's is kept here, never used nor destroyed.
   static auto* const parents_waits = new std::vector<std::shared_ptr<server_wait>>;
+  static auto* const parents_losses = new std::vector<std::shared_ptr<void>>;
   for (postgres_object* o : s.objects) {
     if (o->session_) o->session_->disown();
     o->connecting_ = false;
     // A wait in the server is the parent's, as is the state it keeps.
     if (o->holder_.wait) parents_waits->push_back(std::move(o->holder_.wait));
+    // So are the watch for a loss (the poller that calls it is the parent's) and the handler's
+    // gate, which a call running in the parent may have counted: the child's handler starts anew.
+    if (o->holder_.loss) parents_losses->push_back(std::move(o->holder_.loss));
+    if (o->loss_gate_) {
+      auto fresh = std::make_shared<loss_gate>(o->loss_gate_->handler(), o->name_);
+      parents_losses->push_back(std::move(o->loss_gate_));
+      o->loss_gate_ = std::move(fresh);
+    }
   }
   // The drain threads and what they have to do are the parent's too.
   auto& q = drains();

@@ -18,13 +18,17 @@
 // their waits (session_holder); it is let go during every call to the server that blocks, with
 // the holder marked busy, and taken before the registry's, the async thread's and the drain
 // queue's. sessions_mu guards which session each object has; it is taken before a key_state's
-// mutex, and let go while an object connects.
+// mutex, and let go while an object connects. A loss_gate's mutex is taken after a key_state's
+// (begin()) or alone, and never held while an on_lost handler runs.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 
 #include "engine/lock_object.hpp"
@@ -37,12 +41,43 @@ namespace fasteners::detail::postgres {
 class session;
 class postgres_object;
 class server_wait;
+class loss_watch;
+
+// The on_lost handler of an object (postgres_options::on_lost), and whether it runs: the object's
+// destruction closes it, waiting for a running call. Thread-safe; shared with the watches that
+// call it, so that it outlives an object destroyed by its own handler.
+class loss_gate {
+ public:
+  loss_gate(std::function<void(const std::string&)> handler, std::string name)
+      : handler_(std::move(handler)), name_(std::move(name)) {}
+  // Counts a call about to run; false once closed.
+  bool begin() noexcept;
+  // Runs the handler counted by begin(), on the calling thread. A handler that throws ends the
+  // process.
+  void call() noexcept;
+  // No call begins any more; waits until a running one returns, unless it runs on the calling
+  // thread (a handler that destroys its own object).
+  void close() noexcept;
+  const std::function<void(const std::string&)>& handler() const noexcept { return handler_; }
+  const std::string& name() const noexcept { return name_; }
+
+ private:
+  const std::function<void(const std::string&)> handler_;
+  const std::string name_;
+  mutex mu_;
+  std::condition_variable done_;
+  int running_ FASTENERS_GUARDED_BY(mu_) = 0;
+  bool closed_ FASTENERS_GUARDED_BY(mu_) = false;
+  std::thread::id caller_ FASTENERS_GUARDED_BY(mu_);
+};
 
 // An object's holder (engine::holder), with the wait in the server that its session runs for an
-// asynchronous acquisition, if any (see key_state::start_wait()). Guarded by the mutex of the
-// state it belongs to.
+// asynchronous acquisition, if any (see key_state::start_wait()), and the watch for a loss of
+// what it holds (key_state::holder_at_rest()). Guarded by the mutex of the state it belongs to.
 struct session_holder : engine::holder {
   std::shared_ptr<server_wait> wait;
+  std::shared_ptr<loss_watch> loss;
+  postgres_object* object = nullptr;  // Its object, set once.
 };
 
 // Guards every object's session and whether it connects, and the list of objects (for fork()).
@@ -76,6 +111,14 @@ class key_state final : public engine::lock_state {
   // On a drain thread: settles `w`, which the engine gave up, then lets the holder go.
   void drain(server_wait& w) noexcept FASTENERS_EXCLUDES(mu_);
 
+  // ---- The watches for a lost session (postgres_options::on_lost). ----
+  // The socket of a holding, idle session is ready (the async thread's poller): reads what came;
+  // if the session is gone, marks its holder lost, ends the watch and calls the object's on_lost
+  // handler, without the mutex.
+  void on_loss_ready(loss_watch& w, short revents) noexcept FASTENERS_EXCLUDES(mu_);
+  // Ends the loss watch of `h`, if any (its object is destroyed).
+  void end_loss_watch(session_holder& h) noexcept FASTENERS_EXCLUDES(mu_);
+
  protected:
   engine::outcome try_lock(engine::holder& h, lock_mode mode, engine::lock_object& owner) override
       FASTENERS_REQUIRES(mu_);
@@ -96,8 +139,13 @@ class key_state final : public engine::lock_state {
   // The table fasteners_fence, through the owner's session, without the mutex (session::fence()).
   std::uint64_t fence(engine::holder& h, lock_mode mode, engine::lock_object& owner) override
       FASTENERS_REQUIRES(mu_);
+  // Watches the session of `h` for a loss while it holds and is idle, if its object has an
+  // on_lost handler.
+  void holder_at_rest(engine::holder& h) noexcept override FASTENERS_REQUIRES(mu_);
 
  private:
+  // Ends the loss watch of `h`, if any: a call is about to use its session.
+  void stop_loss_watch(engine::holder& h) noexcept FASTENERS_REQUIRES(mu_);
   // Asks the server for the lock through the owner's session, without the mutex.
   engine::outcome request(engine::holder& h, lock_mode mode, deadline until,
                           engine::lock_object& owner) FASTENERS_REQUIRES(mu_);
@@ -124,6 +172,8 @@ class postgres_object final : public engine::lock_object {
   session& current_session() noexcept;
   std::shared_ptr<key_state> current_state() noexcept;
   session_holder& holder() noexcept { return holder_; }
+  // The on_lost handler's gate, or nullptr without a handler.
+  const std::shared_ptr<loss_gate>& lost_gate() const noexcept { return loss_gate_; }
 
   [[noreturn]] void fail(std::error_code ec, std::string_view action,
                          std::string_view detail) const override;
@@ -160,6 +210,8 @@ class postgres_object final : public engine::lock_object {
   std::shared_ptr<key_state> state_ FASTENERS_GUARDED_BY(sessions_mu);
   // The session's holder: its fields are guarded by state_'s mutex.
   session_holder holder_;
+  // With an on_lost handler: its gate (replaced only in a forked child).
+  std::shared_ptr<loss_gate> loss_gate_;
 };
 
 }  // namespace fasteners::detail::postgres

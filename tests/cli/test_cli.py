@@ -2094,6 +2094,46 @@ class postgres(CliTest):
         line = p.expect("warning", "err")
         self.assertIn("lost while the command ran", line)
 
+    def terminate_holder(self):
+        backend = self.pg_status_json()["holders"][0]["backend_pid"]
+        result = subprocess.run([PSQL, "-X", "-A", "-t", "-q", self.conninfo, "-c",
+                                 "SELECT pg_terminate_backend(%d)" % backend],
+                                capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual((result.returncode, result.stdout), (0, "t\n"), result.stderr)
+
+    def test_on_loss_term_ends_the_command_at_once(self):
+        # The lock is lost while the command runs: SIGTERM reaches it at once (its stdin stays
+        # open, so it would run on otherwise), and its status is the exit status.
+        p, _ = self.pg_hold("--on-loss=term")
+        start = time.monotonic()
+        self.terminate_holder()
+        self.assertEqual(p.wait(), 128 + signal.SIGTERM)
+        self.assertLess(time.monotonic() - start, 2.0)
+        line = p.expect("warning", "err")
+        self.assertIn("lost while the command ran", line)
+
+    def test_on_loss_warn_lets_the_command_run(self):
+        p, _ = self.pg_hold("--on-loss", "warn")
+        self.terminate_holder()
+        self.wait_until_free()
+        time.sleep(0.5)
+        self.assertTrue(p.running())
+        self.assertEqual(p.release(), 0)
+        self.assertIn("lost while the command ran", p.expect("warning", "err"))
+
+    def test_on_loss_term_without_a_loss_changes_nothing(self):
+        p, _ = self.pg_hold("--on-loss=term")
+        self.assertEqual(p.release(), 0)
+        self.assert_pg_free()
+
+    def test_on_loss_usage(self):
+        result = run("run", *self.pg("--on-loss=kill"), self.name, "true")
+        self.assert_one_line_error(result, 64, "--on-loss")
+        result = run("run", "--on-loss=term", os.path.join(self.dir, "lock"), "true")
+        self.assert_one_line_error(result, 64, "--on-loss")
+        result = run("run", "--slots", "2", *self.pg("--on-loss=term"), self.name, "true")
+        self.assert_one_line_error(result, 64, "--on-loss")
+
     def test_command_cannot_be_executed(self):
         result = run("run", *self.pg(), self.name, os.path.join(self.dir, "no-such-program"))
         self.assert_one_line_error(result, 69, "no-such-program")

@@ -1,19 +1,25 @@
 // PostgreSQL locks over TCP, against servers of the tests' own: the TCP settings on both ends of a
 // session, a network partition cutting off a waiting client (a network namespace joined by a veth
 // pair, cut by blackhole routes both ways; needs root), and a server that stops.
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -157,6 +163,31 @@ FASTENERS_TEST_HELPER(pg_cut_off_waiter) {
   return 0;
 }
 
+// Helper "pg_cut_off_holder CONNINFO NAME": holds the lock with short keepalives and an on_lost
+// handler; prints "holding", then "lost" once the handler ran (or "not told" after 60 s), then
+// waits for stdin to end.
+FASTENERS_TEST_HELPER(pg_cut_off_holder) {
+  std::mutex mu;
+  std::condition_variable told;
+  bool lost = false;
+  postgres_options options = short_keepalives();
+  options.on_lost = [&](const std::string&) {
+    const std::lock_guard<std::mutex> guard(mu);
+    lost = true;
+    told.notify_all();
+  };
+  postgres_lock lock(args.at(0), args.at(1), options);
+  lock.lock();
+  std::cout << "holding" << std::endl;
+  bool in_time = false;
+  {
+    std::unique_lock<std::mutex> guard(mu);
+    in_time = told.wait_for(guard, 60s, [&] { return lost; });
+  }
+  report_and_wait(!in_time ? "not told" : lock.acquired() ? "lost, yet acquired" : "lost");
+  return 0;
+}
+
 // The number of advisory locks on `key` with granted = `granted` on the server of `conninfo`.
 int advisory_locks_at(const std::string& conninfo, std::int64_t key, bool granted) {
   const auto bits = static_cast<std::uint64_t>(key);
@@ -228,6 +259,132 @@ TEST(partition, a_cut_off_waiter_that_is_granted_the_lock_loses_it_within_the_ke
   ASSERT_TRUE(report) << "the cut-off waiter reported nothing";
   EXPECT_EQ(report->rfind("error ", 0), 0U) << *report;
   EXPECT_EQ(report->find("locks it held were lost"), std::string::npos) << *report;
+}
+
+// A holder cut off while idle is told through on_lost once its keepalives go unanswered.
+TEST(partition, a_cut_off_holders_on_lost_runs_within_the_keepalive_time) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root: it makes a network namespace, a veth pair and blackhole routes "
+                    "(ip netns, ip link, ip route) to cut a client off for real";
+  }
+  veth_namespace net;
+  pg::private_server server(net.host_address(), net.network());
+  const std::string name = pg::unique_name();
+  child_process holder(
+      net.inside(helper_command("pg_cut_off_holder", {server.tcp_conninfo(), name})));
+  const auto holding = holder.read_line();
+  ASSERT_TRUE(holding) << "the holder reported nothing";
+  ASSERT_EQ(*holding, "holding");
+  net.cut();
+  const auto cut = steady::now();
+  const double bound = k_short_keepalive_seconds + 10.0;
+  const auto report = holder.read_line(std::chrono::seconds(static_cast<int>(bound)));
+  const double after = seconds_since(cut);
+  ASSERT_TRUE(report) << "the cut-off holder was not told within " << bound << " s";
+  EXPECT_EQ(*report, "lost");
+  std::cout << "on_lost of the cut-off holder ran " << after << " s after the cut (keepalive time "
+            << k_short_keepalive_seconds << " s)\n";
+  EXPECT_LE(after, k_short_keepalive_seconds + 2.0);
+}
+
+// A TCP proxy in a process group of its own, from a port of 127.0.0.1 to `target_port` there: one
+// process per connection, forwarding both ways. Killed (the group) on destruction.
+class tcp_proxy {
+ public:
+  explicit tcp_proxy(int target_port) {
+    const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof a;
+    if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&a), size) != 0 ||
+        ::listen(listener, 8) != 0 ||
+        ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &size) != 0) {
+      throw std::system_error(errno, std::generic_category(), "tcp_proxy");
+    }
+    port_ = ntohs(a.sin_port);
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::system_error(errno, std::generic_category(), "fork");
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      for (;;) {
+        const int client = ::accept(listener, nullptr, nullptr);
+        if (client < 0) continue;
+        if (::fork() == 0) forward(client, target_port);
+        ::close(client);
+      }
+    }
+    ::setpgid(pid_, pid_);
+    ::close(listener);
+  }
+  ~tcp_proxy() {
+    ::kill(-pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  tcp_proxy(const tcp_proxy&) = delete;
+  tcp_proxy& operator=(const tcp_proxy&) = delete;
+
+  int port() const { return port_; }
+  // Stops (SIGSTOP) or resumes (SIGCONT) every process of the proxy.
+  void signal(int sig) const { ::kill(-pid_, sig); }
+
+ private:
+  [[noreturn]] static void forward(int client, int target_port) {
+    const int server = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(target_port));
+    if (::connect(server, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ::_exit(1);
+    pollfd fds[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+    char buffer[16384];
+    for (;;) {
+      if (::poll(fds, 2, -1) < 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        if (fds[i].revents == 0) continue;
+        const ssize_t n = ::read(fds[i].fd, buffer, sizeof buffer);
+        if (n <= 0) ::_exit(0);
+        for (ssize_t sent = 0; sent < n;) {
+          const ssize_t w =
+              ::write(fds[1 - i].fd, buffer + sent, static_cast<std::size_t>(n - sent));
+          if (w <= 0) ::_exit(0);
+          sent += w;
+        }
+      }
+    }
+  }
+
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// What on_lost cannot see: a frozen proxy between client and server (stopped with SIGSTOP) still
+// has a kernel that acknowledges both sides' keepalives, so neither side finds the session gone,
+// and the lock stays held on the server. (A real partition is seen: see the test above.)
+TEST(partition, through_a_frozen_proxy_nothing_is_lost_and_on_lost_stays_quiet) {
+  pg::private_server server("127.0.0.1", "127.0.0.1/32");
+  const std::string direct = server.tcp_conninfo();
+  const int server_port = std::stoi(direct.substr(direct.find("port=") + 5));
+  tcp_proxy proxy(server_port);
+  std::atomic<int> calls{0};
+  postgres_options options = short_keepalives();
+  options.on_lost = [&](const std::string&) { ++calls; };
+  const std::string name = pg::unique_name();
+  postgres_lock lock(direct + " port=" + std::to_string(proxy.port()), name, options);
+  lock.lock();
+  const std::int64_t key = fasteners::postgres_key(name);
+  proxy.signal(SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::seconds(k_short_keepalive_seconds + 3));
+  EXPECT_EQ(calls.load(), 0) << "on_lost was called through a stopped proxy";
+  EXPECT_TRUE(lock.acquired());
+  EXPECT_EQ(advisory_locks_at(server.conninfo(), key, true), 1)
+      << "the server let go of the lock held through a stopped proxy";
+  std::cout << "through a proxy stopped for " << k_short_keepalive_seconds + 3
+            << " s (keepalive time " << k_short_keepalive_seconds << " s): on_lost calls "
+            << calls.load() << ", the server still holds the lock\n";
+  proxy.signal(SIGCONT);
+  lock.unlock();
+  EXPECT_EQ(calls.load(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------

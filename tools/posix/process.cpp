@@ -153,6 +153,17 @@ void exec_command(const command_line& command, std::intptr_t inherited) {
   throw os_error(errno, "failed to execute '" + argv[0] + "'");
 }
 
+void await_command_end(command_process process) {
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(process), &info, WEXITED | WNOWAIT) < 0) {
+    if (errno != EINTR) throw os_error(errno, "cannot wait for the command");
+  }
+}
+
+void terminate_command(command_process process) noexcept {
+  ::kill(static_cast<pid_t>(process), SIGTERM);
+}
+
 command_status wait_command(command_process process) {
   int status = 0;
   while (::waitpid(static_cast<pid_t>(process), &status, 0) < 0) {

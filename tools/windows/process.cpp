@@ -132,6 +132,18 @@ command_process start_command(const command_line& command, std::intptr_t) {
   return reinterpret_cast<command_process>(info.hProcess);
 }
 
+void await_command_end(command_process process) {
+  const HANDLE handle = reinterpret_cast<HANDLE>(process);
+  ::SetConsoleCtrlHandler(&ignore_interrupts, TRUE);
+  if (::WaitForSingleObject(handle, INFINITE) != WAIT_OBJECT_0) {
+    throw windows_error(::GetLastError(), "cannot wait for the command");
+  }
+}
+
+void terminate_command(command_process process) noexcept {
+  ::TerminateProcess(reinterpret_cast<HANDLE>(process), 143);
+}
+
 command_status wait_command(command_process process) {
   const HANDLE handle = reinterpret_cast<HANDLE>(process);
   ::SetConsoleCtrlHandler(&ignore_interrupts, TRUE);
