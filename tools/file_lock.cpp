@@ -1,5 +1,6 @@
 // The locks of `fasteners run` on files: this library's, and whom they wait for; and the slots of
 // semaphore files (--slots).
+#include <cstdint>
 #include <initializer_list>
 #include <stdexcept>
 #include <vector>
@@ -20,7 +21,8 @@ namespace fs = std::filesystem;
 
 class library_lock final : public run_lock {
  public:
-  library_lock(const fs::path& path, bool shared) : lock_(path), path_(path), shared_(shared) {}
+  library_lock(const fs::path& path, bool shared, bool fencing)
+      : lock_(path, options(fencing)), path_(path), shared_(shared) {}
 
   std::string what() const override { return lock_name(shared_, "'" + utf8_of(path_) + "'"); }
   bool try_acquire() override {
@@ -39,8 +41,15 @@ class library_lock final : public run_lock {
       lock_.release_write_lock();
     }
   }
+  std::uint64_t fencing_token() const override { return lock_.fencing_token(); }
 
  private:
+  static lock_options options(bool fencing) {
+    lock_options o;
+    o.fencing = fencing;
+    return o;
+  }
+
   interprocess_reader_writer_lock lock_;
   const fs::path path_;
   const bool shared_;
@@ -192,7 +201,7 @@ std::string describe_file_holders(const fs::path& path, bool shared, bool use_fl
 
 std::unique_ptr<run_lock> make_file_lock(const fs::path& path, const run_options& o) {
   if (o.use_flock) return make_flock_lock(path, o.shared);
-  return std::make_unique<library_lock>(path, o.shared);
+  return std::make_unique<library_lock>(path, o.shared, o.fence);
 }
 
 }  // namespace fasteners::tool

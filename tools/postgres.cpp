@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstdlib>
 #include <functional>
 #include <memory>
@@ -352,9 +353,9 @@ tool_error unavailable(std::string message) {
 // database session, which ends when the lock is released.
 class postgres_run_lock final : public run_lock {
  public:
-  postgres_run_lock(const std::string& conninfo, const std::string& name, bool shared)
+  postgres_run_lock(const std::string& conninfo, const std::string& name, bool shared, bool fencing)
       : loss_(std::make_shared<loss>()),
-        lock_(conninfo, name, options(loss_)),
+        lock_(conninfo, name, options(loss_, fencing)),
         conninfo_(conninfo),
         shared_(shared) {}
   ~postgres_run_lock() override {
@@ -397,6 +398,7 @@ class postgres_run_lock final : public run_lock {
     if (loss_->happened && loss_->then) loss_->then();
   }
   bool tells_loss() const override { return true; }
+  std::uint64_t fencing_token() const override { return lock_.fencing_token(); }
 
  private:
   // Whether the lock was lost (the library's on_lost), and what to do then; shared with the
@@ -407,9 +409,10 @@ class postgres_run_lock final : public run_lock {
     std::function<void()> then;
   };
 
-  static postgres_options options(const std::shared_ptr<loss>& l) {
+  static postgres_options options(const std::shared_ptr<loss>& l, bool fencing) {
     postgres_options o;
     o.close_on_release = true;  // Nothing is left to do on the server after the release.
+    o.fencing = fencing;
     o.on_lost = [l](const std::string&) {
       std::lock_guard<std::mutex> guard(l->mu);
       l->happened = true;
@@ -520,7 +523,7 @@ postgres_semaphore_state postgres_semaphore_holders(const std::string& subcomman
 std::unique_ptr<run_lock> make_postgres_lock(const run_options& o) {
   check_conninfo("run", *o.postgres);
   try {
-    return std::make_unique<postgres_run_lock>(*o.postgres, o.lock_file, o.shared);
+    return std::make_unique<postgres_run_lock>(*o.postgres, o.lock_file, o.shared, o.fence);
   } catch (const std::invalid_argument& e) {
     throw usage_error("run", scrub(e.what(), *o.postgres));
   }

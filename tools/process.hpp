@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fasteners::tool {
@@ -18,6 +19,9 @@ struct command_line {
   // ignores them (`run --postgres` ignores SIGINT and SIGQUIT while the command runs). Others keep
   // this process's dispositions, as exec leaves them.
   std::vector<int> default_signals = {};
+  // Variables the program gets in its environment besides this process's, as NAME and value (in
+  // UTF-8), replacing any of the same name.
+  std::vector<std::pair<std::string, std::string>> environment = {};
 };
 
 // A command started by start_command(), for wait_command(): its process id on POSIX, its process
@@ -35,15 +39,15 @@ struct command_status {
 // stays with this process until the command ends, as with `-o`.
 bool command_can_inherit_lock();
 
-// Starts `command` with this process's environment, working directory and standard streams. If
-// `inherited` is a descriptor (>= 0; POSIX only), the program gets a copy of it that stays open
-// across exec, so it shares the open file (and the lock held through it); this process opens and
-// closes no descriptor meanwhile (which would drop classic fcntl locks). On Windows the arguments
-// are joined into one UTF-16 command line that CommandLineToArgvW and the C runtime split back
-// into the same arguments. As with execvp, a file that the kernel cannot execute (a script
-// without a #! line) runs with /bin/sh (POSIX). Throws std::system_error (with the error of exec
-// or CreateProcessW, such as ENOENT or ERROR_FILE_NOT_FOUND) naming the program if it cannot be
-// started.
+// Starts `command` with this process's environment (and command_line::environment), working
+// directory and standard streams. If `inherited` is a descriptor (>= 0; POSIX only), the program
+// gets a copy of it that stays open across exec, so it shares the open file (and the lock held
+// through it); this process opens and closes no descriptor meanwhile (which would drop classic
+// fcntl locks). On Windows the arguments are joined into one UTF-16 command line that
+// CommandLineToArgvW and the C runtime split back into the same arguments. As with execvp, a file
+// that the kernel cannot execute (a script without a #! line) runs with /bin/sh (POSIX). Throws
+// std::system_error (with the error of exec or CreateProcessW, such as ENOENT or
+// ERROR_FILE_NOT_FOUND) naming the program if it cannot be started.
 command_process start_command(const command_line& command, std::intptr_t inherited);
 
 // Whether exec_command() works here: true on POSIX; false on Windows, which cannot replace a

@@ -142,7 +142,7 @@ void add_wait_options(CLI::App& run, run_options& o) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 }
 
-// -o, -F, --postgres, --slots, --flock and -v: how the lock is held and reported.
+// -o, -F, --postgres, --slots, --flock, --fence and -v: how the lock is held and reported.
 void add_holding_options(CLI::App& run, run_options& o) {
   run.add_flag("-o,--close", o.close,
                "Keep the lock from COMMAND: it ends with COMMAND, whatever COMMAND left running "
@@ -171,6 +171,10 @@ void add_holding_options(CLI::App& run, run_options& o) {
   run.add_flag("--flock", o.use_flock,
                "Use flock(2) locks, shared with flock(1), not fcntl ones (python-fasteners'); "
                "locks directories too; not on Windows");
+  run.add_flag("--fence", o.fence,
+               "Take the lock with a fencing token, larger than every one taken before on it, and "
+               "run COMMAND with it in FASTENERS_FENCE (with -s: the latest exclusive lock's, 0 if "
+               "none); not with --slots, --flock or FD; see below");
   run.add_flag("-v,--verbose", o.verbose,
                "As flock(1): say on stdout how long getting the lock took and which command "
                "runs, on stderr that the lock was not had; and on stderr whom it waits for");

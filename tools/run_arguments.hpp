@@ -27,6 +27,8 @@ struct run_options {
   bool close = false;
   bool no_fork = false;  // -F: exec COMMAND in place of this process.
   bool use_flock = false;
+  // --fence: the lock takes a fencing token, which COMMAND gets as $FASTENERS_FENCE.
+  bool fence = false;
   bool verbose = false;
   std::optional<std::string> shell_command;  // -c
   std::vector<std::string> command;

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <string>
 #include <system_error>
 
 #include "errors.hpp"
@@ -64,6 +65,15 @@ void check_file_usage(const run_options& o) {
                                  ", which has no flock(2); without it the lock is the library's, "
                                  "which python-fasteners shares");
   }
+  if (o.fence && o.use_flock) {
+    throw usage_error("run", o.command_name == "fasteners run"
+                                 ? "--fence cannot be used with --flock: a flock(2) lock takes no "
+                                   "fencing tokens; without --flock the lock is the library's, "
+                                   "which does"
+                                 : "--fence is not for " + o.command_name +
+                                       ", whose locks are flock(2)'s, which take no fencing "
+                                       "tokens: use fasteners run --fence");
+  }
   if (o.no_fork && !command_can_replace_process()) {
     throw usage_error("run", "-F is not available on " + system_name() +
                                  ", where no program can replace a process; without it fasteners "
@@ -99,6 +109,7 @@ void check_semaphore_usage(const run_options& o) {
     throw refuse("-F",
                  "the slot belongs to fasteners, which must wait for the command to give it back");
   }
+  if (o.fence) throw refuse("--fence", "a semaphore's slots take no fencing tokens");
   check_command_given(
       o, "--slots",
       o.postgres ? "--slots N --postgres CONNINFO [OPTIONS] NAME" : "--slots N [OPTIONS] LOCKFILE");
@@ -134,6 +145,16 @@ bool take(run_lock& lock, const run_options& o, const std::optional<seconds>& ti
   try {
     return take_and_report(lock, one_try, timeout, {o.verbose, o.program_name, lock.taken()},
                            lock.what(), [&] { return lock.holders(); });
+  } catch (const std::system_error& e) {
+    throw lock.error_for(e);
+  }
+}
+
+// The fencing token of `lock`, which is held, in decimal, for FASTENERS_FENCE. Throws the lock's
+// tool_error when there is none (a PostgreSQL lock lost already).
+std::string fence_of(const run_lock& lock) {
+  try {
+    return std::to_string(lock.fencing_token());
   } catch (const std::system_error& e) {
     throw lock.error_for(e);
   }
@@ -233,6 +254,12 @@ std::unique_ptr<run_lock> make_lock(const run_options& o, const std::optional<st
 // ends.
 int run_descriptor(const run_options& o, int fd, const std::optional<seconds>& timeout,
                    int conflict_exit_code) {
+  if (o.fence) {
+    throw usage_error("run",
+                      "--fence cannot be used with the descriptor form (" + o.command_name +
+                          " FD): it runs no command to give the token to; give a LOCKFILE and a "
+                          "COMMAND");
+  }
   if (!descriptor_locks_supported(o.use_flock)) {
     throw usage_error(
         "run", command_can_inherit_lock()
@@ -283,8 +310,9 @@ int run(const run_options& o) {
   }
   auto lock = make_lock(o, slots);
   if (!take(*lock, o, timeout)) return conflict_exit_code;
-  const command_line command =
+  command_line command =
       o.shell_command ? shell_command(*o.shell_command) : command_line{o.command};
+  if (o.fence) command.environment.emplace_back("FASTENERS_FENCE", fence_of(*lock));
   verbose_report(o.verbose, o.program_name).executing(command.argv[0]);
   return run_under(std::move(lock), o, command);
 }

@@ -55,6 +55,13 @@ class run_lock {
   // once if it was lost already; nothing if this lock cannot tell (the default). Replaces the
   // previous call's function; an empty one calls nothing.
   virtual void on_loss(std::function<void()> lost) { static_cast<void>(lost); }
+  // The fencing token of the lock held (with --fence): an exclusive lock's own, a shared lock's
+  // the latest exclusive lock's (0 if none). Throws std::system_error where there is none: made
+  // without fencing, not held, or lost.
+  virtual std::uint64_t fencing_token() const {
+    throw std::system_error(std::make_error_code(std::errc::operation_not_permitted),
+                            "fasteners: " + what() + " takes no fencing token");
+  }
   // Whether on_loss() can tell of a loss.
   virtual bool tells_loss() const { return false; }
   // Whether the lock ends with this process, which then must outlive the command: Ctrl+C

@@ -8,8 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <string_view>
 #include <system_error>
 
 extern char** environ;
@@ -56,6 +58,30 @@ std::string program_path(const std::string& program) {
     if (end == std::string::npos) return program;
     begin = end + 1;
   }
+}
+
+// The environment for `command`: this process's, less the variables that `command.environment`
+// sets, then those; pointers into `storage`, which must outlive them, and a null pointer.
+std::vector<char*> environment_of(const command_line& command, std::vector<std::string>& storage) {
+  std::vector<char*> out;
+  if (command.environment.empty()) {
+    for (char** entry = environ; *entry != nullptr; ++entry) out.push_back(*entry);
+    out.push_back(nullptr);
+    return out;
+  }
+  for (const auto& [name, value] : command.environment) storage.push_back(name + "=" + value);
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view text(*entry);
+    const bool replaced =
+        std::any_of(command.environment.begin(), command.environment.end(), [&](const auto& v) {
+          return text.size() > v.first.size() && text.compare(0, v.first.size(), v.first) == 0 &&
+                 text[v.first.size()] == '=';
+        });
+    if (!replaced) out.push_back(*entry);
+  }
+  for (auto& entry : storage) out.push_back(entry.data());
+  out.push_back(nullptr);
+  return out;
 }
 
 }  // namespace
@@ -122,15 +148,18 @@ command_process start_command(const command_line& command, std::intptr_t inherit
   const spawn_setup setup(command, inherited);
   pid_t pid = 0;
   std::vector<char*> args = c_arguments(argv);
+  std::vector<std::string> storage;
+  const std::vector<char*> env = environment_of(command, storage);
   int error =
-      ::posix_spawnp(&pid, args[0], setup.actions(), setup.attributes(), args.data(), environ);
+      ::posix_spawnp(&pid, args[0], setup.actions(), setup.attributes(), args.data(), env.data());
   if (error == ENOEXEC) {
     // As execvp: a file that the kernel cannot execute (a script without a #! line) is a script
     // for /bin/sh.
     std::vector<std::string> shell_argv{"/bin/sh", program_path(argv[0])};
     shell_argv.insert(shell_argv.end(), argv.begin() + 1, argv.end());
     args = c_arguments(shell_argv);
-    error = ::posix_spawn(&pid, args[0], setup.actions(), setup.attributes(), args.data(), environ);
+    error =
+        ::posix_spawn(&pid, args[0], setup.actions(), setup.attributes(), args.data(), env.data());
   }
   if (error != 0) throw os_error(error, "failed to execute '" + argv[0] + "'");
   return pid;
@@ -148,6 +177,12 @@ void exec_command(const command_line& command, std::intptr_t inherited) {
     }
   }
   for (const int signal : command.default_signals) ::signal(signal, SIG_DFL);
+  // This process is about to become the command: its own environment is the command's.
+  for (const auto& [name, value] : command.environment) {
+    if (::setenv(name.c_str(), value.c_str(), 1) != 0) {
+      throw os_error(errno, "cannot set " + name + " for '" + argv[0] + "'");
+    }
+  }
   std::vector<char*> args = c_arguments(argv);
   ::execvp(args[0], args.data());  // Runs a file without a #! line with /bin/sh.
   throw os_error(errno, "failed to execute '" + argv[0] + "'");

@@ -123,6 +123,14 @@ command_process start_command(const command_line& command, std::intptr_t) {
   startup.hStdInput = input.get();
   startup.hStdOutput = output.get();
   startup.hStdError = error.get();
+  // The command inherits this process's environment block, which the variables join (this
+  // process starts no other command; the C runtime's getenv keeps its own copy).
+  for (const auto& [name, value] : command.environment) {
+    if (!::SetEnvironmentVariableW(widen(name).c_str(), widen(value).c_str())) {
+      throw windows_error(::GetLastError(),
+                          "cannot set " + name + " for '" + command.argv.at(0) + "'");
+    }
+  }
   PROCESS_INFORMATION info{};
   if (!::CreateProcessW(nullptr, line.data(), nullptr, nullptr, TRUE, 0, nullptr, nullptr, &startup,
                         &info)) {
