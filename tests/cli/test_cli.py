@@ -768,6 +768,90 @@ class run_(CliTest):
                          (0, took_and_executing("locker", "true"), ""))
 
 
+class fence(CliTest):
+    """`fasteners run --fence`: the command gets the lock's fencing token as FASTENERS_FENCE."""
+
+    ECHO = 'echo "${FASTENERS_FENCE-unset}"'
+
+    def token(self, *options, env=None):
+        """The FASTENERS_FENCE that `fasteners run OPTIONS... LOCK` gives its command, as an int;
+        "unset" when it gives none."""
+        result = run("run", *options, self.lock, "sh", "-c", self.ECHO, env=env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        text = result.stdout.strip()
+        return text if text == "unset" else int(text)
+
+    def test_tokens_increase(self):
+        tokens = [self.token("--fence") for _ in range(4)]
+        self.assertGreater(tokens[0], 0)
+        self.assertEqual(tokens, sorted(set(tokens)), "tokens do not strictly increase")
+        # The counter beside the lock file outlives the lock file.
+        os.unlink(self.lock)
+        after = self.token("--fence")
+        self.assertGreater(after, tokens[-1])
+        # Every form that runs a command gets it: -o, -F, -c and -w.
+        later = [self.token("--fence", "-o"), self.token("--fence", "-F"),
+                 self.token("--fence", "-w", "5")]
+        result = run("run", "--fence", self.lock, "-c", self.ECHO)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        later.append(int(result.stdout))
+        self.assertEqual([after] + later, sorted(set([after] + later)))
+
+    def test_shared_sees_latest_exclusive_token(self):
+        self.assertEqual(self.token("--fence", "-s"), 0)  # No exclusive lock taken yet.
+        self.token("--fence")
+        latest = self.token("--fence")
+        self.assertEqual(self.token("--fence", "-s"), latest)
+        self.assertEqual(self.token("-s", "--fence"), latest)
+        # A shared lock takes no token of its own: the next exclusive one is the one after.
+        self.assertEqual(self.token("--fence"), latest + 1)
+
+    def test_shared_beside_a_shared_holder(self):
+        latest = self.token("--fence")
+        p, _ = self.hold("-s")
+        self.assertEqual(self.token("--fence", "-s", "-n"), latest)
+        self.assertEqual(p.release(), 0)
+
+    def test_absent_without_fence(self):
+        env = {k: v for k, v in os.environ.items() if k != "FASTENERS_FENCE"}
+        self.assertEqual(self.token(env=env), "unset")
+        self.assertEqual(self.token("-s", env=env), "unset")
+        # One given from outside passes through untouched without --fence, and gives way to the
+        # lock's with it.
+        env["FASTENERS_FENCE"] = "999999"
+        self.assertEqual(self.token(env=env), 999999)
+        self.assertLess(self.token("--fence", env=env), 999999)
+
+    def test_refused_where_it_cannot_apply(self):
+        marker = os.path.join(self.dir, "ran")
+        cases = [
+            (["--fence", "--slots", "2", self.lock, "touch", marker],
+             "--fence cannot be used with --slots"),
+            (["--fence", "--flock", self.lock, "touch", marker],
+             "--fence cannot be used with --flock"),
+            (["--fence", "0"], "--fence cannot be used with the descriptor form"),
+            (["--fence", "-u", "0"], "--fence cannot be used with the descriptor form"),
+        ]
+        for args, message in cases:
+            result = run("run", *args)
+            self.assertEqual(result.returncode, 64, (args, result.stderr))
+            self.assertIn(message, result.stderr, args)
+            self.assertFalse(os.path.exists(marker), args)
+        self.assertFalse(os.path.exists(self.lock + ".fence"))
+
+    def test_refused_through_the_flock_link(self):
+        os.mkdir(os.path.join(self.dir, "bin"))
+        link = os.path.join(self.dir, "bin", "flock")
+        os.symlink(FASTENERS, link)
+        marker = os.path.join(self.dir, "ran")
+        result = subprocess.run([link, "--fence", self.lock, "touch", marker],
+                                capture_output=True, text=True, timeout=WAIT,
+                                stdin=subprocess.DEVNULL)
+        self.assertEqual(result.returncode, 64, result.stderr)
+        self.assertIn("flock: --fence is not for flock", result.stderr)
+        self.assertFalse(os.path.exists(marker))
+
+
 class inheritance(CliTest):
     """The command inherits the lock (not with -o), as with flock(1); killed fasteners processes."""
 
@@ -1895,6 +1979,23 @@ class postgres(CliTest):
 
     # run --postgres
 
+    def test_fence_tokens_increase(self):
+        def token(*options):
+            result = run("run", *self.pg("--fence", *options), self.name, "sh", "-c",
+                         'echo "${FASTENERS_FENCE-unset}"')
+            self.assertEqual(result.returncode, 0, result.stderr)
+            return int(result.stdout)
+        self.assertEqual(token("-s"), 0)  # No exclusive lock taken on the name yet.
+        tokens = [token() for _ in range(3)] + [token("-o")]
+        self.assertGreater(tokens[0], 0)
+        self.assertEqual(tokens, sorted(set(tokens)), "tokens do not strictly increase")
+        self.assertEqual(token("-s"), tokens[-1])
+        result = run("run", *self.pg(), self.name, "sh", "-c", 'echo "${FASTENERS_FENCE-unset}"')
+        self.assertEqual((result.returncode, result.stdout), (0, "unset\n"), result.stderr)
+        result = run("run", *self.pg("--fence", "--slots", "2"), self.name, "true")
+        self.assertEqual(result.returncode, 64, result.stderr)
+        self.assertIn("--fence cannot be used with --slots", result.stderr)
+
     def test_exit_status(self):
         for code in (0, 1, 42, 255):
             result = run("run", *self.pg(), self.name, "sh", "-c", "exit %d" % code)
@@ -2464,7 +2565,7 @@ def sql_key(name):
             % literal)
 
 
-GROUPS = {"usage": usage, "run": run_, "inheritance": inheritance, "status": status,
+GROUPS = {"usage": usage, "run": run_, "fence": fence, "inheritance": inheritance, "status": status,
           "semaphore": semaphore, "flock_interop": flock_interop, "flock_compat": flock_compat,
           "flock_link": flock_link, "python_interop": python_interop,
           "postgres": postgres}
