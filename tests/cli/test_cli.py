@@ -387,7 +387,8 @@ class usage(CliTest):
         self.assertEqual(result.returncode, 0)
         for word in ("LOCKFILE", "COMMAND", "FD", "--shared", "--exclusive", "--nonblocking",
                      "--timeout", "--conflict-exit-code", "--close", "--flock", "--verbose",
-                     "--command", "--unlock", "--no-fork", "--version",
+                     "--command", "--unlock", "--no-fork", "--version", "--fence",
+                     "FASTENERS_FENCE",
                      'ln -s "$(command -v fasteners)" ~/bin/flock'):
             self.assertIn(word, result.stdout)
         result = run("status", "--help")
