@@ -809,6 +809,7 @@ class fence(CliTest):
 
     def test_shared_beside_a_shared_holder(self):
         latest = self.token("--fence")
+        self.assertGreater(latest, 0)
         p, _ = self.hold("-s")
         self.assertEqual(self.token("--fence", "-s", "-n"), latest)
         self.assertEqual(p.release(), 0)
