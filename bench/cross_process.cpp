@@ -106,7 +106,6 @@ class handoff_run {
  public:
   handoff_run(const contender& who, const settings& config, const one_cpu* pin)
       : who_(who),
-        config_(config),
         path_(config.dir + "/handoff-" + who.key + ".lock"),
         holder_(make_lock(who.id, path_)),
         child_(
@@ -172,7 +171,6 @@ class handoff_run {
 
  private:
   const contender& who_;
-  const settings& config_;
   const std::string path_;
   const std::unique_ptr<bench_lock> holder_;
   child_process child_;

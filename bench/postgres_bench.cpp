@@ -66,6 +66,7 @@ enum class method {
   raw,              // libpq: PQexec of SELECT pg_advisory_lock(k) / pg_advisory_unlock(k).
   raw_prepared,     // libpq: the same statements prepared once, run with PQexecPrepared.
   lock,             // fasteners::postgres_lock::lock() / unlock().
+  lock_fencing,     // lock() / unlock() with postgres_options::fencing (one more round trip).
   try_lock,         // try_lock() / unlock() (uncontended only).
   try_lock_for,     // try_lock_for(timeout) / unlock().
   python_psycopg2,  // psycopg2, autocommit, the same SQL as raw.
@@ -88,6 +89,7 @@ const contender k_pairs_contenders[] = {
     {"raw_libpq", "raw libpq pg_advisory_lock+unlock", method::raw},
     {"raw_libpq_prepared", "raw libpq, prepared, lock+unlock", method::raw_prepared},
     {"fasteners_lock", "fasteners lock()+unlock()", method::lock},
+    {"fasteners_lock_fencing", "fasteners lock()+unlock(), fencing", method::lock_fencing},
     {"fasteners_try_lock", "fasteners try_lock()+unlock()", method::try_lock},
     {"fasteners_try_lock_for", "fasteners try_lock_for(10 s)+unlock()", method::try_lock_for},
     {"python_psycopg2", "psycopg2 pg_advisory_lock+unlock", method::python_psycopg2},
@@ -101,6 +103,8 @@ const char* method_name(method how) {
       return "raw_prepared";
     case method::lock:
       return "lock";
+    case method::lock_fencing:
+      return "lock_fencing";
     case method::try_lock:
       return "try_lock";
     case method::try_lock_for:
@@ -353,7 +357,9 @@ class local_lock {
       raw_ = std::make_unique<raw_lock>(conninfo, fasteners::postgres_key(name),
                                         how == method::raw_prepared);
     } else {
-      lib_ = std::make_unique<fasteners::postgres_lock>(conninfo, name);
+      fasteners::postgres_options options;
+      options.fencing = how == method::lock_fencing;
+      lib_ = std::make_unique<fasteners::postgres_lock>(conninfo, name, options);
     }
   }
   // Whether it acquired (only try_lock and try_lock_for can fail).
@@ -364,6 +370,7 @@ class local_lock {
         raw_->lock();
         return true;
       case method::lock:
+      case method::lock_fencing:
         lib_->lock();
         return true;
       case method::try_lock:

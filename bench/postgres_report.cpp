@@ -272,6 +272,7 @@ void pg_write_markdown(const pg_results& r, const std::string& path, const std::
     if (key == "raw_libpq") return "uncontended pair, raw libpq lock+unlock";
     if (key == "raw_libpq_prepared") return "uncontended pair, raw libpq, prepared statements";
     if (key == "fasteners_lock") return "uncontended `lock()`+`unlock()`";
+    if (key == "fasteners_lock_fencing") return "uncontended `lock()`+`unlock()`, `fencing`";
     if (key == "fasteners_try_lock") return "uncontended `try_lock()`+`unlock()`";
     if (key == "fasteners_try_lock_for") return "uncontended `" + timed + "`+`unlock()`";
     return "uncontended pair, psycopg2 lock+unlock";

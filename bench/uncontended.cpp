@@ -60,9 +60,10 @@ void raw_open_pair_close(benchmark::State& state, const std::string& path) {
   }
 }
 
-fasteners::lock_options options(bool keep_open) {
+fasteners::lock_options options(bool keep_open, bool fencing = false) {
   fasteners::lock_options o;
   o.keep_open = keep_open;
+  o.fencing = fencing;
   return o;
 }
 
@@ -75,10 +76,12 @@ void guarded(benchmark::State& state, F&& body) {
   }
 }
 
-template <bool keep_open>
+// With `fencing`, each lock() also takes a fencing token: a read-increment-write of the counter
+// file "<path>.fence" beside the lock file.
+template <bool keep_open, bool fencing = false>
 void fasteners_lock(benchmark::State& state, const std::string& path) {
   guarded(state, [&] {
-    fasteners::interprocess_lock lock(path, options(keep_open));
+    fasteners::interprocess_lock lock(path, options(keep_open, fencing));
     for (auto _ : state) {
       lock.lock();
       lock.unlock();
@@ -165,10 +168,14 @@ std::vector<uncontended_result> measure_uncontended(const settings& config) {
       {"raw_pair", "raw F_OFD_SETLK lock+unlock on an open fd", &raw_pair},
       {"raw_open_pair_close", "raw open+F_OFD_SETLK lock+unlock+close", &raw_open_pair_close},
       {"fasteners_lock", "fasteners lock()+unlock()", &fasteners_lock<false>},
+      {"fasteners_lock_fencing", "fasteners lock()+unlock(), fencing",
+       &fasteners_lock<false, true>},
       {"fasteners_try_lock_for", "fasteners try_lock_for(10 s)+unlock()",
        &fasteners_try_lock_for<false>},
       {"fasteners_shared", "fasteners lock_shared()+unlock_shared()", &fasteners_shared<false>},
       {"fasteners_lock_keep_open", "fasteners lock()+unlock(), keep_open", &fasteners_lock<true>},
+      {"fasteners_lock_keep_open_fencing", "fasteners lock()+unlock(), keep_open, fencing",
+       &fasteners_lock<true, true>},
       {"fasteners_try_lock_for_keep_open", "fasteners try_lock_for(10 s)+unlock(), keep_open",
        &fasteners_try_lock_for<true>},
       {"fasteners_shared_keep_open", "fasteners lock_shared()+unlock_shared(), keep_open",
