@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fencing_checks.hpp"
 #include "posix/posix_support.hpp"
 
 namespace fasteners_test {
@@ -26,38 +27,6 @@ fasteners::lock_options fencing(bool remove_on_release = false) {
   options.fencing = true;
   options.remove_on_release = remove_on_release;
   return options;
-}
-
-// Appends "<token>\n" to the log open as `fd` (O_APPEND: one write, one line).
-bool append_token(int fd, std::uint64_t token) {
-  const std::string line = std::to_string(token) + "\n";
-  return ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-}
-
-// Takes the lock of `object` exclusively in the way `round` picks: blocking, a try loop, a timed
-// wait or an asynchronous acquisition.
-template <class Lock>
-void take(Lock& object, int round) {
-  switch (round % 4) {
-    case 0:
-      object.lock();
-      return;
-    case 1:
-      while (!object.try_lock()) std::this_thread::yield();
-      return;
-    case 2:
-      while (!object.try_lock_for(std::chrono::seconds(1))) {
-      }
-      return;
-    default: {
-      std::promise<std::error_code> granted;
-      auto result = granted.get_future();
-      object.async_lock([&](std::error_code ec) { granted.set_value(ec); });
-      const auto ec = result.get();
-      if (ec) throw std::system_error(ec, "async_lock");
-      return;
-    }
-  }
 }
 
 // Helper "fence_writer PATH LOG N REMOVE": two threads, one with an interprocess_lock and one with
@@ -75,7 +44,7 @@ FASTENERS_TEST_HELPER(fence_writer) {
   auto run = [&](auto& object) {
     try {
       for (int round = 0; round < n; ++round) {
-        take(object, round);
+        take_exclusively(object, round);
         const int marker = ::open(inside.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (marker < 0) {
           fail(k_error, "another holder holds the lock too");
@@ -127,21 +96,6 @@ FASTENERS_TEST_HELPER(fence_read) {
   lock.lock_shared();
   report_and_wait(std::to_string(lock.fencing_token()));
   return 0;
-}
-
-// The tokens of the log, in the order they were written.
-std::vector<std::uint64_t> read_tokens(const fs::path& log) {
-  std::vector<std::uint64_t> tokens;
-  std::ifstream in(log);
-  for (std::string line; std::getline(in, line);) tokens.push_back(std::stoull(line));
-  return tokens;
-}
-
-// Checks that `tokens` strictly increase.
-void expect_strictly_increasing(const std::vector<std::uint64_t>& tokens) {
-  for (std::size_t i = 1; i < tokens.size(); ++i) {
-    ASSERT_LT(tokens[i - 1], tokens[i]) << "at line " << i + 1 << " of " << tokens.size();
-  }
 }
 
 std::uint64_t token_of(child_process& child) {
@@ -270,17 +224,6 @@ TEST_F(fencing_test, a_reader_that_joins_a_reader_without_fencing_reads_the_coun
     fenced.unlock_shared();
   }).join();
   plain.unlock_shared();
-}
-
-// Calls `f` and checks that it throws std::system_error with operation_not_permitted.
-template <class F>
-void expect_not_permitted(F f) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::operation_not_permitted) << e.what();
-  }
 }
 
 TEST_F(fencing_test, without_the_option_or_a_hold_there_is_no_token) {

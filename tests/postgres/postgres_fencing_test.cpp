@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fencing_checks.hpp"
 #include "common/test_support.hpp"
 #include "fasteners/postgres.hpp"
 #include "pg_test_support.hpp"
@@ -33,36 +34,6 @@ postgres_options fencing() {
   return options;
 }
 
-bool append_token(int fd, std::uint64_t token) {
-  const std::string line = std::to_string(token) + "\n";
-  return ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-}
-
-// Takes `object` exclusively in the way `round` picks: blocking, timed, a try loop, async.
-template <class Lock>
-void take(Lock& object, int round) {
-  switch (round % 4) {
-    case 0:
-      object.lock();
-      return;
-    case 1:
-      while (!object.try_lock_for(std::chrono::seconds(1))) {
-      }
-      return;
-    case 2:
-      while (!object.try_lock()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      return;
-    default: {
-      std::promise<std::error_code> granted;
-      auto result = granted.get_future();
-      object.async_lock([&](std::error_code ec) { granted.set_value(ec); });
-      const auto ec = result.get();
-      if (ec) throw std::system_error(ec, "async_lock");
-      return;
-    }
-  }
-}
-
 // Helper "pg_fence_writer CONNINFO NAME N LOG": a postgres_lock and a postgres_reader_writer_lock,
 // on two threads, each take NAME N times and append each token to LOG while holding it.
 FASTENERS_TEST_HELPER(pg_fence_writer) {
@@ -73,7 +44,7 @@ FASTENERS_TEST_HELPER(pg_fence_writer) {
   auto run = [&](auto& object) {
     try {
       for (int round = 0; round < n; ++round) {
-        take(object, round);
+        take_exclusively(object, round);
         if (!append_token(fd, object.fencing_token())) ++failures;
         object.unlock();
       }
@@ -103,23 +74,6 @@ FASTENERS_TEST_HELPER(pg_fence_victim) {
   return 0;
 }
 
-std::vector<std::uint64_t> read_tokens(const std::filesystem::path& log) {
-  std::vector<std::uint64_t> tokens;
-  std::ifstream in(log);
-  for (std::string line; std::getline(in, line);) tokens.push_back(std::stoull(line));
-  return tokens;
-}
-
-template <class F>
-void expect_not_permitted(F f) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code(), std::errc::operation_not_permitted) << e.what();
-  }
-}
-
 using postgres_fencing_test = lock_test;
 
 TEST_F(postgres_fencing_test, tokens_strictly_increase_over_processes_and_killed_holders) {
@@ -144,9 +98,7 @@ TEST_F(postgres_fencing_test, tokens_strictly_increase_over_processes_and_killed
   for (auto& w : writers) EXPECT_EQ(w.wait(std::chrono::seconds(150)), 0);
   const auto tokens = read_tokens(log);
   EXPECT_EQ(tokens.size(), static_cast<std::size_t>(processes * 2 * per_thread + victims));
-  for (std::size_t i = 1; i < tokens.size(); ++i) {
-    ASSERT_LT(tokens[i - 1], tokens[i]) << "at line " << i + 1 << " of " << tokens.size();
-  }
+  expect_strictly_increasing(tokens);
   EXPECT_EQ(std::set<std::uint64_t>(tokens.begin(), tokens.end()).size(), tokens.size());
   EXPECT_EQ(pg::query("SELECT token FROM fasteners_fence WHERE key = " +
                       std::to_string(fasteners::postgres_key(name))),
